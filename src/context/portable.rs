@@ -1,0 +1,91 @@
+//! The portable backend: the `corosensei` crate drives the switch on our stacks.
+
+use super::Entry;
+use crate::stack::Stack;
+use corosensei::stack::StackPointer;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+/// Name of this backend, for benchmarks and diagnostics.
+pub(crate) const BACKEND: &str = "corosensei";
+
+// SAFETY: `top()` and `limit()` delimit the usable, writable part of the mapping the
+// `Stack` owns, top is 16-byte aligned, and the mapping lives as long as the value.
+unsafe impl corosensei::stack::Stack for Stack {
+    fn base(&self) -> StackPointer {
+        StackPointer::new(self.top() as usize).expect("stack top is not null")
+    }
+
+    fn limit(&self) -> StackPointer {
+        StackPointer::new(self.limit() as usize).expect("stack limit is not null")
+    }
+}
+
+/// A context on a stack of its own (see the module docs of `context`).
+pub(crate) struct Context {
+    co: Coroutine<usize, usize, usize, Stack>,
+    stack_size: usize,
+}
+
+/// The coroutine side's handle for switching back.
+#[derive(Clone, Copy)]
+pub(crate) struct Suspender {
+    yielder: *const Yielder<usize, usize>,
+}
+
+impl Context {
+    /// Prepares `stack` to run `entry(value, data, suspender)` on the first resume.
+    ///
+    /// # Safety
+    ///
+    /// * `data` must stay valid for as long as `entry` may use it.
+    pub(crate) unsafe fn new(stack: Stack, entry: Entry, data: *mut ()) -> Context {
+        let stack_size = stack.size();
+        let co = Coroutine::with_stack(stack, move |yielder: &Yielder<usize, usize>, value| {
+            let suspender = Suspender { yielder };
+            // SAFETY: forwarded from `Context::new`'s contract.
+            unsafe { entry(value, data, suspender) }
+        });
+        Context { co, stack_size }
+    }
+
+    /// Runs the context until it suspends or its entry returns.
+    ///
+    /// # Safety
+    ///
+    /// * The context must not have returned from its entry yet.
+    /// * It must not be running.
+    #[inline(always)]
+    pub(crate) unsafe fn resume(&mut self, value: usize) -> usize {
+        match self.co.resume(value) {
+            CoroutineResult::Yield(v) | CoroutineResult::Return(v) => v,
+        }
+    }
+
+    /// Usable size of the stack this context runs on.
+    pub(crate) fn stack_size(&self) -> usize {
+        self.stack_size
+    }
+
+    /// The stack back.
+    ///
+    /// # Safety
+    ///
+    /// * The entry must have returned, or the context must never have been resumed.
+    pub(crate) unsafe fn into_stack(self) -> Stack {
+        self.co.into_stack()
+    }
+}
+
+impl Suspender {
+    /// Hands `value` to the resumer and waits to be resumed.
+    ///
+    /// # Safety
+    ///
+    /// * Must be called on the context's own stack, while it runs.
+    #[inline(always)]
+    pub(crate) unsafe fn suspend(self, value: usize) -> usize {
+        // SAFETY: the yielder lives on the context's stack for as long as its entry
+        // runs, and we are inside that entry (contract).
+        unsafe { (*self.yielder).suspend(value) }
+    }
+}

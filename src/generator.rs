@@ -1,0 +1,479 @@
+//! Standalone stackful generators, usable without any runtime.
+//!
+//! A [`Generator`] runs a closure on a stack of its own. The closure receives a
+//! [`Yielder`]; [`Yielder::suspend`] hands a value to whoever called
+//! [`Generator::resume`] and freezes the closure's whole call stack until the next
+//! `resume`. Unlike Python's generator-based coroutines (or Rust's `async fn`), a
+//! stackful generator can suspend from any depth of ordinary nested function calls:
+//! helpers need no `yield from`, no `.await`, no special colouring.
+//!
+//! ```
+//! use stackweave::generator::{Generator, GeneratorState, Yielder};
+//!
+//! // A plain recursive helper that yields from deep inside the recursion.
+//! fn count_down(y: &Yielder<u32>, n: u32) {
+//!     if n > 0 {
+//!         y.suspend(n);
+//!         count_down(y, n - 1);
+//!     }
+//! }
+//!
+//! let mut g = Generator::new(|y: &Yielder<u32>| {
+//!     count_down(y, 3);
+//!     "done"
+//! });
+//! assert_eq!(g.resume(), GeneratorState::Yielded(3));
+//! assert_eq!(g.resume(), GeneratorState::Yielded(2));
+//! assert_eq!(g.resume(), GeneratorState::Yielded(1));
+//! assert_eq!(g.resume(), GeneratorState::Complete("done"));
+//! assert!(g.is_complete());
+//! ```
+//!
+//! # Guarantees
+//!
+//! * A panic inside the generator is caught at the root of its stack (it never
+//!   unwinds through the context switch) and re-raised from [`Generator::resume`] on
+//!   the caller's side with its original payload.
+//! * Dropping a generator that has started but not finished unwinds its stack, so
+//!   every destructor on it runs, as if the pending `suspend` had panicked. (The
+//!   unwind does not invoke the panic hook, so nothing is printed.)
+//! * A generator stays on the thread that created it: [`Generator`] and [`Yielder`]
+//!   are neither `Send` nor `Sync`, because the stack may hold anything (an `Rc`, a
+//!   `MutexGuard`, a borrow of a thread-local).
+//!
+//! # Lifetimes
+//!
+//! The closure only has to live for `'a`, so it may borrow local data. This is sound
+//! because a generator's code runs only while someone calls `resume` (or drops it):
+//! the borrow checker ties both to `'a`. Leaking a suspended generator with
+//! `mem::forget` leaks its stack, which is never resumed or reused, so nothing on it
+//! can observe the borrowed data going away.
+//!
+//! # Invariant
+//!
+//! The block shared by both sides (the value slots and the overflow record) is owned
+//! by the `Generator`, outlives the stack, and is only touched by one side at a time:
+//! the resumer before and after a switch, the generator's stack between the two.
+
+use crate::context::{Context, Suspender};
+use crate::stack::{self, StackRecord};
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+/// What [`Generator::resume`] returns: a value the generator suspended with, or the
+/// value its closure returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GeneratorState<Y, R> {
+    /// The generator called [`Yielder::suspend`] with this value and can be resumed.
+    Yielded(Y),
+    /// The generator's closure returned this value; the generator is complete.
+    Complete(R),
+}
+
+// Resumer -> generator commands, passed through the switch.
+const CMD_RESUME: usize = 0;
+const CMD_UNWIND: usize = 1;
+// Generator -> resumer messages.
+const MSG_YIELDED: usize = 0;
+const MSG_COMPLETE: usize = 1;
+
+/// The payload used to unwind a generator that is dropped while suspended.
+struct ForcedUnwind;
+
+/// The part of the shared block that does not depend on the closure's type.
+struct Common<Y, R> {
+    yielded: Option<Y>,
+    result: Option<thread::Result<R>>,
+    record: StackRecord,
+}
+
+/// The shared block: `Common` first, so a `*mut Block<Y, R, F>` is also a
+/// `*mut Common<Y, R>`.
+#[repr(C)]
+struct Block<Y, R, F> {
+    common: Common<Y, R>,
+    f: Option<F>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotStarted,
+    Suspended,
+    Complete,
+}
+
+/// A stackful generator: a closure running on its own stack that can suspend with a
+/// value of type `Y` from any call depth and finally returns an `R`.
+///
+/// See the [module documentation](self) for the guarantees.
+///
+/// # Examples
+///
+/// A generator whose closure returns `()` is an [`Iterator`]:
+///
+/// ```
+/// use stackweave::generator::{Generator, Yielder};
+///
+/// let squares = Generator::new(|y: &Yielder<u64>| {
+///     for i in 1..=4 {
+///         y.suspend(i * i);
+///     }
+/// });
+/// assert_eq!(squares.collect::<Vec<_>>(), [1, 4, 9, 16]);
+/// ```
+pub struct Generator<'a, Y, R> {
+    context: ManuallyDrop<Context>,
+    block: NonNull<Common<Y, R>>,
+    free_block: unsafe fn(NonNull<Common<Y, R>>),
+    state: State,
+    // Owns Y and R values (dropck), borrows for 'a, and is neither Send nor Sync.
+    _marker: PhantomData<(Y, R, &'a (), *const ())>,
+}
+
+/// The generator side's handle: [`suspend`](Yielder::suspend) hands a value to the
+/// resumer.
+///
+/// A `&Yielder` is passed to the generator's closure and cannot escape it. It is
+/// neither `Send` nor `Sync`.
+pub struct Yielder<Y> {
+    suspender: Suspender,
+    slot: *mut Option<Y>,
+    record: *const StackRecord,
+    _marker: PhantomData<*const ()>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<'a, Y, R> Generator<'a, Y, R> {
+    /// Creates a generator that will run `f` on a stack of
+    /// [`DEFAULT_STACK_SIZE`](crate::stack::DEFAULT_STACK_SIZE) bytes. Nothing runs
+    /// until the first [`resume`](Generator::resume).
+    ///
+    /// # Panics
+    ///
+    /// Panics if no stack can be allocated (out of memory or of memory maps); use
+    /// [`with_stack_size`](Generator::with_stack_size) to get an error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::generator::{Generator, GeneratorState, Yielder};
+    ///
+    /// let mut g = Generator::new(|y: &Yielder<&str>| {
+    ///     y.suspend("hello");
+    ///     42
+    /// });
+    /// assert_eq!(g.resume(), GeneratorState::Yielded("hello"));
+    /// assert_eq!(g.resume(), GeneratorState::Complete(42));
+    /// ```
+    pub fn new<F>(f: F) -> Self
+    where
+        F: FnOnce(&Yielder<Y>) -> R + 'a,
+    {
+        match Self::with_stack_size(stack::DEFAULT_STACK_SIZE, f) {
+            Ok(g) => g,
+            Err(e) => panic!("failed to create a generator: {e}"),
+        }
+    }
+
+    /// Creates a generator whose stack has at least `size` usable bytes (rounded up
+    /// to whole pages and to [`MIN_STACK_SIZE`](crate::stack::MIN_STACK_SIZE)).
+    ///
+    /// Stacks are reused from a per-thread pool when one of the same size is free.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::OutOfMemory`] when the stack cannot be mapped (out of memory
+    /// or of `vm.max_map_count` memory maps); [`io::ErrorKind::InvalidInput`] for an
+    /// absurd size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::generator::{Generator, Yielder};
+    ///
+    /// let g = Generator::with_stack_size(64 * 1024, |y: &Yielder<u8>| y.suspend(7))?;
+    /// assert_eq!(g.stack_size(), 64 * 1024);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_stack_size<F>(size: usize, f: F) -> io::Result<Self>
+    where
+        F: FnOnce(&Yielder<Y>) -> R + 'a,
+    {
+        let stack = stack::pool::take(size)?;
+        let record = StackRecord {
+            guard: stack.guard_range(),
+            size: stack.size(),
+            kind: "generator",
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: None,
+        };
+        let block = Box::new(Block {
+            common: Common::<Y, R> {
+                yielded: None,
+                result: None,
+                record,
+            },
+            f: Some(f),
+        });
+        let block = NonNull::from(Box::leak(block)).cast::<Common<Y, R>>();
+        // SAFETY: `block` stays valid until `free_block` runs in `Drop`, after the
+        // context has finished or been abandoned unstarted; `entry::<Y, R, F>`
+        // matches the block's real type.
+        let context = unsafe { Context::new(stack, entry::<Y, R, F>, block.as_ptr().cast()) };
+        Ok(Generator {
+            context: ManuallyDrop::new(context),
+            block,
+            free_block: free_block::<Y, R, F>,
+            state: State::NotStarted,
+            _marker: PhantomData,
+        })
+    }
+
+    /// Runs the generator until it suspends or completes.
+    ///
+    /// # Panics
+    ///
+    /// * If the generator's closure panics, the panic continues from here with its
+    ///   original payload; the generator is then complete.
+    /// * If the generator is already complete.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::generator::{Generator, GeneratorState, Yielder};
+    ///
+    /// let mut g = Generator::new(|y: &Yielder<i32>| y.suspend(1));
+    /// assert_eq!(g.resume(), GeneratorState::Yielded(1));
+    /// assert_eq!(g.resume(), GeneratorState::Complete(()));
+    /// ```
+    pub fn resume(&mut self) -> GeneratorState<Y, R> {
+        assert!(
+            self.state != State::Complete,
+            "Generator::resume called on a complete generator"
+        );
+        match self.switch_in(CMD_RESUME) {
+            MSG_YIELDED => GeneratorState::Yielded(self.take_yielded()),
+            _ => match self.take_result() {
+                Ok(r) => GeneratorState::Complete(r),
+                Err(payload) => panic::resume_unwind(payload),
+            },
+        }
+    }
+
+    /// Whether the generator has finished (returned or panicked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::generator::{Generator, Yielder};
+    ///
+    /// let mut g = Generator::new(|_: &Yielder<()>| {});
+    /// assert!(!g.is_complete());
+    /// g.resume();
+    /// assert!(g.is_complete());
+    /// ```
+    pub fn is_complete(&self) -> bool {
+        self.state == State::Complete
+    }
+
+    /// Usable size of this generator's stack in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::generator::{Generator, Yielder};
+    ///
+    /// let g = Generator::new(|_: &Yielder<()>| {});
+    /// assert_eq!(g.stack_size(), stackweave::stack::DEFAULT_STACK_SIZE);
+    /// ```
+    pub fn stack_size(&self) -> usize {
+        self.context.stack_size()
+    }
+
+    /// Switches into the generator with `cmd` and returns its message, keeping the
+    /// thread's overflow record pointed at the running stack.
+    #[inline]
+    fn switch_in(&mut self, cmd: usize) -> usize {
+        // SAFETY: the block is alive for as long as `self` (invariant).
+        let record = unsafe { &raw const (*self.block.as_ptr()).record };
+        let previous = stack::set_current_record(record);
+        // SAFETY: the context has not completed (state != Complete, checked by every
+        // caller) and is not running: `&mut self` rules out a resume from inside it.
+        let msg = unsafe { self.context.resume(cmd) };
+        stack::set_current_record(previous);
+        self.state = if msg == MSG_YIELDED {
+            State::Suspended
+        } else {
+            State::Complete
+        };
+        msg
+    }
+
+    fn take_yielded(&mut self) -> Y {
+        // SAFETY: the generator is suspended, so only this side touches the block.
+        unsafe { (*self.block.as_ptr()).yielded.take() }
+            .expect("a suspended generator left its value")
+    }
+
+    fn take_result(&mut self) -> thread::Result<R> {
+        // SAFETY: the generator has completed; its stack no longer touches the block.
+        unsafe { (*self.block.as_ptr()).result.take() }
+            .expect("a completed generator left its result")
+    }
+}
+
+impl<Y, R> Drop for Generator<'_, Y, R> {
+    fn drop(&mut self) {
+        let mut escaped: Option<Box<dyn Any + Send>> = None;
+        if self.state == State::Suspended {
+            // Unwind the stack: the pending `suspend` panics with ForcedUnwind. If the
+            // closure catches that and suspends again, keep unwinding.
+            while self.switch_in(CMD_UNWIND) == MSG_YIELDED {
+                drop(self.take_yielded());
+            }
+            match self.take_result() {
+                Err(payload) if payload.is::<ForcedUnwind>() => {}
+                Err(payload) => escaped = Some(payload),
+                Ok(_) => {}
+            }
+        }
+        // SAFETY: the context has completed or never started, so nothing lives on its
+        // stack; it is not used again.
+        let context = unsafe { ManuallyDrop::take(&mut self.context) };
+        // SAFETY: as above.
+        stack::pool::give(unsafe { context.into_stack() });
+        // SAFETY: the block was created for this `free_block` and the stack that used
+        // it is gone. An unstarted closure is dropped here.
+        unsafe { (self.free_block)(self.block) };
+        if let Some(payload) = escaped {
+            // A destructor or the closure panicked with its own payload while the
+            // generator was being unwound: report it unless we are already unwinding.
+            if !thread::panicking() {
+                panic::resume_unwind(payload);
+            }
+        }
+    }
+}
+
+impl<Y> Iterator for Generator<'_, Y, ()> {
+    type Item = Y;
+
+    fn next(&mut self) -> Option<Y> {
+        if self.is_complete() {
+            return None;
+        }
+        match self.resume() {
+            GeneratorState::Yielded(y) => Some(y),
+            GeneratorState::Complete(()) => None,
+        }
+    }
+}
+
+impl<Y, R> fmt::Debug for Generator<'_, Y, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SAFETY: the block lives as long as `self`; only a plain field is read.
+        let id = unsafe { (*self.block.as_ptr()).record.id };
+        f.debug_struct("Generator")
+            .field("id", &id)
+            .field("state", &self.state)
+            .field("stack_size", &self.stack_size())
+            .finish()
+    }
+}
+
+impl<Y> Yielder<Y> {
+    /// Hands `value` to the caller of [`Generator::resume`] and suspends the whole
+    /// generator, with every frame on its stack, until the next `resume`.
+    ///
+    /// Callable from any depth of nested calls inside the generator's closure.
+    ///
+    /// # Panics
+    ///
+    /// * When the generator is dropped while suspended here, this call unwinds (so
+    ///   the stack's destructors run). Code that catches that unwind should let it
+    ///   continue.
+    /// * If called while a different generator runs (for example from a nested
+    ///   generator that captured this yielder).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::generator::{Generator, Yielder};
+    ///
+    /// fn helper(y: &Yielder<char>) {
+    ///     y.suspend('a');
+    ///     y.suspend('b');
+    /// }
+    /// let g = Generator::new(|y: &Yielder<char>| helper(y));
+    /// assert_eq!(g.collect::<String>(), "ab");
+    /// ```
+    #[inline]
+    pub fn suspend(&self, value: Y) {
+        assert!(
+            stack::current_record() == self.record,
+            "Yielder::suspend called outside its own generator"
+        );
+        // SAFETY: the slot lives in the generator's block, which outlives the stack;
+        // while the generator runs only this side touches it.
+        unsafe { *self.slot = Some(value) };
+        // SAFETY: we are on the generator's own stack while it runs (checked above).
+        let cmd = unsafe { self.suspender.suspend(MSG_YIELDED) };
+        if cmd == CMD_UNWIND {
+            panic::resume_unwind(Box::new(ForcedUnwind));
+        }
+    }
+}
+
+impl<Y> fmt::Debug for Yielder<Y> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Yielder").finish_non_exhaustive()
+    }
+}
+
+/// Runs on the generator's stack: the closure under `catch_unwind`.
+///
+/// # Safety
+///
+/// `data` is the `Block<Y, R, F>` built by `with_stack_size`, alive until the
+/// generator is dropped.
+unsafe fn entry<Y, R, F>(cmd: usize, data: *mut (), suspender: Suspender) -> usize
+where
+    F: FnOnce(&Yielder<Y>) -> R,
+{
+    let block = data.cast::<Block<Y, R, F>>();
+    // SAFETY: the block is valid (contract) and the resumer does not touch it while
+    // we run. A generator is only entered with CMD_RESUME: an unstarted one is
+    // dropped without being entered.
+    let f = unsafe { (*block).f.take() }.expect("generator entered twice");
+    debug_assert_eq!(cmd, CMD_RESUME);
+    let yielder = Yielder {
+        suspender,
+        // SAFETY: fields of the valid block.
+        slot: unsafe { &raw mut (*block).common.yielded },
+        // SAFETY: as above.
+        record: unsafe { &raw const (*block).common.record },
+        _marker: PhantomData,
+    };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| f(&yielder)));
+    // SAFETY: as above; the resumer reads the result after the final switch.
+    unsafe { (*block).common.result = Some(result) };
+    MSG_COMPLETE
+}
+
+/// Frees a block of the real type `Block<Y, R, F>`.
+///
+/// # Safety
+///
+/// `block` came from `Box::leak` of a `Block<Y, R, F>` and is not used afterwards.
+unsafe fn free_block<Y, R, F>(block: NonNull<Common<Y, R>>) {
+    // SAFETY: contract.
+    drop(unsafe { Box::from_raw(block.cast::<Block<Y, R, F>>().as_ptr()) });
+}

@@ -1,0 +1,348 @@
+//! Coroutine stacks: reservation, guard pages, pooling, overflow reporting.
+//!
+//! Invariant: a [`Stack`] owns one private anonymous mapping of
+//! `guard + usable` bytes. The lowest `guard` bytes are inaccessible (a guard
+//! installed with `MADV_GUARD_INSTALL` where the kernel accepts it, `mprotect`
+//! otherwise); the usable part above it is readable and writable and is committed
+//! lazily by the kernel, page by page, as the coroutine touches it. Transparent huge
+//! pages are always turned off for it (`MADV_NOHUGEPAGE`): with THP a single 2 MiB
+//! page can back 32 idle stacks. Dropping a `Stack` unmaps it.
+//!
+//! Running out of address space or of memory maps (`vm.max_map_count`) is reported as
+//! an [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`], never as a crash.
+//!
+//! The public part of this module reports the configuration a program runs with: the
+//! default size, the kind of guard in use and the cap on live stacks it implies.
+
+mod overflow;
+pub(crate) mod pool;
+
+pub(crate) use overflow::{current_record, set_current_record, StackRecord};
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Default usable size of a coroutine stack: 256 KiB.
+///
+/// Only the pages a coroutine touches cost memory (the reservation is lazy), so the
+/// default is chosen to be safe for ordinary Rust code rather than small: printing a
+/// panic message with `RUST_BACKTRACE=1` from a coroutine was measured to touch about
+/// 100 KiB of stack (symbolication is deep), which rules out 64 KiB; 256 KiB leaves
+/// more than 2x headroom. A larger reservation costs no RSS, only page-table entries
+/// and address space (256 KiB × 1,000,000 coroutines = 256 GiB of the 128 TiB user
+/// address space). See `examples/stack_usage.rs` for the measurement.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(stackweave::stack::DEFAULT_STACK_SIZE, 256 * 1024);
+/// ```
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// The smallest usable stack size accepted; smaller requests are rounded up to it.
+///
+/// # Examples
+///
+/// ```
+/// assert!(stackweave::stack::MIN_STACK_SIZE >= 4096);
+/// ```
+pub const MIN_STACK_SIZE: usize = 8 * 1024;
+
+/// How the guard page below each stack is made inaccessible.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::stack::{guard_kind, GuardKind};
+/// match guard_kind() {
+///     GuardKind::GuardInstall => println!("MADV_GUARD_INSTALL: one memory map per stack"),
+///     GuardKind::Mprotect => println!("mprotect: two memory maps per stack"),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardKind {
+    /// `madvise(MADV_GUARD_INSTALL)` (Linux 6.13 and later): the guard lives in the
+    /// page tables, the stack stays a single memory map, and neighbouring stacks can
+    /// even share one map, so `vm.max_map_count` does not cap the number of stacks.
+    GuardInstall,
+    /// `mprotect(PROT_NONE)`: the guard is a memory map of its own, so every stack
+    /// costs two of the `vm.max_map_count` maps a process may hold.
+    Mprotect,
+}
+
+/// The kind of guard page this process uses, probing the kernel on first use.
+///
+/// # Examples
+///
+/// ```
+/// let kind = stackweave::stack::guard_kind();
+/// println!("guard pages use {kind:?}");
+/// ```
+pub fn guard_kind() -> GuardKind {
+    match GUARD.load(Ordering::Relaxed) {
+        GUARD_INSTALL => GuardKind::GuardInstall,
+        GUARD_MPROTECT => GuardKind::Mprotect,
+        _ => {
+            // Probe with a throwaway stack; its allocation settles GUARD.
+            drop(Stack::new(MIN_STACK_SIZE));
+            if GUARD.load(Ordering::Relaxed) == GUARD_INSTALL {
+                GuardKind::GuardInstall
+            } else {
+                GuardKind::Mprotect
+            }
+        }
+    }
+}
+
+/// The most stacks this process can hold at once because of `vm.max_map_count`, or
+/// `None` when the guard kind does not consume memory maps per stack (or the limit
+/// cannot be read).
+///
+/// With `mprotect` guards every stack costs two maps, so the default limit of 65,530
+/// caps a process near 32,700 live coroutines (less the maps the program itself uses).
+///
+/// # Examples
+///
+/// ```
+/// match stackweave::stack::stack_cap() {
+///     Some(n) => println!("at most about {n} stacks at once"),
+///     None => println!("stacks are not capped by vm.max_map_count"),
+/// }
+/// ```
+pub fn stack_cap() -> Option<usize> {
+    if guard_kind() == GuardKind::GuardInstall {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+    let maps: usize = text.trim().parse().ok()?;
+    Some(maps / 2)
+}
+
+const GUARD_UNKNOWN: u8 = 0;
+const GUARD_INSTALL: u8 = 1;
+const GUARD_MPROTECT: u8 = 2;
+static GUARD: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
+
+/// `MADV_GUARD_INSTALL` from the Linux UAPI headers (not yet in every libc release).
+#[cfg(target_os = "linux")]
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// The system page size.
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
+}
+
+/// One coroutine stack: a mapping with a guard at its low end.
+pub(crate) struct Stack {
+    /// Lowest address of the mapping (the guard starts here).
+    low: NonNull<u8>,
+    /// Bytes of guard at `low`.
+    guard: usize,
+    /// Usable bytes above the guard.
+    usable: usize,
+}
+
+impl Stack {
+    /// Reserves a stack with at least `size` usable bytes (rounded up to whole pages,
+    /// and to at least [`MIN_STACK_SIZE`]).
+    pub(crate) fn new(size: usize) -> io::Result<Stack> {
+        overflow::install();
+        let page = page_size();
+        let usable = round_size(size)?;
+        let guard = page;
+        let len = usable.checked_add(guard).ok_or_else(too_big)?;
+        // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | map_stack(),
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(out_of_memory("mmap", len));
+        }
+        let low = NonNull::new(ptr.cast::<u8>()).expect("mmap returned null");
+        let stack = Stack { low, guard, usable };
+        stack.no_huge_pages();
+        stack.install_guard()?;
+        Ok(stack)
+    }
+
+    /// Highest address of the stack (exclusive), 16-byte aligned: stacks grow down
+    /// from here.
+    pub(crate) fn top(&self) -> *mut u8 {
+        // SAFETY: guard + usable is the length of the mapping starting at `low`.
+        unsafe { self.low.as_ptr().add(self.guard + self.usable) }
+    }
+
+    /// Lowest usable address: the end of the guard.
+    pub(crate) fn limit(&self) -> *mut u8 {
+        // SAFETY: guard < length of the mapping.
+        unsafe { self.low.as_ptr().add(self.guard) }
+    }
+
+    /// Usable bytes (excluding the guard).
+    pub(crate) fn size(&self) -> usize {
+        self.usable
+    }
+
+    /// The guard's address range `[start, end)`.
+    pub(crate) fn guard_range(&self) -> (usize, usize) {
+        let start = self.low.as_ptr() as usize;
+        (start, start + self.guard)
+    }
+
+    /// Gives the physical memory behind the usable part back to the kernel, keeping
+    /// the reservation (and the guard) in place. The next touch faults in zero pages.
+    pub(crate) fn release_memory(&self) {
+        // SAFETY: the usable range belongs to this mapping and no coroutine runs on it
+        // (the pool only calls this on stacks it holds).
+        unsafe {
+            libc::madvise(self.limit().cast(), self.usable, libc::MADV_DONTNEED);
+        }
+    }
+
+    fn no_huge_pages(&self) {
+        #[cfg(target_os = "linux")]
+        // SAFETY: advice on our own mapping; failure only means THP stays as configured.
+        unsafe {
+            libc::madvise(self.limit().cast(), self.usable, libc::MADV_NOHUGEPAGE);
+        }
+    }
+
+    fn install_guard(&self) -> io::Result<()> {
+        let low = self.low.as_ptr().cast::<libc::c_void>();
+        #[cfg(target_os = "linux")]
+        if GUARD.load(Ordering::Relaxed) != GUARD_MPROTECT {
+            // SAFETY: the guard range is the first page(s) of our own fresh mapping.
+            let rc = unsafe { libc::madvise(low, self.guard, MADV_GUARD_INSTALL) };
+            if rc == 0 {
+                GUARD.store(GUARD_INSTALL, Ordering::Relaxed);
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                // The kernel does not know the advice: fall back for good.
+                Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                    GUARD.store(GUARD_MPROTECT, Ordering::Relaxed)
+                }
+                _ => return Err(out_of_memory("madvise(MADV_GUARD_INSTALL)", self.guard)),
+            }
+        }
+        // SAFETY: as above; PROT_NONE on the guard range of our own mapping.
+        let rc = unsafe { libc::mprotect(low, self.guard, libc::PROT_NONE) };
+        if rc != 0 {
+            // Dropping `self` (by the caller's `?`) unmaps the reservation.
+            return Err(out_of_memory("mprotect", self.guard));
+        }
+        GUARD.store(GUARD_MPROTECT, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping and nothing runs on it any more (a context never
+        // outlives the stack it borrows).
+        unsafe {
+            libc::munmap(self.low.as_ptr().cast(), self.guard + self.usable);
+        }
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("top", &self.top())
+            .field("size", &self.usable)
+            .finish()
+    }
+}
+
+/// Rounds a requested size up to whole pages, at least [`MIN_STACK_SIZE`].
+pub(crate) fn round_size(size: usize) -> io::Result<usize> {
+    let page = page_size();
+    let size = size.max(MIN_STACK_SIZE);
+    size.checked_add(page - 1)
+        .map(|s| s & !(page - 1))
+        .ok_or_else(too_big)
+}
+
+fn too_big() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "requested coroutine stack size is too large",
+    )
+}
+
+fn out_of_memory(what: &str, len: usize) -> io::Error {
+    let os = io::Error::last_os_error();
+    let hint = if os.raw_os_error() == Some(libc::ENOMEM) {
+        // Read GUARD without probing: probing allocates a stack, which just failed.
+        let cap = match GUARD.load(Ordering::Relaxed) {
+            GUARD_MPROTECT => stack_cap(),
+            _ => None,
+        };
+        match cap {
+            Some(cap) => format!(
+                "; out of memory or of memory maps (vm.max_map_count allows about {cap} stacks)"
+            ),
+            None => "; out of memory or of memory maps (see vm.max_map_count)".to_string(),
+        }
+    } else {
+        String::new()
+    };
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!("cannot allocate a coroutine stack: {what} of {len} bytes failed: {os}{hint}"),
+    )
+}
+
+#[cfg(target_os = "linux")]
+fn map_stack() -> libc::c_int {
+    libc::MAP_STACK
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map_stack() -> libc::c_int {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_to_pages_and_minimum() {
+        let page = page_size();
+        assert_eq!(round_size(0).unwrap(), MIN_STACK_SIZE);
+        assert_eq!(
+            round_size(MIN_STACK_SIZE + 1).unwrap(),
+            MIN_STACK_SIZE + page
+        );
+        assert!(round_size(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn stack_is_usable_and_aligned() {
+        let s = Stack::new(64 * 1024).unwrap();
+        assert_eq!(s.top() as usize % 16, 0);
+        assert_eq!(s.size(), 64 * 1024);
+        // The whole usable range can be written.
+        // SAFETY: [limit, top) is the usable, writable part of our own mapping.
+        unsafe { std::ptr::write_bytes(s.limit(), 0xAB, s.size()) };
+        let (g0, g1) = s.guard_range();
+        assert_eq!(g1, s.limit() as usize);
+        assert_eq!(g1 - g0, page_size());
+    }
+}

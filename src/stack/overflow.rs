@@ -1,0 +1,304 @@
+//! Stack overflow reporting.
+//!
+//! Invariant: while a coroutine or generator runs on a thread, that thread's
+//! `CURRENT` record describes the stack it runs on (its guard range, size and name),
+//! and the record outlives the time it is installed. A SIGSEGV/SIGBUS whose fault
+//! address lies in that guard is a stack overflow: the handler writes one line to
+//! stderr naming the coroutine and its stack size, then aborts. Every other fault is
+//! passed to the handler that was installed before ours (std's, which reports
+//! overflows of thread stacks), or to the default action.
+//!
+//! The handler runs on an alternate signal stack (`SA_ONSTACK`; the faulting stack
+//! is exhausted) and only makes async-signal-safe calls: `write(2)`, `sigaction(2)`,
+//! `abort(3)`, plain loads. It formats its message in a fixed buffer on its own stack.
+
+use std::cell::Cell;
+use std::ptr;
+use std::sync::{Once, OnceLock};
+
+/// What the overflow handler needs to know about a running coroutine's stack.
+///
+/// Owned by the coroutine's control block; installed in `CURRENT` while it runs.
+pub(crate) struct StackRecord {
+    /// Guard address range `[guard.0, guard.1)`.
+    pub(crate) guard: (usize, usize),
+    /// Usable stack size in bytes.
+    pub(crate) size: usize,
+    /// What to call it in the message: "generator" or "coroutine".
+    pub(crate) kind: &'static str,
+    /// Numeric id, always printed.
+    pub(crate) id: u64,
+    /// Optional name, printed in quotes.
+    pub(crate) name: Option<Box<str>>,
+}
+
+thread_local! {
+    // Const-initialised and without a destructor: reading it is a plain TLS load,
+    // safe inside a signal handler.
+    static CURRENT: Cell<*const StackRecord> = const { Cell::new(ptr::null()) };
+}
+
+/// The record of the coroutine running on this thread (null on a thread's own stack).
+pub(crate) fn current_record() -> *const StackRecord {
+    CURRENT.with(Cell::get)
+}
+
+/// Installs `record` as this thread's running coroutine and returns the previous one.
+/// The caller restores the previous record when the coroutine suspends.
+pub(crate) fn set_current_record(record: *const StackRecord) -> *const StackRecord {
+    CURRENT.with(|c| c.replace(record))
+}
+
+static INSTALL: Once = Once::new();
+static OLD_SEGV: OnceLock<libc::sigaction> = OnceLock::new();
+static OLD_BUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+/// Installs the process-wide handler (once) and an alternate signal stack on the
+/// calling thread (once per thread). Called before a stack is first used.
+pub(crate) fn install() {
+    INSTALL.call_once(|| {
+        for (sig, old) in [(libc::SIGSEGV, &OLD_SEGV), (libc::SIGBUS, &OLD_BUS)] {
+            // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we
+            // fill in the handler and flags, and `prev` is written by the kernel.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = handler as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut prev: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, &action, &mut prev) == 0 {
+                    let _ = old.set(prev);
+                }
+            }
+        }
+    });
+    ALTSTACK.with(|a| a.ensure());
+}
+
+/// This thread's alternate signal stack, if stackweave had to create it (std creates
+/// one for the threads it spawns; other threads get ours).
+struct AltStack {
+    mapping: Cell<*mut libc::c_void>,
+    len: Cell<usize>,
+    checked: Cell<bool>,
+}
+
+thread_local! {
+    static ALTSTACK: AltStack = const {
+        AltStack { mapping: Cell::new(ptr::null_mut()), len: Cell::new(0), checked: Cell::new(false) }
+    };
+}
+
+impl AltStack {
+    fn ensure(&self) {
+        if self.checked.replace(true) {
+            return;
+        }
+        // SAFETY: querying the current alternate stack has no preconditions.
+        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `current` is a valid out-pointer.
+        if unsafe { libc::sigaltstack(ptr::null(), &mut current) } != 0 {
+            return;
+        }
+        if current.ss_flags & libc::SS_DISABLE == 0 {
+            return; // the thread already has one (std's, or the program's)
+        }
+        let page = super::page_size();
+        let size = (64 * 1024).max(libc::SIGSTKSZ);
+        let len = size + page;
+        // SAFETY: a fresh anonymous mapping; its first page becomes a guard.
+        let mapping = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if mapping == libc::MAP_FAILED {
+            return; // overflows on this thread will then be reported by the kernel only
+        }
+        // SAFETY: the first page of our own mapping.
+        unsafe { libc::mprotect(mapping, page, libc::PROT_NONE) };
+        let stack = libc::stack_t {
+            // SAFETY: page < len.
+            ss_sp: unsafe { mapping.cast::<u8>().add(page).cast() },
+            ss_flags: 0,
+            ss_size: size,
+        };
+        // SAFETY: `stack` describes memory we own until the thread exits (Drop).
+        if unsafe { libc::sigaltstack(&stack, ptr::null_mut()) } != 0 {
+            // SAFETY: unmapping the mapping we just created and did not install.
+            unsafe { libc::munmap(mapping, len) };
+            return;
+        }
+        self.mapping.set(mapping);
+        self.len.set(len);
+    }
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        let mapping = self.mapping.get();
+        if mapping.is_null() {
+            return;
+        }
+        let disable = libc::stack_t {
+            ss_sp: ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: disabling this thread's alternate stack before unmapping it; the
+        // thread is exiting and no signal handler runs on it now.
+        unsafe {
+            libc::sigaltstack(&disable, ptr::null_mut());
+            libc::munmap(mapping, self.len.get());
+        }
+    }
+}
+
+/// The SIGSEGV/SIGBUS handler. Async-signal-safe.
+extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let record = current_record();
+    if !record.is_null() {
+        // SAFETY: a non-null CURRENT points at a live record (module invariant).
+        let record = unsafe { &*record };
+        if addr >= record.guard.0 && addr < record.guard.1 {
+            report(record);
+            // SAFETY: abort is async-signal-safe and never returns.
+            unsafe { libc::abort() };
+        }
+    }
+    chain(sig, info, ctx);
+}
+
+/// Passes a fault that is not ours to the previously installed handler.
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let old = match sig {
+        libc::SIGSEGV => OLD_SEGV.get(),
+        libc::SIGBUS => OLD_BUS.get(),
+        _ => None,
+    };
+    match old {
+        Some(old) if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN => {
+            if old.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: with SA_SIGINFO the stored handler has this signature.
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(old.sa_sigaction) };
+                f(sig, info, ctx);
+            } else {
+                // SAFETY: without SA_SIGINFO the stored handler takes only the signal.
+                let f: extern "C" fn(libc::c_int) =
+                    unsafe { std::mem::transmute(old.sa_sigaction) };
+                f(sig);
+            }
+        }
+        _ => {
+            // Restore the default action and return: the faulting instruction runs
+            // again and the kernel applies it (core dump / termination).
+            // SAFETY: a zeroed sigaction with SIG_DFL is valid; sigaction is
+            // async-signal-safe.
+            unsafe {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Writes `stackweave: generator #3 'name' has overflowed its stack of 65536 bytes;
+/// aborting` to stderr, without allocating.
+fn report(record: &StackRecord) {
+    let mut buf = Buf {
+        bytes: [0; 512],
+        len: 0,
+    };
+    buf.push(b"\nstackweave: ");
+    buf.push(record.kind.as_bytes());
+    buf.push(b" #");
+    buf.push_num(record.id);
+    if let Some(name) = &record.name {
+        buf.push(b" '");
+        let name = name.as_bytes();
+        buf.push(&name[..name.len().min(MAX_NAME)]);
+        buf.push(b"'");
+    }
+    buf.push(b" has overflowed its stack of ");
+    buf.push_num(record.size as u64);
+    buf.push(b" bytes; aborting\n");
+    let mut rest = &buf.bytes[..buf.len];
+    while !rest.is_empty() {
+        // SAFETY: write(2) on stderr from a valid buffer; async-signal-safe.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// Longest name printed; longer names are cut so the message always fits.
+const MAX_NAME: usize = 256;
+
+/// A fixed-size message buffer; pieces that do not fit are cut off.
+struct Buf {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl Buf {
+    fn push(&mut self, s: &[u8]) {
+        let room = (self.bytes.len() - self.len).min(s.len());
+        self.bytes[self.len..self.len + room].copy_from_slice(&s[..room]);
+        self.len += room;
+    }
+
+    fn push_num(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_names_the_coroutine_and_its_size() {
+        let mut b = Buf {
+            bytes: [0; 512],
+            len: 0,
+        };
+        b.push(b"x ");
+        b.push_num(0);
+        b.push(b" ");
+        b.push_num(18_446_744_073_709_551_615);
+        assert_eq!(&b.bytes[..b.len], b"x 0 18446744073709551615");
+    }
+
+    #[test]
+    fn long_names_are_cut_not_overrun() {
+        let mut b = Buf {
+            bytes: [0; 512],
+            len: 0,
+        };
+        b.push(&[b'a'; 2000]);
+        assert_eq!(b.len, 512);
+        b.push(b"more");
+        assert_eq!(b.len, 512);
+    }
+}
