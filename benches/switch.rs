@@ -1,1 +1,398 @@
-fn main() {}
+//! Context-switch benchmarks: stackweave against corosensei and a stackless `async`
+//! state machine, measured side by side in one process.
+//!
+//! # What is measured
+//!
+//! * **Round trip**: one `resume` into a suspended coroutine plus its `suspend`
+//!   back, for
+//!   * a stackweave [`Generator`] whose closure loops on [`Yielder::suspend`];
+//!   * a `corosensei::Coroutine` of the same shape;
+//!   * a stackless baseline: an `async` block looping on a future that is
+//!     `Pending` once and then `Ready`, polled with a no-op waker. One poll that
+//!     returns `Pending` counts as one round trip.
+//! * **Create + run + drop**: build a coroutine whose closure suspends once, resume
+//!   it twice (to the suspend, then to completion) and drop it, for
+//!   * stackweave, whose stacks come from its per-thread pool (warmed up first, so
+//!     every iteration reuses a stack);
+//!   * corosensei with one stack reused through `Coroutine::with_stack` and
+//!     `into_stack` (the fair comparison);
+//!   * corosensei with a fresh `DefaultStack` every time (`mmap` + `mprotect` +
+//!     first-touch page fault + `munmap`: what pooling saves; not a like-for-like
+//!     comparison).
+//!
+//!   All stacks are [`DEFAULT_STACK_SIZE`] bytes.
+//!
+//! The contenders alternate round-robin: every round times each of them once
+//! (the starting contender rotates from round to round), so drift in clock speed
+//! or background load hits them all alike. The table shows the median, minimum
+//! and maximum over the rounds of the mean time per operation of each round.
+//!
+//! # Running
+//!
+//! ```text
+//! cargo bench --bench switch                                # hand-written switch
+//! cargo bench --bench switch --features corosensei-backend  # stackweave over corosensei
+//! cargo bench --bench switch -- --quick                     # fast smoke run (CI)
+//! ```
+//!
+//! `--quick` runs fewer rounds with fewer iterations; its numbers are noisier. Run
+//! without `--bench` on the command line (as `cargo test --benches` does) the
+//! binary also runs quick, since that is a smoke test, not a measurement. Other
+//! arguments are ignored.
+//!
+//! # Reading the ratios
+//!
+//! The last column compares each rival's median with stackweave's median in the
+//! same group: `corosensei/stackweave = 1.05x` means the rival takes 1.05 times as
+//! long as stackweave per operation (stackweave is 5% faster); below `1.00x` the
+//! rival is faster. Differences of a few percent are within the noise of a shared
+//! machine; look at the min–max spread before trusting them.
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult};
+use stackweave::generator::{Generator, GeneratorState, Yielder};
+use stackweave::stack::DEFAULT_STACK_SIZE;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// How much to measure.
+struct Config {
+    /// Rounds; each round times every contender once.
+    rounds: usize,
+    /// Iterations per sample for the cheap operations (round trips, pooled create).
+    iters: u64,
+    /// Iterations per sample for the fresh-`mmap` contender (~100x slower).
+    fresh_iters: u64,
+}
+
+impl Config {
+    const FULL: Config = Config {
+        rounds: 11,
+        iters: 2_000_000,
+        fresh_iters: 20_000,
+    };
+    const QUICK: Config = Config {
+        rounds: 3,
+        iters: 100_000,
+        fresh_iters: 1_000,
+    };
+
+    fn from_args() -> (Config, &'static str) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.iter().any(|a| a == "--quick") {
+            (Config::QUICK, "quick (--quick)")
+        } else if !args.iter().any(|a| a == "--bench") {
+            (Config::QUICK, "quick (not run by `cargo bench`)")
+        } else {
+            (Config::FULL, "full")
+        }
+    }
+}
+
+/// Which comparison a contender belongs to; the first contender of a group is
+/// stackweave, the baseline of the ratios.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    RoundTrip,
+    Create,
+}
+
+impl Group {
+    fn title(self) -> &'static str {
+        match self {
+            Group::RoundTrip => "round trip: resume + suspend",
+            Group::Create => "create + resume x2 + drop (suspends once)",
+        }
+    }
+}
+
+/// Runs `iters` operations and returns the time they took.
+type Sample<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
+
+/// One measured contender and its samples (ns per operation, one per round).
+struct Contender<'a> {
+    group: Group,
+    name: &'static str,
+    /// The short name used in the ratio column.
+    short: &'static str,
+    iters: u64,
+    run: Sample<'a>,
+    samples: Vec<f64>,
+}
+
+impl<'a> Contender<'a> {
+    fn new(
+        group: Group,
+        name: &'static str,
+        short: &'static str,
+        iters: u64,
+        run: impl FnMut(u64) -> Duration + 'a,
+    ) -> Self {
+        Contender {
+            group,
+            name,
+            short,
+            iters,
+            run: Box::new(run),
+            samples: Vec::new(),
+        }
+    }
+}
+
+/// Median, minimum and maximum of a non-empty sample.
+fn summary(samples: &[f64]) -> (f64, f64, f64) {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+// ---------------------------------------------------------------------------------
+// Round trips
+
+fn stackweave_round_trip() -> impl FnMut(u64) -> Duration {
+    let mut g = Generator::new(|y: &Yielder<u64>| {
+        let mut i = 0u64;
+        loop {
+            y.suspend(i);
+            i = i.wrapping_add(1);
+        }
+    });
+    move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let state: GeneratorState<u64, ()> = black_box(&mut g).resume();
+            black_box(state);
+        }
+        start.elapsed()
+    }
+}
+
+fn corosensei_round_trip() -> impl FnMut(u64) -> Duration {
+    let stack = DefaultStack::new(DEFAULT_STACK_SIZE).expect("corosensei stack");
+    let mut co = Coroutine::with_stack(stack, |y: &corosensei::Yielder<(), u64>, ()| {
+        let mut i = 0u64;
+        loop {
+            y.suspend(i);
+            i = i.wrapping_add(1);
+        }
+    });
+    move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let result: CoroutineResult<u64, ()> = black_box(&mut co).resume(());
+            black_box(result);
+        }
+        start.elapsed()
+    }
+}
+
+/// A future that is `Pending` on its first poll and `Ready` on the next: the
+/// stackless equivalent of one suspend. It does not wake anyone; the benchmark
+/// polls again by itself.
+struct YieldOnce {
+    yielded: bool,
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            Poll::Pending
+        }
+    }
+}
+
+fn async_round_trip() -> impl FnMut(u64) -> Duration {
+    let mut fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async {
+        let mut i = 0u64;
+        loop {
+            YieldOnce { yielded: false }.await;
+            i = black_box(i.wrapping_add(1));
+        }
+    });
+    // Not boxed as a trait object in the loop below: the concrete type is lost, but
+    // the poll is one indirect call, as an executor would make it.
+    let mut cx = Context::from_waker(Waker::noop());
+    move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            // The future is passed through black_box so that its state really lives
+            // in memory and every poll loads and stores it.
+            let poll = black_box(fut.as_mut()).poll(&mut cx);
+            black_box(poll);
+        }
+        start.elapsed()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Create + run to completion + drop
+
+fn stackweave_create() -> impl FnMut(u64) -> Duration {
+    |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let mut g = Generator::new(|y: &Yielder<u64>| y.suspend(black_box(1)));
+            black_box(g.resume());
+            black_box(g.resume());
+            drop(black_box(g));
+        }
+        start.elapsed()
+    }
+}
+
+fn corosensei_create_reused() -> impl FnMut(u64) -> Duration {
+    let mut stack = Some(DefaultStack::new(DEFAULT_STACK_SIZE).expect("corosensei stack"));
+    move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let stack_in = stack.take().expect("stack returned by the last iteration");
+            let mut co = Coroutine::with_stack(stack_in, |y: &corosensei::Yielder<(), u64>, ()| {
+                y.suspend(black_box(1));
+            });
+            black_box(co.resume(()));
+            black_box(co.resume(()));
+            stack = Some(black_box(co).into_stack());
+        }
+        start.elapsed()
+    }
+}
+
+fn corosensei_create_fresh() -> impl FnMut(u64) -> Duration {
+    |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let stack = DefaultStack::new(DEFAULT_STACK_SIZE).expect("corosensei stack");
+            let mut co = Coroutine::with_stack(stack, |y: &corosensei::Yielder<(), u64>, ()| {
+                y.suspend(black_box(1));
+            });
+            black_box(co.resume(()));
+            black_box(co.resume(()));
+            drop(black_box(co));
+        }
+        start.elapsed()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+
+fn main() {
+    let (config, mode) = Config::from_args();
+    let cfg = &config;
+    let mut contenders = vec![
+        Contender::new(
+            Group::RoundTrip,
+            "stackweave Generator",
+            "stackweave",
+            cfg.iters,
+            stackweave_round_trip(),
+        ),
+        Contender::new(
+            Group::RoundTrip,
+            "corosensei Coroutine",
+            "corosensei",
+            cfg.iters,
+            corosensei_round_trip(),
+        ),
+        Contender::new(
+            Group::RoundTrip,
+            "async state machine (stackless)",
+            "async",
+            cfg.iters,
+            async_round_trip(),
+        ),
+        Contender::new(
+            Group::Create,
+            "stackweave (pooled stack)",
+            "stackweave",
+            cfg.iters / 2,
+            stackweave_create(),
+        ),
+        Contender::new(
+            Group::Create,
+            "corosensei (stack reused)",
+            "corosensei-reused",
+            cfg.iters / 2,
+            corosensei_create_reused(),
+        ),
+        Contender::new(
+            Group::Create,
+            "corosensei (fresh DefaultStack)",
+            "corosensei-fresh",
+            cfg.fresh_iters,
+            corosensei_create_fresh(),
+        ),
+    ];
+
+    println!("stackweave switch backend: {}", stackweave::SWITCH_BACKEND);
+    println!(
+        "mode: {mode}; {} rounds; {} iterations per sample ({} for create, {} for fresh \
+         stacks); stacks of {} KiB",
+        cfg.rounds,
+        cfg.iters,
+        cfg.iters / 2,
+        cfg.fresh_iters,
+        DEFAULT_STACK_SIZE / 1024
+    );
+    if cfg!(debug_assertions) {
+        println!("warning: built without optimizations; the numbers mean little");
+    }
+
+    // Warm up: fills stackweave's stack pool, faults in the stacks and the code,
+    // and lets the clock settle.
+    for c in &mut contenders {
+        black_box((c.run)((c.iters / 10).max(1)));
+    }
+
+    let n = contenders.len();
+    for round in 0..cfg.rounds {
+        for k in 0..n {
+            let c = &mut contenders[(round + k) % n];
+            let elapsed = (c.run)(c.iters);
+            c.samples.push(elapsed.as_nanos() as f64 / c.iters as f64);
+        }
+    }
+
+    print_table(&contenders);
+}
+
+fn print_table(contenders: &[Contender<'_>]) {
+    let name_width = contenders.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    println!();
+    println!(
+        "{:<name_width$}  {:>10}  {:>10}  {:>10}  vs stackweave (median)",
+        "benchmark", "median ns", "min ns", "max ns"
+    );
+    let mut group = None;
+    let mut baseline = f64::NAN;
+    for c in contenders {
+        if group != Some(c.group) {
+            group = Some(c.group);
+            println!("-- {}", c.group.title());
+        }
+        let (median, min, max) = summary(&c.samples);
+        let ratio = if c.short == "stackweave" {
+            baseline = median;
+            String::from("(baseline)")
+        } else {
+            format!("{}/stackweave = {:.2}x", c.short, median / baseline)
+        };
+        println!(
+            "{:<name_width$}  {median:>10.2}  {min:>10.2}  {max:>10.2}  {ratio}",
+            c.name
+        );
+    }
+}
