@@ -4,70 +4,73 @@
 // `global_asm!(include_str!(..), options(raw))`; rustc assembles module-level
 // assembly in Intel syntax (no `%` prefixes), so this file is written in it.
 //
-// Three routines:
+// Three routines, each reached from inline assembly in src/context/x86_64.rs:
 //
-//   stackweave_resume     called (a real `call`) by the resumer: saves the resumer's
-//                         callee-saved registers on its own stack, records that stack
-//                         pointer in the coroutine's LINK slot, and jumps into the
-//                         coroutine.
-//   stackweave_suspend    entered with `jmp` (never `call`) from inline assembly in
-//                         the coroutine: saves the coroutine and `ret`s into the
-//                         resumer. That `ret` pops exactly the return address that
-//                         the resumer's `call stackweave_resume` pushed, so the
-//                         return-stack buffer stays balanced: one call, one ret, per
-//                         round trip, and neither side ever `ret`s across stacks to
-//                         an address the predictor has not seen pushed.
-//   stackweave_trampoline the first "resume address" of every coroutine: calls the
-//                         Rust entry shim. Its DWARF CFI says that its caller is
-//                         whoever resumed the coroutine most recently, so backtraces,
-//                         gdb and perf walk from the coroutine's stack into the
-//                         resumer's.
+//   stackweave_resume     reached by `call` from the resumer: saves the resumer's
+//                         frame on its own stack, records that stack pointer in the
+//                         coroutine's LINK slot, and jumps into the coroutine.
+//   stackweave_suspend    reached by `jmp` (never `call`) from the coroutine: saves
+//                         the coroutine's frame and `ret`s into the resumer. That
+//                         `ret` pops exactly the return address that the resumer's
+//                         `call stackweave_resume` pushed, so the return-stack buffer
+//                         stays balanced: one call and one ret per round trip, and no
+//                         `ret` ever goes to an address the predictor has not seen
+//                         pushed.
+//   stackweave_trampoline the first resume address of every coroutine: calls the Rust
+//                         entry shim. Its DWARF CFI says that its caller is whoever
+//                         resumed the coroutine most recently, so backtraces, gdb and
+//                         perf walk from the coroutine's stack into the resumer's.
 //
-// Both suspended sides are saved in the same 7-word frame, so one CFI shape describes
-// them and the Rust side builds a fresh coroutine by writing such a frame:
+// What is saved: the callee-saved state of the System V ABI is rbx, rbp, r12-r15,
+// rsp and the return address. The routines save rbx, rbp, rsp and the return/resume
+// address themselves; r12-r15 are declared clobbered by the inline assembly on both
+// sides, so the compiler saves them only where they hold live values (in a loop of
+// resumes, once, outside the loop). rbx and rbp cannot be declared clobbered (LLVM
+// reserves them), hence the pushes. MXCSR and the x87 control word are not switched:
+// Rust code may not change them.
+//
+// Both suspended sides are saved in the same 3-word frame, so one CFI shape
+// describes them, and the Rust side builds a fresh coroutine by writing such a frame:
 //
 //            higher addresses
-//   base ->  +-----------------------+  (top of the coroutine stack, 16-byte aligned)
-//   base-8   | SAVED_SP              |  coroutine's rsp while it is suspended
-//   base-16  | LINK                  |  resumer's rsp while the coroutine runs
+//   top ->   +-----------------------+  16-byte aligned (owner data may sit above)
+//   top-8    | SAVED_SP              |  coroutine's rsp while it is suspended
+//   top-16   | LINK                  |  resumer's rsp while the coroutine runs
+//   top-24   | ENTRY                 |  Rust entry function (read once by the shim)
+//   top-32   | DATA                  |  its data pointer    (read once by the shim)
 //            +-----------------------+  <- rsp inside stackweave_trampoline
-//            | trampoline ret addr   |  pushed by `call r13` (never returned to)
-//            | entry shim frames ... |
-//            | user code frames ...  |
+//            | trampoline ret addr   |  pushed by `call rbx` (never returned to)
+//            | shim, entry, user     |
+//            | frames ...            |
 //
 //   A saved frame (SAVED_SP or LINK points at its lowest word):
-//     sp+48  return / resume address   (the resumer: return address of its
-//                                       `call stackweave_resume`; the coroutine: the
-//                                       label after its inline `jmp`)
-//     sp+40  rbp
-//     sp+32  rbx
-//     sp+24  r12
-//     sp+16  r13
-//     sp+8   r14
-//     sp+0   r15
+//     sp+16  return / resume address  (the resumer: return address of its
+//                                      `call stackweave_resume`; the coroutine: the
+//                                      label after its inline `jmp`)
+//     sp+8   rbp
+//     sp+0   rbx
 //
-// A fresh coroutine's frame holds: resume address = stackweave_trampoline,
-// rbx = the Rust entry function, r12 = its data pointer, r13 = the entry shim,
-// rbp = 0 (ends frame-pointer walks), r14 = r15 = 0.
+// A fresh coroutine's frame, at top-56, holds: resume address =
+// stackweave_trampoline, rbp = 0 (ends frame-pointer walks), rbx = the entry shim.
 //
-// Only callee-saved state is switched: rbx, rbp, r12-r15, rsp and the return address.
-// MXCSR and the x87 control word are not: Rust code may not change them.
-//
-// These numbers are mirrored by named constants in src/context/x86_64.rs
-// (SAVED_SP_OFFSET, LINK_OFFSET, FRAME_WORDS, ...) and checked against the table
+// The offsets are mirrored by named constants in src/context/x86_64.rs
+// (SAVED_SP_OFFSET, LINK_OFFSET, ...) and checked against the table
 // `stackweave_x86_64_layout` at the end of this file by a unit test.
 
-.set SW_SAVED_SP, 8            // base - SW_SAVED_SP holds the suspended coroutine's rsp
-.set SW_LINK, 16               // base - SW_LINK holds the resumer's rsp
-.set SW_FRAME, 56              // 7 words: six callee-saved registers + return address
+.set SW_SAVED_SP, 8            // top - SW_SAVED_SP holds the suspended coroutine's rsp
+.set SW_LINK, 16               // top - SW_LINK holds the resumer's rsp
+.set SW_ENTRY, 24              // top - SW_ENTRY holds the Rust entry (fresh coroutine)
+.set SW_DATA, 32               // top - SW_DATA holds its data pointer (fresh coroutine)
+.set SW_FRAME, 24              // 3 words: rbx, rbp, return address
 
 .text
 
 // ---------------------------------------------------------------------------------
-// usize stackweave_resume(usize value, u8 *base)
+// stackweave_resume: reached by `call`
 //   rdi = value handed to the coroutine (arrives in its rax)
 //   rsi = top of the coroutine stack
-//   returns (rax) the value the coroutine handed to stackweave_suspend
+//   returns in rax the value the coroutine handed to stackweave_suspend
+//   preserves rbx, rbp, rsp; r12-r15 and all caller-saved registers are clobbered
 // ---------------------------------------------------------------------------------
 .globl stackweave_resume
 .hidden stackweave_resume
@@ -75,63 +78,38 @@
 .p2align 4
 stackweave_resume:
     .cfi_startproc                    // CFA = rsp + 8, return address at CFA - 8
-    push rbp                          // save the resumer's callee-saved registers...
+    push rbp                          // save the resumer's rbp...
     .cfi_adjust_cfa_offset 8
     .cfi_offset rbp, -16
-    push rbx
+    push rbx                          // ...and rbx: the resumer's frame is complete
     .cfi_adjust_cfa_offset 8
     .cfi_offset rbx, -24
-    push r12
-    .cfi_adjust_cfa_offset 8
-    .cfi_offset r12, -32
-    push r13
-    .cfi_adjust_cfa_offset 8
-    .cfi_offset r13, -40
-    push r14
-    .cfi_adjust_cfa_offset 8
-    .cfi_offset r14, -48
-    push r15                          // ...the resumer's frame is now complete
-    .cfi_adjust_cfa_offset 8
-    .cfi_offset r15, -56
     mov [rsi - SW_LINK], rsp          // LINK = resumer's rsp: the coroutine's way back
-    mov rsp, [rsi - SW_SAVED_SP]      // switch to the coroutine's saved frame; from here
-                                      // on the CFA rule describes the coroutine's frame,
-                                      // which has the same shape (CFA = rsp + 56)
+    mov rsp, [rsi - SW_SAVED_SP]      // onto the coroutine's saved frame; it has the
+                                      // same shape, so the CFI above describes it too
     mov rax, rdi                      // the value travels in rax
-    pop r15                           // restore the coroutine's callee-saved registers
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r15
-    pop r14
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r14
-    pop r13
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r13
-    pop r12
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r12
-    pop rbx
+    pop rbx                           // the coroutine's rbx
     .cfi_adjust_cfa_offset -8
     .cfi_same_value rbx
-    pop rbp
+    pop rbp                           // the coroutine's rbp
     .cfi_adjust_cfa_offset -8
     .cfi_same_value rbp
-    pop rcx                           // the coroutine's resume address (rcx is scratch)
+    pop rcx                           // its resume address (rcx is scratch here)
     .cfi_adjust_cfa_offset -8
     .cfi_register rip, rcx
-    jmp rcx                           // an indirect jump, not a `ret`: the return-stack
-                                      // buffer keeps the resumer's return address on top,
-                                      // for the `ret` in stackweave_suspend
+    jmp rcx                           // an indirect jump, not a `ret`: the resumer's
+                                      // return address stays on top of the return-stack
+                                      // buffer for the `ret` in stackweave_suspend
     .cfi_endproc
 .size stackweave_resume, .-stackweave_resume
 
 // ---------------------------------------------------------------------------------
-// stackweave_suspend: entered by `jmp` from inline assembly on the coroutine stack
+// stackweave_suspend: reached by `jmp` on the coroutine stack
 //   rax = resume address (the instruction after the caller's `jmp`)
 //   rdi = value handed to the resumer (becomes stackweave_resume's return value)
 //   rsi = top of the coroutine stack
 //   when the coroutine is resumed, execution continues at rax with the resumer's
-//   value in rax and rsp as it was before the jump
+//   value in rax, rsp as it was before the jump, rbx and rbp restored
 // ---------------------------------------------------------------------------------
 .globl stackweave_suspend
 .hidden stackweave_suspend
@@ -144,44 +122,19 @@ stackweave_suspend:
     push rax                          // resume address: the top word of the frame
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rip, 0
-    push rbp                          // save the coroutine's callee-saved registers...
+    push rbp                          // the coroutine's rbp...
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbp, 0
-    push rbx
+    push rbx                          // ...and rbx: its frame is complete
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-    push r12
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r12, 0
-    push r13
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r13, 0
-    push r14
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r14, 0
-    push r15                          // ...the coroutine's frame is now complete
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r15, 0
     mov [rsi - SW_SAVED_SP], rsp      // SAVED_SP = coroutine's rsp
-    mov rsp, [rsi - SW_LINK]          // back onto the resumer's stack, at its frame
-                                      // (same shape: CFA = rsp + 56, same offsets)
+    mov rsp, [rsi - SW_LINK]          // back onto the resumer's frame (same shape)
     mov rax, rdi                      // the value travels in rax
-    pop r15                           // restore the resumer's callee-saved registers
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r15
-    pop r14
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r14
-    pop r13
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r13
-    pop r12
-    .cfi_adjust_cfa_offset -8
-    .cfi_same_value r12
-    pop rbx
+    pop rbx                           // the resumer's rbx
     .cfi_adjust_cfa_offset -8
     .cfi_same_value rbx
-    pop rbp
+    pop rbp                           // the resumer's rbp
     .cfi_adjust_cfa_offset -8
     .cfi_same_value rbp
     ret                               // pops the return address of the resumer's
@@ -190,10 +143,10 @@ stackweave_suspend:
 .size stackweave_suspend, .-stackweave_suspend
 
 // ---------------------------------------------------------------------------------
-// stackweave_trampoline: the resume address of a fresh coroutine.
-//   rax = the value of the first resume, rbx = entry, r12 = data, r13 = entry shim,
-//   rsp = base - SW_LINK (16-byte aligned, pointing at the LINK slot)
-//   calls shim(value, data, base, entry), which never returns
+// stackweave_trampoline: the resume address of a fresh coroutine
+//   rax = the value of the first resume, rbx = the entry shim,
+//   rsp = top - SW_DATA (16-byte aligned), [rsp] = data, [rsp + 8] = entry
+//   calls shim(value, data, top, entry), which never returns
 // ---------------------------------------------------------------------------------
 .globl stackweave_trampoline
 .hidden stackweave_trampoline
@@ -201,22 +154,23 @@ stackweave_suspend:
 .p2align 4
 stackweave_trampoline:
     .cfi_startproc simple
-    // CFA = [rsp] + SW_FRAME: LINK holds the resumer's rsp, and its frame sits there.
-    // DW_CFA_def_cfa_expression (0x0f), length 5:
-    //   DW_OP_breg7 (0x77) rsp + 0,  DW_OP_deref (0x06),  DW_OP_plus_uconst (0x23) 56
-    .cfi_escape 0x0f, 0x05, 0x77, 0x00, 0x06, 0x23, 0x38
+    // CFA = [LINK] + SW_FRAME: LINK (at rsp + 16) holds the resumer's rsp, and the
+    // resumer's frame sits there. DW_CFA_def_cfa_expression (0x0f), 5 bytes:
+    //   DW_OP_breg7 (0x77) rsp + 16 (0x10), DW_OP_deref (0x06),
+    //   DW_OP_plus_uconst (0x23) 24 (0x18)
+    .cfi_escape 0x0f, 0x05, 0x77, 0x10, 0x06, 0x23, 0x18
     .cfi_offset rip, -8               // the resumer's return address
-    .cfi_offset rbp, -16              // and its callee-saved registers, as
-    .cfi_offset rbx, -24              // stackweave_resume saved them
-    .cfi_offset r12, -32
-    .cfi_offset r13, -40
-    .cfi_offset r14, -48
-    .cfi_offset r15, -56
+    .cfi_offset rbp, -16              // its rbp and rbx, where stackweave_resume
+    .cfi_offset rbx, -24              // saved them
+    .cfi_undefined r12                // r12-r15 were saved by the resumer's compiled
+    .cfi_undefined r13                // code, not here: unknown at this point
+    .cfi_undefined r14
+    .cfi_undefined r15
     mov rdi, rax                      // arg 1: the first resume's value
-    mov rsi, r12                      // arg 2: data
-    lea rdx, [rsp + SW_LINK]          // arg 3: base (top of this stack)
-    mov rcx, rbx                      // arg 4: entry
-    call r13                          // shim(value, data, base, entry) -> !
+    mov rsi, [rsp]                    // arg 2: data   (top - SW_DATA)
+    mov rcx, [rsp + 8]                // arg 4: entry  (top - SW_ENTRY)
+    lea rdx, [rsp + SW_DATA]          // arg 3: top of this stack
+    call rbx                          // shim(value, data, top, entry) -> !
     ud2                               // the shim never returns
     .cfi_endproc
 .size stackweave_trampoline, .-stackweave_trampoline
@@ -229,5 +183,7 @@ stackweave_trampoline:
 stackweave_x86_64_layout:
     .quad SW_SAVED_SP
     .quad SW_LINK
+    .quad SW_ENTRY
+    .quad SW_DATA
     .quad SW_FRAME
 .text

@@ -10,6 +10,9 @@
 //!   * a stackless baseline: an `async` block looping on a future that is
 //!     `Pending` once and then `Ready`, polled with a no-op waker. One poll that
 //!     returns `Pending` counts as one round trip.
+//!
+//!   Each contender counts its own suspensions and every sample checks, outside the
+//!   timed loop, that it made exactly the round trips it was asked for.
 //! * **Create + run + drop**: build a coroutine whose closure suspends once, resume
 //!   it twice (to the suspend, then to completion) and drop it, for
 //!   * stackweave, whose stacks come from its per-thread pool (warmed up first, so
@@ -52,9 +55,11 @@ use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
 use stackweave::generator::{Generator, GeneratorState, Yielder};
 use stackweave::stack::DEFAULT_STACK_SIZE;
+use std::cell::Cell;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -158,21 +163,37 @@ fn summary(samples: &[f64]) -> (f64, f64, f64) {
 // ---------------------------------------------------------------------------------
 // Round trips
 
+/// Panics unless a round-trip sample made exactly the switches it was asked for:
+/// the coroutine's counter must have advanced by `iters`. Checked outside the timed
+/// loop.
+fn check_count(what: &str, before: u64, after: u64, iters: u64) {
+    assert_eq!(
+        after.wrapping_sub(before),
+        iters,
+        "{what}: the benchmark loop skipped or repeated round trips"
+    );
+}
+
 fn stackweave_round_trip() -> impl FnMut(u64) -> Duration {
     let mut g = Generator::new(|y: &Yielder<u64>| {
         let mut i = 0u64;
         loop {
-            y.suspend(i);
             i = i.wrapping_add(1);
+            y.suspend(i);
         }
     });
+    let mut last = 0u64;
     move |iters| {
+        let before = last;
         let start = Instant::now();
         for _ in 0..iters {
-            let state: GeneratorState<u64, ()> = black_box(&mut g).resume();
-            black_box(state);
+            if let GeneratorState::Yielded(i) = black_box(&mut g).resume() {
+                last = i;
+            }
         }
-        start.elapsed()
+        let elapsed = start.elapsed();
+        check_count("stackweave", before, last, iters);
+        elapsed
     }
 }
 
@@ -181,17 +202,22 @@ fn corosensei_round_trip() -> impl FnMut(u64) -> Duration {
     let mut co = Coroutine::with_stack(stack, |y: &corosensei::Yielder<(), u64>, ()| {
         let mut i = 0u64;
         loop {
-            y.suspend(i);
             i = i.wrapping_add(1);
+            y.suspend(i);
         }
     });
+    let mut last = 0u64;
     move |iters| {
+        let before = last;
         let start = Instant::now();
         for _ in 0..iters {
-            let result: CoroutineResult<u64, ()> = black_box(&mut co).resume(());
-            black_box(result);
+            if let CoroutineResult::Yield(i) = black_box(&mut co).resume(()) {
+                last = i;
+            }
         }
-        start.elapsed()
+        let elapsed = start.elapsed();
+        check_count("corosensei", before, last, iters);
+        elapsed
     }
 }
 
@@ -216,25 +242,29 @@ impl Future for YieldOnce {
 }
 
 fn async_round_trip() -> impl FnMut(u64) -> Duration {
-    let mut fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async {
-        let mut i = 0u64;
+    let count = Rc::new(Cell::new(0u64));
+    let counter = Rc::clone(&count);
+    // Concrete type, so the poll inlines: the best case for the stackless side (an
+    // executor would add an indirect call through the task's vtable).
+    let mut fut = Box::pin(async move {
         loop {
+            counter.set(counter.get().wrapping_add(1));
             YieldOnce { yielded: false }.await;
-            i = black_box(i.wrapping_add(1));
         }
     });
-    // Not boxed as a trait object in the loop below: the concrete type is lost, but
-    // the poll is one indirect call, as an executor would make it.
     let mut cx = Context::from_waker(Waker::noop());
     move |iters| {
+        let before = count.get();
         let start = Instant::now();
         for _ in 0..iters {
             // The future is passed through black_box so that its state really lives
             // in memory and every poll loads and stores it.
-            let poll = black_box(fut.as_mut()).poll(&mut cx);
-            black_box(poll);
+            let poll: Poll<()> = black_box(fut.as_mut()).poll(&mut cx);
+            let _ = black_box(poll);
         }
-        start.elapsed()
+        let elapsed = start.elapsed();
+        check_count("async", before, count.get(), iters);
+        elapsed
     }
 }
 

@@ -76,7 +76,10 @@ fn forward_primes(y: &Yielder<u64>, source: &mut Generator<'_, u64, ()>) -> usiz
 /// Stage 3 helper: reports one line per batch of primes, suspending from here.
 fn report_batch(y: &Yielder<String>, batch: &[u64], running_sum: u64) {
     let text: Vec<String> = batch.iter().map(u64::to_string).collect();
-    y.suspend(format!("consumer: batch [{}], running sum {running_sum}", text.join(" ")));
+    y.suspend(format!(
+        "consumer: batch [{}], running sum {running_sum}",
+        text.join(" ")
+    ));
 }
 
 /// Stage 3: pulls primes from the filter, reports them in batches, returns a summary.

@@ -83,7 +83,10 @@ fn main() {
     std::env::set_var("RUST_BACKTRACE", "1");
     let workloads: [(&str, fn()); 6] = [
         ("println! of a formatted struct", || {
-            let s = Sample { name: "x".repeat(20), values: [1.5; 8] };
+            let s = Sample {
+                name: "x".repeat(20),
+                values: [1.5; 8],
+            };
             println!("{s:?}");
         }),
         ("format! a 10k-element Vec<f64>", || {
@@ -105,9 +108,12 @@ fn main() {
             let mut buf = [0u8; 4];
             s.read_exact(&mut buf).unwrap();
         }),
-        ("panic caught, RUST_BACKTRACE=1 (cold) message + backtrace", || {
-            black_box(std::panic::catch_unwind(|| panic!("measured panic")).is_err());
-        }),
+        (
+            "panic caught, RUST_BACKTRACE=1 (cold) message + backtrace",
+            || {
+                black_box(std::panic::catch_unwind(|| panic!("measured panic")).is_err());
+            },
+        ),
         ("Backtrace::force_capture().to_string()", || {
             black_box(std::backtrace::Backtrace::force_capture().to_string());
         }),

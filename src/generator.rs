@@ -58,6 +58,7 @@
 use crate::context::{Context, Suspender};
 use crate::stack::{self, StackRecord};
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -131,7 +132,7 @@ enum State {
 pub struct Generator<'a, Y, R> {
     context: ManuallyDrop<Context>,
     block: NonNull<Common<Y, R>>,
-    free_block: unsafe fn(NonNull<Common<Y, R>>),
+    drop_block: unsafe fn(NonNull<Common<Y, R>>),
     state: State,
     // Owns Y and R values (dropck), borrows for 'a, and is neither Send nor Sync.
     _marker: PhantomData<(Y, R, &'a (), *const ())>,
@@ -145,11 +146,10 @@ pub struct Generator<'a, Y, R> {
 pub struct Yielder<Y> {
     suspender: Suspender,
     slot: *mut Option<Y>,
-    record: *const StackRecord,
+    /// The generator's stack, `[lowest usable address, top)`.
+    stack_range: (usize, usize),
     _marker: PhantomData<*const ()>,
 }
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl<'a, Y, R> Generator<'a, Y, R> {
     /// Creates a generator that will run `f` on a stack of
@@ -207,31 +207,46 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     where
         F: FnOnce(&Yielder<Y>) -> R + 'a,
     {
-        let stack = stack::pool::take(size)?;
-        let record = StackRecord {
-            guard: stack.guard_range(),
-            size: stack.size(),
-            kind: "generator",
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            name: None,
-        };
-        let block = Box::new(Block {
+        let mut stack = stack::pool::take(size)?;
+        let record = StackRecord::new(stack.guard_range(), stack.size(), "generator", next_id());
+        let block = Block {
             common: Common::<Y, R> {
                 yielded: None,
                 result: None,
                 record,
             },
             f: Some(f),
-        });
-        let block = NonNull::from(Box::leak(block)).cast::<Common<Y, R>>();
-        // SAFETY: `block` stays valid until `free_block` runs in `Drop`, after the
+        };
+        // The block lives at the top of the generator's own stack: no allocation.
+        let layout = std::alloc::Layout::new::<Block<Y, R, F>>();
+        let Some(place) = stack.reserve_top(layout) else {
+            let size = stack.size();
+            stack::pool::give(stack);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the generator's closure and slots ({} bytes) do not fit in half of \
+                     its {size}-byte stack: box the captures or use a bigger stack",
+                    layout.size()
+                ),
+            ));
+        };
+        let place = place.cast::<Block<Y, R, F>>();
+        // SAFETY: `reserve_top` set aside a writable area with the block's size and
+        // alignment at the top of the stack, outside the context's use.
+        unsafe { place.as_ptr().write(block) };
+        let block = place.cast::<Common<Y, R>>();
+        // SAFETY: the record sits in the block, which stays in place until `Drop`
+        // unregisters it; generators never leave this thread.
+        unsafe { stack::register(&raw const (*block.as_ptr()).record) };
+        // SAFETY: `block` stays valid until `drop_block` runs in `Drop`, after the
         // context has finished or been abandoned unstarted; `entry::<Y, R, F>`
         // matches the block's real type.
         let context = unsafe { Context::new(stack, entry::<Y, R, F>, block.as_ptr().cast()) };
         Ok(Generator {
             context: ManuallyDrop::new(context),
             block,
-            free_block: free_block::<Y, R, F>,
+            drop_block: drop_block::<Y, R, F>,
             state: State::NotStarted,
             _marker: PhantomData,
         })
@@ -254,6 +269,7 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     /// assert_eq!(g.resume(), GeneratorState::Yielded(1));
     /// assert_eq!(g.resume(), GeneratorState::Complete(()));
     /// ```
+    #[inline]
     pub fn resume(&mut self) -> GeneratorState<Y, R> {
         assert!(
             self.state != State::Complete,
@@ -298,17 +314,12 @@ impl<'a, Y, R> Generator<'a, Y, R> {
         self.context.stack_size()
     }
 
-    /// Switches into the generator with `cmd` and returns its message, keeping the
-    /// thread's overflow record pointed at the running stack.
-    #[inline]
+    /// Switches into the generator with `cmd` and returns its message.
+    #[inline(always)]
     fn switch_in(&mut self, cmd: usize) -> usize {
-        // SAFETY: the block is alive for as long as `self` (invariant).
-        let record = unsafe { &raw const (*self.block.as_ptr()).record };
-        let previous = stack::set_current_record(record);
         // SAFETY: the context has not completed (state != Complete, checked by every
         // caller) and is not running: `&mut self` rules out a resume from inside it.
         let msg = unsafe { self.context.resume(cmd) };
-        stack::set_current_record(previous);
         self.state = if msg == MSG_YIELDED {
             State::Suspended
         } else {
@@ -317,6 +328,7 @@ impl<'a, Y, R> Generator<'a, Y, R> {
         msg
     }
 
+    #[inline]
     fn take_yielded(&mut self) -> Y {
         // SAFETY: the generator is suspended, so only this side touches the block.
         unsafe { (*self.block.as_ptr()).yielded.take() }
@@ -345,14 +357,16 @@ impl<Y, R> Drop for Generator<'_, Y, R> {
                 Ok(_) => {}
             }
         }
-        // SAFETY: the context has completed or never started, so nothing lives on its
-        // stack; it is not used again.
+        // SAFETY: registered in `with_stack_size`, on this thread (!Send).
+        unsafe { stack::unregister(&raw const (*self.block.as_ptr()).record) };
+        // SAFETY: the block is of the type `drop_block` was made for, and the stack
+        // no longer uses it (the context completed or never started). An unstarted
+        // closure is dropped here.
+        unsafe { (self.drop_block)(self.block) };
+        // SAFETY: as above, nothing lives on the stack; the context is not used again.
         let context = unsafe { ManuallyDrop::take(&mut self.context) };
         // SAFETY: as above.
         stack::pool::give(unsafe { context.into_stack() });
-        // SAFETY: the block was created for this `free_block` and the stack that used
-        // it is gone. An unstarted closure is dropped here.
-        unsafe { (self.free_block)(self.block) };
         if let Some(payload) = escaped {
             // A destructor or the closure panicked with its own payload while the
             // generator was being unwound: report it unless we are already unwinding.
@@ -417,14 +431,17 @@ impl<Y> Yielder<Y> {
     /// ```
     #[inline]
     pub fn suspend(&self, value: Y) {
+        // Running on this generator's stack <=> a local's address lies in its range.
+        let here = 0u8;
+        let here = std::hint::black_box(&here) as *const u8 as usize;
         assert!(
-            stack::current_record() == self.record,
+            here >= self.stack_range.0 && here < self.stack_range.1,
             "Yielder::suspend called outside its own generator"
         );
         // SAFETY: the slot lives in the generator's block, which outlives the stack;
         // while the generator runs only this side touches it.
         unsafe { *self.slot = Some(value) };
-        // SAFETY: we are on the generator's own stack while it runs (checked above).
+        // SAFETY: we are on the generator's own stack (checked above), and it runs.
         let cmd = unsafe { self.suspender.suspend(MSG_YIELDED) };
         if cmd == CMD_UNWIND {
             panic::resume_unwind(Box::new(ForcedUnwind));
@@ -458,8 +475,8 @@ where
         suspender,
         // SAFETY: fields of the valid block.
         slot: unsafe { &raw mut (*block).common.yielded },
-        // SAFETY: as above.
-        record: unsafe { &raw const (*block).common.record },
+        // SAFETY: as above; the block sits at the top of the stack.
+        stack_range: (unsafe { (*block).common.record.guard.1 }, block as usize),
         _marker: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&yielder)));
@@ -468,12 +485,31 @@ where
     MSG_COMPLETE
 }
 
-/// Frees a block of the real type `Block<Y, R, F>`.
+/// Drops, in place, a block of the real type `Block<Y, R, F>`.
 ///
 /// # Safety
 ///
-/// `block` came from `Box::leak` of a `Block<Y, R, F>` and is not used afterwards.
-unsafe fn free_block<Y, R, F>(block: NonNull<Common<Y, R>>) {
+/// `block` points at a live `Block<Y, R, F>` that is not used afterwards.
+unsafe fn drop_block<Y, R, F>(block: NonNull<Common<Y, R>>) {
     // SAFETY: contract.
-    drop(unsafe { Box::from_raw(block.cast::<Block<Y, R, F>>().as_ptr()) });
+    unsafe { std::ptr::drop_in_place(block.cast::<Block<Y, R, F>>().as_ptr()) };
+}
+
+/// A process-wide unique generator id, taken from a per-thread batch so that the
+/// shared counter is touched once per 1,024 generators.
+fn next_id() -> u64 {
+    const BATCH: u64 = 1024;
+    static NEXT_BATCH: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    IDS.with(|ids| {
+        let (mut next, mut end) = ids.get();
+        if next == end {
+            next = NEXT_BATCH.fetch_add(BATCH, Ordering::Relaxed);
+            end = next + BATCH;
+        }
+        ids.set((next + 1, end));
+        next
+    })
 }

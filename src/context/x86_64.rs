@@ -1,10 +1,11 @@
 //! The hand-written x86_64 System V switch (`arch/x86_64.S`).
 //!
-//! The top of every coroutine stack holds two words the assembly uses: `SAVED_SP`
-//! (the coroutine's stack pointer while it is suspended) and `LINK` (the resumer's
-//! stack pointer while the coroutine runs). A fresh context is a stack whose
-//! `SAVED_SP` points at a hand-built frame that "resumes" into
-//! `stackweave_trampoline`. See `arch/x86_64.S` for the frame diagram.
+//! The top of every coroutine stack holds the words the assembly uses: `SAVED_SP`
+//! (the coroutine's stack pointer while it is suspended), `LINK` (the resumer's
+//! stack pointer while the coroutine runs), and for a fresh context the entry and
+//! its data. A fresh context is a stack whose `SAVED_SP` points at a hand-built
+//! frame that "resumes" into `stackweave_trampoline`. See `arch/x86_64.S` for the
+//! frame diagram and the register contract.
 
 use super::Entry;
 use crate::stack::Stack;
@@ -20,42 +21,41 @@ pub(crate) const BACKEND: &str = "hand-written x86_64";
 const SAVED_SP_OFFSET: usize = 8;
 /// `top - LINK_OFFSET` holds the resumer's stack pointer (`SW_LINK`).
 const LINK_OFFSET: usize = 16;
-/// Words in a saved frame: six callee-saved registers and the resume address.
-const FRAME_WORDS: usize = 7;
-/// Bytes in a saved frame (`SW_FRAME`).
+/// `top - ENTRY_OFFSET` holds the entry of a fresh context (`SW_ENTRY`).
+const ENTRY_OFFSET: usize = 24;
+/// `top - DATA_OFFSET` holds the entry's data pointer (`SW_DATA`); the trampoline
+/// runs with rsp here.
+const DATA_OFFSET: usize = 32;
+/// Words in a saved frame: rbx, rbp and the resume address (`SW_FRAME` bytes).
+const FRAME_WORDS: usize = 3;
 const FRAME_BYTES: usize = FRAME_WORDS * 8;
 /// Word indices inside a saved frame, lowest address first.
-const FRAME_R12: usize = 3;
-const FRAME_R13: usize = 2;
-const FRAME_RBX: usize = 4;
-const FRAME_RBP: usize = 5;
-const FRAME_PC: usize = 6;
-/// Bytes at the top of the stack used by the two slots.
-const TOP_RESERVED: usize = 16;
+const FRAME_RBX: usize = 0;
+const FRAME_RBP: usize = 1;
+const FRAME_PC: usize = 2;
 
-// The slots fit in the reserved area, and the trampoline starts with rsp at the LINK
-// slot, which must be 16-byte aligned so that its `call` meets the ABI.
-const _: () = assert!(SAVED_SP_OFFSET <= TOP_RESERVED && LINK_OFFSET <= TOP_RESERVED);
-const _: () = assert!(LINK_OFFSET == TOP_RESERVED && LINK_OFFSET % 16 == 0);
-const _: () = assert!(SAVED_SP_OFFSET != LINK_OFFSET);
-// The frame's words are distinct and in range.
-const _: () = assert!(FRAME_PC == FRAME_WORDS - 1 && FRAME_RBP < FRAME_PC);
-const _: () = assert!(FRAME_R13 < FRAME_R12 && FRAME_R12 < FRAME_RBX && FRAME_RBX < FRAME_RBP);
+// The slots are distinct words below the top.
+const _: () = assert!(SAVED_SP_OFFSET == 8 && LINK_OFFSET == SAVED_SP_OFFSET + 8);
+const _: () = assert!(ENTRY_OFFSET == LINK_OFFSET + 8 && DATA_OFFSET == ENTRY_OFFSET + 8);
+// The trampoline calls the shim with rsp = top - DATA_OFFSET: 16-byte aligned as the
+// ABI requires at a call (top itself is 16-byte aligned).
+const _: () = assert!(DATA_OFFSET % 16 == 0);
+// The frame's words are in the order the assembly pushes them.
+const _: () = assert!(FRAME_RBX < FRAME_RBP && FRAME_RBP < FRAME_PC && FRAME_PC == FRAME_WORDS - 1);
 
 extern "C" {
-    /// Saves the resumer, switches to the coroutine whose stack top is `top`, and
-    /// returns the value it suspends with.
-    fn stackweave_resume(value: usize, top: *mut u8) -> usize;
-    /// The first resume address of every context.
+    /// The first resume address of every context (never called from Rust).
     fn stackweave_trampoline();
-    /// `[SW_SAVED_SP, SW_LINK, SW_FRAME]` as assembled.
+    /// `[SW_SAVED_SP, SW_LINK, SW_ENTRY, SW_DATA, SW_FRAME]` as assembled.
     #[cfg(test)]
-    static stackweave_x86_64_layout: [usize; 3];
+    static stackweave_x86_64_layout: [usize; 5];
 }
 
 /// A context on a stack of its own (see the module docs of `context`).
 pub(crate) struct Context {
     stack: Stack,
+    /// `stack.top()`, kept at hand for the switch.
+    top: *mut u8,
 }
 
 /// The coroutine side's handle for switching back: the top of its stack.
@@ -72,25 +72,23 @@ impl Context {
     /// * `data` must stay valid for as long as `entry` may use it.
     pub(crate) unsafe fn new(stack: Stack, entry: Entry, data: *mut ()) -> Context {
         let top = stack.top();
-        // SAFETY: the stack has at least MIN_STACK_SIZE usable bytes below `top`, far
-        // more than the two slots and one frame written here; `top` is 16-aligned.
+        // SAFETY: the stack has at least MIN_STACK_SIZE / 2 usable bytes below `top`
+        // (reserve_top keeps half), far more than the four slots and one frame
+        // written here; `top` is 16-byte aligned.
         unsafe {
-            let frame = top.sub(TOP_RESERVED + FRAME_BYTES).cast::<usize>();
-            for i in 0..FRAME_WORDS {
-                frame.add(i).write(0);
-            }
+            let word = |offset: usize| top.sub(offset).cast::<usize>();
+            let frame = top.sub(DATA_OFFSET + FRAME_BYTES).cast::<usize>();
+            frame.add(FRAME_RBX).write(shim as *const () as usize);
+            frame.add(FRAME_RBP).write(0);
             frame
                 .add(FRAME_PC)
                 .write(stackweave_trampoline as *const () as usize);
-            frame.add(FRAME_RBX).write(entry as usize);
-            frame.add(FRAME_R12).write(data as usize);
-            frame.add(FRAME_R13).write(shim as *const () as usize);
-            frame.add(FRAME_RBP).write(0);
-            top.sub(SAVED_SP_OFFSET)
-                .cast::<usize>()
-                .write(frame as usize);
+            word(DATA_OFFSET).write(data as usize);
+            word(ENTRY_OFFSET).write(entry as usize);
+            word(LINK_OFFSET).write(0);
+            word(SAVED_SP_OFFSET).write(frame as usize);
         }
-        Context { stack }
+        Context { stack, top }
     }
 
     /// Runs the context until it suspends or its entry returns.
@@ -101,9 +99,28 @@ impl Context {
     /// * It must not be running (no resume of a context from inside itself).
     #[inline(always)]
     pub(crate) unsafe fn resume(&mut self, value: usize) -> usize {
+        let result: usize;
         // SAFETY: per this function's contract the stack holds a suspended frame
         // (built by `new` or saved by `stackweave_suspend`) at SAVED_SP.
-        unsafe { stackweave_resume(value, self.stack.top()) }
+        // `stackweave_resume` saves rbx, rbp and rsp and comes back here (through the
+        // `ret` in `stackweave_suspend`) with them restored and the coroutine's value
+        // in rax; r12-r15 and the caller-saved registers are declared clobbered, so
+        // the compiler preserves whatever it keeps in them. The asm block is entered
+        // with a 16-byte aligned rsp and pushes below it (no `nostack`).
+        unsafe {
+            asm!(
+                "call stackweave_resume",
+                in("rdi") value,
+                in("rsi") self.top,
+                lateout("rax") result,
+                lateout("r12") _,
+                lateout("r13") _,
+                lateout("r14") _,
+                lateout("r15") _,
+                clobber_abi("C"),
+            );
+        }
+        result
     }
 
     /// Usable size of the stack this context runs on.
@@ -134,11 +151,11 @@ impl Suspender {
         let resumed: usize;
         // SAFETY: we run on the context's stack (contract), so `top` holds the LINK
         // slot written by the resume that started this run. `stackweave_suspend`
-        // saves every callee-saved register and the stack pointer and comes back to
-        // label 2 with rsp unchanged and the next resume's value in rax; every other
-        // register is clobbered, as clobber_abi("C") declares. The return-stack
-        // buffer stays balanced because we `jmp` in and the resumer's `call` is
-        // matched by the `ret` in stackweave_suspend.
+        // saves rbx, rbp, rsp and the resume address, and comes back to label 2 with
+        // them restored and the next resume's value in rax; r12-r15 and every
+        // caller-saved register are declared clobbered. The return-stack buffer stays
+        // balanced because we `jmp` in and the resumer's `call` is matched by the
+        // `ret` in stackweave_suspend.
         unsafe {
             asm!(
                 "lea rax, [rip + 2f]",
@@ -147,6 +164,10 @@ impl Suspender {
                 in("rdi") value,
                 in("rsi") self.top,
                 lateout("rax") resumed,
+                lateout("r12") _,
+                lateout("r13") _,
+                lateout("r14") _,
+                lateout("r15") _,
                 clobber_abi("C"),
             );
         }
@@ -178,6 +199,15 @@ mod tests {
     fn assembly_layout_matches_rust_constants() {
         // SAFETY: a read-only table defined in arch/x86_64.S.
         let table = unsafe { stackweave_x86_64_layout };
-        assert_eq!(table, [SAVED_SP_OFFSET, LINK_OFFSET, FRAME_BYTES]);
+        assert_eq!(
+            table,
+            [
+                SAVED_SP_OFFSET,
+                LINK_OFFSET,
+                ENTRY_OFFSET,
+                DATA_OFFSET,
+                FRAME_BYTES
+            ]
+        );
     }
 }

@@ -17,7 +17,7 @@
 mod overflow;
 pub(crate) mod pool;
 
-pub(crate) use overflow::{current_record, set_current_record, StackRecord};
+pub(crate) use overflow::{register, unregister, StackRecord};
 
 use std::io;
 use std::ptr::NonNull;
@@ -148,6 +148,9 @@ pub(crate) struct Stack {
     guard: usize,
     /// Usable bytes above the guard.
     usable: usize,
+    /// Bytes at the very top set aside for the owner's data (see `reserve_top`);
+    /// the context runs below them.
+    reserved: usize,
 }
 
 impl Stack {
@@ -174,17 +177,47 @@ impl Stack {
             return Err(out_of_memory("mmap", len));
         }
         let low = NonNull::new(ptr.cast::<u8>()).expect("mmap returned null");
-        let stack = Stack { low, guard, usable };
+        let stack = Stack {
+            low,
+            guard,
+            usable,
+            reserved: 0,
+        };
         stack.no_huge_pages();
         stack.install_guard()?;
         Ok(stack)
     }
 
-    /// Highest address of the stack (exclusive), 16-byte aligned: stacks grow down
-    /// from here.
+    /// Highest address a context may use (exclusive), 16-byte aligned: stacks grow
+    /// down from here. It lies below the area set aside by `reserve_top`.
+    #[inline]
     pub(crate) fn top(&self) -> *mut u8 {
-        // SAFETY: guard + usable is the length of the mapping starting at `low`.
-        unsafe { self.low.as_ptr().add(self.guard + self.usable) }
+        // SAFETY: reserved <= usable, and guard + usable is the mapping's length.
+        unsafe {
+            self.low
+                .as_ptr()
+                .add(self.guard + self.usable - self.reserved)
+        }
+    }
+
+    /// Sets aside an area for `layout` at the very top of the stack, for the owner's
+    /// data, and returns its address; the context's stack then starts below it (still
+    /// 16-byte aligned). The previous reservation, if any, is replaced. Returns
+    /// `None` when the area would take more than half of the stack or needs an
+    /// alignment above the page size.
+    pub(crate) fn reserve_top(&mut self, layout: std::alloc::Layout) -> Option<NonNull<u8>> {
+        // The full top is page-aligned, so any multiple of the alignment below it is
+        // aligned too.
+        let align = layout.align().max(16);
+        if align > page_size() {
+            return None;
+        }
+        let bytes = layout.size().checked_add(align - 1)? & !(align - 1);
+        if bytes > self.usable / 2 {
+            return None;
+        }
+        self.reserved = bytes;
+        NonNull::new(self.top())
     }
 
     /// Lowest usable address: the end of the guard.

@@ -1,12 +1,17 @@
 //! Stack overflow reporting.
 //!
-//! Invariant: while a coroutine or generator runs on a thread, that thread's
-//! `CURRENT` record describes the stack it runs on (its guard range, size and name),
-//! and the record outlives the time it is installed. A SIGSEGV/SIGBUS whose fault
-//! address lies in that guard is a stack overflow: the handler writes one line to
-//! stderr naming the coroutine and its stack size, then aborts. Every other fault is
-//! passed to the handler that was installed before ours (std's, which reports
-//! overflows of thread stacks), or to the default action.
+//! Invariant: every coroutine or generator that may run on a thread has its
+//! [`StackRecord`] (guard range, size, name) linked into that thread's `RECORDS` list
+//! while it is alive, at an address that does not move; the list, followed from its
+//! head, only ever reaches live records, at every instruction boundary (a signal can
+//! arrive between any two stores). A SIGSEGV/SIGBUS whose fault address lies in one of
+//! those guards is a stack overflow: the handler writes one line to stderr naming the
+//! coroutine and its stack size, then aborts. Every other fault is passed to the
+//! handler that was installed before ours (std's, which reports overflows of thread
+//! stacks), or to the default action.
+//!
+//! The list changes only when a coroutine is created or dropped, never on a switch,
+//! so resuming and suspending cost no thread-local access.
 //!
 //! The handler runs on an alternate signal stack (`SA_ONSTACK`; the faulting stack
 //! is exhausted) and only makes async-signal-safe calls: `write(2)`, `sigaction(2)`,
@@ -14,11 +19,12 @@
 
 use std::cell::Cell;
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Once, OnceLock};
 
-/// What the overflow handler needs to know about a running coroutine's stack.
+/// What the overflow handler needs to know about a coroutine's stack.
 ///
-/// Owned by the coroutine's control block; installed in `CURRENT` while it runs.
+/// Owned by the coroutine's control block, at a fixed address while registered.
 pub(crate) struct StackRecord {
     /// Guard address range `[guard.0, guard.1)`.
     pub(crate) guard: (usize, usize),
@@ -30,23 +36,96 @@ pub(crate) struct StackRecord {
     pub(crate) id: u64,
     /// Optional name, printed in quotes.
     pub(crate) name: Option<Box<str>>,
+    /// Links of this thread's list. Atomics (used with relaxed ordering) because the
+    /// signal handler reads them on the same thread between any two stores.
+    next: AtomicPtr<StackRecord>,
+    prev: AtomicPtr<StackRecord>,
+}
+
+impl StackRecord {
+    /// A record for a stack with the given guard and size, not yet registered.
+    pub(crate) fn new(guard: (usize, usize), size: usize, kind: &'static str, id: u64) -> Self {
+        StackRecord {
+            guard,
+            size,
+            kind,
+            id,
+            name: None,
+            next: AtomicPtr::new(ptr::null_mut()),
+            prev: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
 }
 
 thread_local! {
     // Const-initialised and without a destructor: reading it is a plain TLS load,
-    // safe inside a signal handler.
-    static CURRENT: Cell<*const StackRecord> = const { Cell::new(ptr::null()) };
+    // safe inside a signal handler, and it is never torn down.
+    static RECORDS: AtomicPtr<StackRecord> = const { AtomicPtr::new(ptr::null_mut()) };
 }
 
-/// The record of the coroutine running on this thread (null on a thread's own stack).
-pub(crate) fn current_record() -> *const StackRecord {
-    CURRENT.with(Cell::get)
+/// Links `record` into this thread's list.
+///
+/// # Safety
+///
+/// * `record` stays at its address, alive, until `unregister(record)` is called on
+///   this same thread (or forever, if its owner is leaked).
+/// * It is not registered already.
+pub(crate) unsafe fn register(record: *const StackRecord) {
+    let record = record.cast_mut();
+    RECORDS.with(|head| {
+        let first = head.load(Ordering::Relaxed);
+        // SAFETY: `record` is alive (contract) and not yet reachable from the list, so
+        // these stores are invisible to the handler until `head` is published.
+        unsafe {
+            (*record).next.store(first, Ordering::Relaxed);
+            (*record).prev.store(ptr::null_mut(), Ordering::Relaxed);
+        }
+        if !first.is_null() {
+            // SAFETY: list members are alive (module invariant).
+            unsafe { (*first).prev.store(record, Ordering::Relaxed) };
+        }
+        head.store(record, Ordering::Relaxed);
+    });
 }
 
-/// Installs `record` as this thread's running coroutine and returns the previous one.
-/// The caller restores the previous record when the coroutine suspends.
-pub(crate) fn set_current_record(record: *const StackRecord) -> *const StackRecord {
-    CURRENT.with(|c| c.replace(record))
+/// Unlinks `record` from this thread's list.
+///
+/// # Safety
+///
+/// * `record` was registered on this thread and not unregistered since.
+pub(crate) unsafe fn unregister(record: *const StackRecord) {
+    RECORDS.with(|head| {
+        // SAFETY: `record` and its neighbours are alive list members (contract and
+        // module invariant). At every step the forward chain from the head stays
+        // made of live records: `record` itself is alive until we return.
+        unsafe {
+            let next = (*record).next.load(Ordering::Relaxed);
+            let prev = (*record).prev.load(Ordering::Relaxed);
+            if prev.is_null() {
+                head.store(next, Ordering::Relaxed);
+            } else {
+                (*prev).next.store(next, Ordering::Relaxed);
+            }
+            if !next.is_null() {
+                (*next).prev.store(prev, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// The registered record whose guard contains `addr`, if any. Async-signal-safe.
+fn record_for_fault(addr: usize) -> Option<&'static StackRecord> {
+    let mut cursor = RECORDS.with(|head| head.load(Ordering::Relaxed));
+    while !cursor.is_null() {
+        // SAFETY: list members are alive (module invariant); the handler that calls
+        // this aborts or returns before any of them can be freed.
+        let record = unsafe { &*cursor };
+        if addr >= record.guard.0 && addr < record.guard.1 {
+            return Some(record);
+        }
+        cursor = record.next.load(Ordering::Relaxed);
+    }
+    None
 }
 
 static INSTALL: Once = Once::new();
@@ -163,15 +242,10 @@ impl Drop for AltStack {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let record = current_record();
-    if !record.is_null() {
-        // SAFETY: a non-null CURRENT points at a live record (module invariant).
-        let record = unsafe { &*record };
-        if addr >= record.guard.0 && addr < record.guard.1 {
-            report(record);
-            // SAFETY: abort is async-signal-safe and never returns.
-            unsafe { libc::abort() };
-        }
+    if let Some(record) = record_for_fault(addr) {
+        report(record);
+        // SAFETY: abort is async-signal-safe and never returns.
+        unsafe { libc::abort() };
     }
     chain(sig, info, ctx);
 }

@@ -34,7 +34,8 @@ impl StackPool {
     }
 
     /// Returns an unused stack to the pool.
-    pub(crate) fn put(&mut self, stack: Stack) {
+    pub(crate) fn put(&mut self, mut stack: Stack) {
+        stack.reserve_top(std::alloc::Layout::new::<()>());
         let size = stack.size();
         let stacks = match self.classes.iter().position(|(s, _)| *s == size) {
             Some(i) => &mut self.classes[i].1,

@@ -1,0 +1,66 @@
+//! Helpers for tests whose dangerous part (exhausting memory, overflowing a stack)
+//! must run in a child process.
+//!
+//! The parent re-runs the current test executable with
+//! `--exact <test> --nocapture --test-threads=1` and an environment variable naming
+//! the test; the same test function, seeing that variable, does the dangerous part,
+//! and the parent asserts on the child's exit status and output.
+
+use std::fmt;
+use std::process::{Command, ExitStatus};
+
+/// The environment variable that tells a child process which test's dangerous part
+/// to run.
+const CHILD_ENV: &str = "STACKWEAVE_TEST_CHILD";
+
+/// Whether this process is the child started by [`run_child`] for `test`.
+///
+/// In the child, core dumps are turned off: crashing is the point, and a dump would
+/// only slow the test down.
+pub fn is_child(test: &str) -> bool {
+    let child = std::env::var_os(CHILD_ENV).is_some_and(|v| v == test);
+    if child {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit reads a valid rlimit; lowering the core limit affects
+        // only this child process.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+    }
+    child
+}
+
+/// What a child process did.
+pub struct Child {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "child exited with {:?}\n--- child stdout ---\n{}\n--- child stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the test named `test` (its full path inside this test crate) alone in a
+/// child process and waits for it.
+pub fn run_child(test: &str) -> Child {
+    let exe = std::env::current_exe().expect("path of the current test executable");
+    let out = Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, test)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("failed to start the child test process");
+    Child {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
