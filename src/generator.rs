@@ -49,14 +49,22 @@
 //! `mem::forget` leaks its stack, which is never resumed or reused, so nothing on it
 //! can observe the borrowed data going away.
 //!
-//! # Invariant
+//! # Invariants
 //!
-//! The block shared by both sides (the value slots and the overflow record) is owned
-//! by the `Generator`, outlives the stack, and is only touched by one side at a time:
-//! the resumer before and after a switch, the generator's stack between the two.
+//! * The block shared by both sides (the closure, the result slot and the overflow
+//!   [`Owner`](crate::stack::Owner) that names the generator) sits at the top of the
+//!   generator's own stack, is owned by the `Generator`, and is only touched by one
+//!   side at a time: the resumer before and after a switch, the generator's stack
+//!   between the two. The stack's overflow record points at the block's owner from
+//!   creation until `Drop`, which clears it before dropping the block.
+//! * A yielded value crosses the switch by address: `Yielder::suspend` passes a
+//!   pointer to the value, which stays in its frame on the generator's stack, and
+//!   the resumer moves it out (exactly once, before doing anything else) while that
+//!   frame is frozen. The message [`MSG_COMPLETE`] (0, never a valid address) says
+//!   that the closure has returned and its result is in the block.
 
-use crate::context::{Context, Suspender};
-use crate::stack::{self, StackRecord};
+use crate::context::{self, Context, Suspender};
+use crate::stack::{self, Owner};
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
@@ -81,33 +89,26 @@ pub enum GeneratorState<Y, R> {
 // Resumer -> generator commands, passed through the switch.
 const CMD_RESUME: usize = 0;
 const CMD_UNWIND: usize = 1;
-// Generator -> resumer messages.
-const MSG_YIELDED: usize = 0;
-const MSG_COMPLETE: usize = 1;
+// Generator -> resumer messages: the address of a yielded `Y` (never 0), or this.
+const MSG_COMPLETE: usize = 0;
 
 /// The payload used to unwind a generator that is dropped while suspended.
 struct ForcedUnwind;
 
 /// The part of the shared block that does not depend on the closure's type.
-struct Common<Y, R> {
-    yielded: Option<Y>,
+struct Common<R> {
     result: Option<thread::Result<R>>,
-    record: StackRecord,
+    /// Names the generator in stack overflow reports.
+    owner: Owner,
 }
 
-/// The shared block: `Common` first, so a `*mut Block<Y, R, F>` is also a
-/// `*mut Common<Y, R>`.
+/// The shared block: `Common` first, so a `*mut Block<R, F>` is also a
+/// `*mut Common<R>`.
 #[repr(C)]
-struct Block<Y, R, F> {
-    common: Common<Y, R>,
-    f: Option<F>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    NotStarted,
-    Suspended,
-    Complete,
+struct Block<R, F> {
+    common: Common<R>,
+    /// Taken by `entry` on the first resume; dropped by `Drop` if that never came.
+    f: ManuallyDrop<F>,
 }
 
 /// A stackful generator: a closure running on its own stack that can suspend with a
@@ -131,9 +132,8 @@ enum State {
 /// ```
 pub struct Generator<'a, Y, R> {
     context: ManuallyDrop<Context>,
-    block: NonNull<Common<Y, R>>,
-    drop_block: unsafe fn(NonNull<Common<Y, R>>),
-    state: State,
+    block: NonNull<Common<R>>,
+    drop_block: unsafe fn(NonNull<Common<R>>, bool),
     // Owns Y and R values (dropck), borrows for 'a, and is neither Send nor Sync.
     _marker: PhantomData<(Y, R, &'a (), *const ())>,
 }
@@ -144,11 +144,11 @@ pub struct Generator<'a, Y, R> {
 /// A `&Yielder` is passed to the generator's closure and cannot escape it. It is
 /// neither `Send` nor `Sync`.
 pub struct Yielder<Y> {
+    // One word on the hand-written backend, so that a loop of suspends keeps it in a
+    // register that survives the switch.
     suspender: Suspender,
-    slot: *mut Option<Y>,
-    /// The generator's stack, `[lowest usable address, top)`.
-    stack_range: (usize, usize),
-    _marker: PhantomData<*const ()>,
+    // Hands out Y values (invariant in Y), and is neither Send nor Sync.
+    _marker: PhantomData<*mut Y>,
 }
 
 impl<'a, Y, R> Generator<'a, Y, R> {
@@ -208,46 +208,37 @@ impl<'a, Y, R> Generator<'a, Y, R> {
         F: FnOnce(&Yielder<Y>) -> R + 'a,
     {
         let mut stack = stack::pool::take(size)?;
-        let record = StackRecord::new(stack.guard_range(), stack.size(), "generator", next_id());
-        let block = Block {
-            common: Common::<Y, R> {
-                yielded: None,
-                result: None,
-                record,
-            },
-            f: Some(f),
-        };
         // The block lives at the top of the generator's own stack: no allocation.
-        let layout = std::alloc::Layout::new::<Block<Y, R, F>>();
+        let layout = std::alloc::Layout::new::<Block<R, F>>();
         let Some(place) = stack.reserve_top(layout) else {
-            let size = stack.size();
-            stack::pool::give(stack);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "the generator's closure and slots ({} bytes) do not fit in half of \
-                     its {size}-byte stack: box the captures or use a bigger stack",
-                    layout.size()
-                ),
-            ));
+            return Err(block_too_big(stack, layout.size()));
         };
-        let place = place.cast::<Block<Y, R, F>>();
+        let place = place.cast::<Block<R, F>>().as_ptr();
         // SAFETY: `reserve_top` set aside a writable area with the block's size and
-        // alignment at the top of the stack, outside the context's use.
-        unsafe { place.as_ptr().write(block) };
-        let block = place.cast::<Common<Y, R>>();
-        // SAFETY: the record sits in the block, which stays in place until `Drop`
-        // unregisters it; generators never leave this thread.
-        unsafe { stack::register(&raw const (*block.as_ptr()).record) };
+        // alignment at the top of the stack, outside the context's use. The fields are
+        // written in place, one by one, rather than built elsewhere and copied.
+        unsafe {
+            (&raw mut (*place).common.result).write(None);
+            (&raw mut (*place).common.owner).write(Owner {
+                kind: "generator",
+                id: next_id(),
+                name: None,
+            });
+            (&raw mut (*place).f).write(ManuallyDrop::new(f));
+        }
+        // SAFETY: the owner sits in the block, which stays in place, unchanged, until
+        // `Drop` resets the stack's owner before dropping the block.
+        unsafe { stack.set_owner(&raw const (*place).common.owner) };
+        // SAFETY: `place` is not null (it came from a NonNull).
+        let block = unsafe { NonNull::new_unchecked(place.cast::<Common<R>>()) };
         // SAFETY: `block` stays valid until `drop_block` runs in `Drop`, after the
-        // context has finished or been abandoned unstarted; `entry::<Y, R, F>`
+        // context has finished or been abandoned unstarted; `GeneratorEntry<Y, R, F>`
         // matches the block's real type.
-        let context = unsafe { Context::new(stack, entry::<Y, R, F>, block.as_ptr().cast()) };
+        let context = unsafe { Context::new::<GeneratorEntry<Y, R, F>>(stack, place.cast()) };
         Ok(Generator {
             context: ManuallyDrop::new(context),
             block,
-            drop_block: drop_block::<Y, R, F>,
-            state: State::NotStarted,
+            drop_block: drop_block::<R, F>,
             _marker: PhantomData,
         })
     }
@@ -271,13 +262,13 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     /// ```
     #[inline]
     pub fn resume(&mut self) -> GeneratorState<Y, R> {
-        assert!(
-            self.state != State::Complete,
-            "Generator::resume called on a complete generator"
-        );
+        if self.context.is_finished() {
+            resume_complete();
+        }
         match self.switch_in(CMD_RESUME) {
-            MSG_YIELDED => GeneratorState::Yielded(self.take_yielded()),
-            _ => match self.take_result() {
+            // SAFETY: the generator suspended with this message (see `switch_in`).
+            Some(msg) => GeneratorState::Yielded(unsafe { take_yielded(msg) }),
+            None => match self.take_result() {
                 Ok(r) => GeneratorState::Complete(r),
                 Err(payload) => panic::resume_unwind(payload),
             },
@@ -297,7 +288,7 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     /// assert!(g.is_complete());
     /// ```
     pub fn is_complete(&self) -> bool {
-        self.state == State::Complete
+        self.context.is_finished()
     }
 
     /// Usable size of this generator's stack in bytes.
@@ -314,25 +305,28 @@ impl<'a, Y, R> Generator<'a, Y, R> {
         self.context.stack_size()
     }
 
-    /// Switches into the generator with `cmd` and returns its message.
+    /// Switches into the generator with `cmd`. Returns the message of a generator that
+    /// suspended (the address of its value, to be taken with `take_yielded` before
+    /// anything else touches the generator), or `None` when it completed.
     #[inline(always)]
-    fn switch_in(&mut self, cmd: usize) -> usize {
-        // SAFETY: the context has not completed (state != Complete, checked by every
-        // caller) and is not running: `&mut self` rules out a resume from inside it.
+    fn switch_in(&mut self, cmd: usize) -> Option<usize> {
+        // SAFETY: the context has not finished (checked by every caller) and is not
+        // running: `&mut self` rules out a resume from inside it.
         let msg = unsafe { self.context.resume(cmd) };
-        self.state = if msg == MSG_YIELDED {
-            State::Suspended
-        } else {
-            State::Complete
-        };
-        msg
+        // The context finishes exactly when the closure has returned.
+        debug_assert_eq!(msg == MSG_COMPLETE, self.context.is_finished());
+        (msg != MSG_COMPLETE).then_some(msg)
     }
 
-    #[inline]
-    fn take_yielded(&mut self) -> Y {
-        // SAFETY: the generator is suspended, so only this side touches the block.
-        unsafe { (*self.block.as_ptr()).yielded.take() }
-            .expect("a suspended generator left its value")
+    /// For `Debug`.
+    fn state_name(&self) -> &'static str {
+        if !self.context.is_started() {
+            "NotStarted"
+        } else if self.context.is_finished() {
+            "Complete"
+        } else {
+            "Suspended"
+        }
     }
 
     fn take_result(&mut self) -> thread::Result<R> {
@@ -345,11 +339,13 @@ impl<'a, Y, R> Generator<'a, Y, R> {
 impl<Y, R> Drop for Generator<'_, Y, R> {
     fn drop(&mut self) {
         let mut escaped: Option<Box<dyn Any + Send>> = None;
-        if self.state == State::Suspended {
+        let started = self.context.is_started();
+        if started && !self.context.is_finished() {
             // Unwind the stack: the pending `suspend` panics with ForcedUnwind. If the
             // closure catches that and suspends again, keep unwinding.
-            while self.switch_in(CMD_UNWIND) == MSG_YIELDED {
-                drop(self.take_yielded());
+            while let Some(msg) = self.switch_in(CMD_UNWIND) {
+                // SAFETY: the generator suspended with this message.
+                drop(unsafe { take_yielded::<Y>(msg) });
             }
             match self.take_result() {
                 Err(payload) if payload.is::<ForcedUnwind>() => {}
@@ -357,16 +353,17 @@ impl<Y, R> Drop for Generator<'_, Y, R> {
                 Ok(_) => {}
             }
         }
-        // SAFETY: registered in `with_stack_size`, on this thread (!Send).
-        unsafe { stack::unregister(&raw const (*self.block.as_ptr()).record) };
-        // SAFETY: the block is of the type `drop_block` was made for, and the stack
-        // no longer uses it (the context completed or never started). An unstarted
-        // closure is dropped here.
-        unsafe { (self.drop_block)(self.block) };
-        // SAFETY: as above, nothing lives on the stack; the context is not used again.
+        // SAFETY: the context finished or never started: nothing lives on the stack;
+        // the context is not used again.
         let context = unsafe { ManuallyDrop::take(&mut self.context) };
         // SAFETY: as above.
-        stack::pool::give(unsafe { context.into_stack() });
+        let mut stack = unsafe { context.into_stack() };
+        // The stack no longer names this generator: its owner is about to go.
+        stack.reset();
+        // SAFETY: the block is of the type `drop_block` was made for, and the stack
+        // no longer uses it. The closure is still in it only if it never started.
+        unsafe { (self.drop_block)(self.block, !started) };
+        stack::pool::give(stack);
         if let Some(payload) = escaped {
             // A destructor or the closure panicked with its own payload while the
             // generator was being unwound: report it unless we are already unwinding.
@@ -394,10 +391,10 @@ impl<Y> Iterator for Generator<'_, Y, ()> {
 impl<Y, R> fmt::Debug for Generator<'_, Y, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // SAFETY: the block lives as long as `self`; only a plain field is read.
-        let id = unsafe { (*self.block.as_ptr()).record.id };
+        let id = unsafe { (*self.block.as_ptr()).owner.id };
         f.debug_struct("Generator")
             .field("id", &id)
-            .field("state", &self.state)
+            .field("state", &format_args!("{}", self.state_name()))
             .field("stack_size", &self.stack_size())
             .finish()
     }
@@ -431,18 +428,15 @@ impl<Y> Yielder<Y> {
     /// ```
     #[inline]
     pub fn suspend(&self, value: Y) {
-        // Running on this generator's stack <=> a local's address lies in its range.
-        let here = 0u8;
-        let here = std::hint::black_box(&here) as *const u8 as usize;
-        assert!(
-            here >= self.stack_range.0 && here < self.stack_range.1,
-            "Yielder::suspend called outside its own generator"
-        );
-        // SAFETY: the slot lives in the generator's block, which outlives the stack;
-        // while the generator runs only this side touches it.
-        unsafe { *self.slot = Some(value) };
+        if !self.suspender.is_current() {
+            suspend_outside();
+        }
+        // The resumer moves the value out of this frame while it is frozen (module
+        // invariant), so it must not be dropped here.
+        let value = ManuallyDrop::new(value);
         // SAFETY: we are on the generator's own stack (checked above), and it runs.
-        let cmd = unsafe { self.suspender.suspend(MSG_YIELDED) };
+        // The address of a local is never 0 (MSG_COMPLETE).
+        let cmd = unsafe { self.suspender.suspend(&raw const value as usize) };
         if cmd == CMD_UNWIND {
             panic::resume_unwind(Box::new(ForcedUnwind));
         }
@@ -455,28 +449,45 @@ impl<Y> fmt::Debug for Yielder<Y> {
     }
 }
 
+/// The context entry of a generator running an `F`.
+struct GeneratorEntry<Y, R, F>(PhantomData<fn(Y, R, F)>);
+
+impl<Y, R, F> context::Entry for GeneratorEntry<Y, R, F>
+where
+    F: FnOnce(&Yielder<Y>) -> R,
+{
+    /// Runs on the generator's stack: the closure under `catch_unwind`.
+    ///
+    /// # Safety
+    ///
+    /// `data` is the `Block<R, F>` built by `with_stack_size`, alive until the
+    /// generator is dropped; called once.
+    #[inline(always)]
+    unsafe fn run(cmd: usize, data: *mut (), suspender: Suspender) -> usize {
+        // SAFETY: forwarded.
+        unsafe { entry::<Y, R, F>(cmd, data, suspender) }
+    }
+}
+
 /// Runs on the generator's stack: the closure under `catch_unwind`.
 ///
 /// # Safety
 ///
-/// `data` is the `Block<Y, R, F>` built by `with_stack_size`, alive until the
-/// generator is dropped.
+/// As for `GeneratorEntry::run`.
+#[inline(always)]
 unsafe fn entry<Y, R, F>(cmd: usize, data: *mut (), suspender: Suspender) -> usize
 where
     F: FnOnce(&Yielder<Y>) -> R,
 {
-    let block = data.cast::<Block<Y, R, F>>();
+    let block = data.cast::<Block<R, F>>();
     // SAFETY: the block is valid (contract) and the resumer does not touch it while
-    // we run. A generator is only entered with CMD_RESUME: an unstarted one is
-    // dropped without being entered.
-    let f = unsafe { (*block).f.take() }.expect("generator entered twice");
+    // we run. A generator is entered once, with CMD_RESUME (an unstarted one is
+    // dropped without being entered), and from then on `Drop` knows that the closure
+    // is gone (the context has started).
+    let f = unsafe { ManuallyDrop::take(&mut (*block).f) };
     debug_assert_eq!(cmd, CMD_RESUME);
     let yielder = Yielder {
         suspender,
-        // SAFETY: fields of the valid block.
-        slot: unsafe { &raw mut (*block).common.yielded },
-        // SAFETY: as above; the block sits at the top of the stack.
-        stack_range: (unsafe { (*block).common.record.guard.1 }, block as usize),
         _marker: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&yielder)));
@@ -485,14 +496,61 @@ where
     MSG_COMPLETE
 }
 
-/// Drops, in place, a block of the real type `Block<Y, R, F>`.
+/// Drops, in place, a block of the real type `Block<R, F>`, with its closure if
+/// `with_closure`.
 ///
 /// # Safety
 ///
-/// `block` points at a live `Block<Y, R, F>` that is not used afterwards.
-unsafe fn drop_block<Y, R, F>(block: NonNull<Common<Y, R>>) {
+/// `block` points at a live `Block<R, F>` that is not used afterwards, whose closure
+/// is still there if and only if `with_closure`.
+unsafe fn drop_block<R, F>(block: NonNull<Common<R>>, with_closure: bool) {
+    let block = block.cast::<Block<R, F>>().as_ptr();
     // SAFETY: contract.
-    unsafe { std::ptr::drop_in_place(block.cast::<Block<Y, R, F>>().as_ptr()) };
+    unsafe {
+        if with_closure {
+            ManuallyDrop::drop(&mut (*block).f);
+        }
+        std::ptr::drop_in_place(&raw mut (*block).common);
+    }
+}
+
+/// Moves a yielded value out of the suspended generator's frame.
+///
+/// # Safety
+///
+/// `msg` is the message of a generator that has just suspended with a `Y`, and the
+/// value has not been taken yet.
+#[inline(always)]
+unsafe fn take_yielded<Y>(msg: usize) -> Y {
+    // SAFETY: `msg` is the address of a live `ManuallyDrop<Y>` in the frozen frame of
+    // `Yielder::suspend`, which leaves it to us (module invariant).
+    unsafe { std::ptr::read(msg as *const Y) }
+}
+
+/// The error for a closure too big for the top of its stack; gives the stack back.
+#[cold]
+fn block_too_big(stack: stack::Stack, bytes: usize) -> io::Error {
+    let size = stack.size();
+    stack::pool::give(stack);
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "the generator's closure and slots ({bytes} bytes) do not fit in half of \
+             its {size}-byte stack: box the captures or use a bigger stack"
+        ),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn resume_complete() -> ! {
+    panic!("Generator::resume called on a complete generator")
+}
+
+#[cold]
+#[inline(never)]
+fn suspend_outside() -> ! {
+    panic!("Yielder::suspend called outside its own generator")
 }
 
 /// A process-wide unique generator id, taken from a per-thread batch so that the

@@ -40,3 +40,8 @@ pub mod stack;
 /// println!("stackweave switches with {}", stackweave::SWITCH_BACKEND);
 /// ```
 pub const SWITCH_BACKEND: &str = context::BACKEND;
+
+/// The code blocks of README.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

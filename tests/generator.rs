@@ -1,5 +1,7 @@
 //! Behaviour of standalone generators through the public API: values, completion,
 //! panics, destructors, borrowing, nesting, scale, stack sizes, backtraces, threads.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use stackweave::generator::{Generator, GeneratorState, Yielder};
 use stackweave::stack::{self, DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
@@ -279,6 +281,22 @@ fn dropping_an_unstarted_generator_drops_its_closure_without_running_it() {
 }
 
 #[test]
+fn dropping_a_suspended_minimum_size_generator_unwinds_it() {
+    // Unwinding runs on the generator's own stack and needs several KiB of it; a
+    // shallow suspension in the smallest stack leaves enough.
+    let drops = Rc::new(Cell::new(0));
+    let mut g = Generator::with_stack_size(MIN_STACK_SIZE, |y: &Yielder<u32>| {
+        let _guard = DropCounter(drops.clone());
+        y.suspend(1);
+        y.suspend(2);
+    })
+    .unwrap();
+    assert_eq!(g.resume(), Yielded(1));
+    drop(g);
+    assert_eq!(drops.get(), 1);
+}
+
+#[test]
 fn catching_the_drop_unwind_and_suspending_again_still_unwinds() {
     let frame_drops = Rc::new(Cell::new(0));
     let value_drops = Rc::new(Cell::new(0));
@@ -539,11 +557,15 @@ fn with_stack_size_rounds_up_to_pages_and_the_minimum() {
         0,
         "MIN_STACK_SIZE is page-aligned here"
     );
-    let default = Generator::new(|_: &Yielder<()>| {});
+    // Every generator here is run to completion: this test is about sizes, not about
+    // dropping unstarted generators (see the test of that).
+    let mut default = Generator::new(|_: &Yielder<()>| {});
     assert_eq!(default.stack_size(), DEFAULT_STACK_SIZE);
+    assert_eq!(default.resume(), Complete(()));
     for requested in [0, 1, 100, page - 1, page, MIN_STACK_SIZE - 1] {
-        let g = Generator::with_stack_size(requested, |_: &Yielder<()>| {}).unwrap();
+        let mut g = Generator::with_stack_size(requested, |_: &Yielder<()>| {}).unwrap();
         assert_eq!(g.stack_size(), MIN_STACK_SIZE, "requested {requested}");
+        assert_eq!(g.resume(), Complete(()), "a minimum-size stack runs");
     }
     for requested in [
         MIN_STACK_SIZE,
@@ -560,6 +582,7 @@ fn with_stack_size_rounds_up_to_pages_and_the_minimum() {
         assert_eq!(size % page, 0, "{size} is not a page multiple");
         assert!(size < requested + page, "{size} rounds {requested} too far");
         assert_eq!(g.resume(), Yielded(1), "a rounded stack runs");
+        assert_eq!(g.resume(), Complete(()));
     }
     for absurd in [usize::MAX, usize::MAX - page + 2] {
         let err = Generator::with_stack_size(absurd, |_: &Yielder<()>| {}).unwrap_err();
@@ -571,6 +594,27 @@ fn with_stack_size_rounds_up_to_pages_and_the_minimum() {
             "{absurd}: {err}"
         );
     }
+}
+
+#[test]
+fn closure_with_captures_bigger_than_its_stack_runs_or_is_refused_cleanly() {
+    const CAPTURED: usize = 2 * MIN_STACK_SIZE;
+    let big = [7u8; CAPTURED];
+    let sum = 7 * CAPTURED as u64;
+    let result = Generator::with_stack_size(MIN_STACK_SIZE, move |y: &Yielder<u64>| {
+        y.suspend(black_box(&big).iter().map(|&b| u64::from(b)).sum());
+    });
+    match result {
+        Ok(g) => assert_eq!(g.collect::<Vec<_>>(), [sum]),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}"),
+    }
+    // The same closure on a roomy stack runs. (Roomy: unoptimised builds copy the
+    // closure several times on the generator's stack while starting it.)
+    let g = Generator::with_stack_size(1024 * 1024, move |y: &Yielder<u64>| {
+        y.suspend(black_box(&big).iter().map(|&b| u64::from(b)).sum());
+    })
+    .unwrap();
+    assert_eq!(g.collect::<Vec<_>>(), [sum]);
 }
 
 /// Recurses `depth` frames of at least 1 KiB each and calls `at_bottom` with the

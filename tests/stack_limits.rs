@@ -5,6 +5,8 @@
 //! The exhaustion runs in a child process (see `common`), so that a failure cannot
 //! take the whole test binary down and the limits do not leak into other tests.
 #![cfg(target_os = "linux")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

@@ -5,6 +5,8 @@
 //!
 //! Every crash runs in a child process (see `common`); the parent asserts on the
 //! child's exit status and stderr.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
@@ -30,9 +32,10 @@ fn recurse_forever(depth: u64) -> u64 {
 
 /// The stack size a generator asked for `requested` bytes really gets.
 fn real_stack_size(requested: usize) -> usize {
-    Generator::with_stack_size(requested, |_: &Yielder<()>| {})
-        .expect("creating a generator")
-        .stack_size()
+    let mut g =
+        Generator::with_stack_size(requested, |_: &Yielder<()>| {}).expect("creating a generator");
+    g.resume(); // run it: this file is not about dropping unstarted generators
+    g.stack_size()
 }
 
 /// The id printed by a generator's `Debug` (`Generator { id: 3, .. }`) on the child's
@@ -124,6 +127,53 @@ fn stack_overflow_in_a_nested_generator_names_the_inner_one() {
     assert_generator_overflow(&child, inner, real_stack_size(INNER));
 }
 
+/// Entry of a thread created with `pthread_create`, which std knows nothing about:
+/// it has no alternate signal stack until stackweave gives it one.
+extern "C" fn overflow_on_a_foreign_thread(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: an all-zero stack_t is a valid out-parameter.
+    let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: querying this thread's alternate signal stack into a valid stack_t.
+    let rc = unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
+    eprintln!(
+        "FOREIGN THREAD had an alternate signal stack: {}",
+        rc == 0 && current.ss_flags & libc::SS_DISABLE == 0
+    );
+    overflow_a_generator(DEFAULT_STACK_SIZE);
+    std::ptr::null_mut()
+}
+
+#[test]
+fn stack_overflow_on_a_thread_std_did_not_create_is_reported() {
+    const NAME: &str = "stack_overflow_on_a_thread_std_did_not_create_is_reported";
+    if common::is_child(NAME) {
+        // SAFETY: an all-zero pthread_t is a valid out-parameter.
+        let mut thread: libc::pthread_t = unsafe { std::mem::zeroed() };
+        // SAFETY: default attributes, an entry with the right signature that does not
+        // unwind (a panic in it aborts), and no argument.
+        let rc = unsafe {
+            libc::pthread_create(
+                &mut thread,
+                std::ptr::null(),
+                overflow_on_a_foreign_thread,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "pthread_create");
+        // SAFETY: joining the thread created above, once.
+        unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+        unreachable!("the overflow must abort the process");
+    }
+    let child = common::run_child(NAME);
+    assert!(
+        child
+            .stderr
+            .contains("FOREIGN THREAD had an alternate signal stack: false"),
+        "the foreign thread should start without an alternate signal stack\n{child}"
+    );
+    let id = generator_id(&child, "OVERFLOWING ");
+    assert_generator_overflow(&child, id, real_stack_size(DEFAULT_STACK_SIZE));
+}
+
 #[test]
 fn thread_stack_overflow_still_reports_through_std_after_a_generator_ran() {
     const NAME: &str = "thread_stack_overflow_still_reports_through_std_after_a_generator_ran";
@@ -165,7 +215,8 @@ fn thread_stack_overflow_still_reports_through_std_after_a_generator_ran() {
 /// that debug builds' null checks do not turn it into a panic first).
 fn write_to_null_page() {
     let p = std::ptr::without_provenance_mut::<u8>(16);
-    // SAFETY: not safe at all: the write faults, which is what the test wants. The
+    // SAFETY: deliberately invalid: the null page is never mapped, so this store
+    // faults (SIGSEGV) before anything is written, which is what the test wants. The
     // volatile write keeps the compiler from reasoning the store away.
     unsafe { p.write_volatile(1) };
 }

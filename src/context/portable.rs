@@ -30,20 +30,28 @@ pub(crate) struct Context {
 #[derive(Clone, Copy)]
 pub(crate) struct Suspender {
     yielder: *const Yielder<usize, usize>,
+    /// The context's stack is `[limit, top)`.
+    limit: usize,
+    top: usize,
 }
 
 impl Context {
-    /// Prepares `stack` to run `entry(value, data, suspender)` on the first resume.
+    /// Prepares `stack` to run `E::run(value, data, suspender)` on the first resume.
     ///
     /// # Safety
     ///
-    /// * `data` must stay valid for as long as `entry` may use it.
-    pub(crate) unsafe fn new(stack: Stack, entry: Entry, data: *mut ()) -> Context {
+    /// * `data` must stay valid for as long as `E::run` may use it.
+    pub(crate) unsafe fn new<E: Entry>(stack: Stack, data: *mut ()) -> Context {
         let stack_size = stack.size();
+        let (limit, top) = (stack.limit() as usize, stack.top() as usize);
         let co = Coroutine::with_stack(stack, move |yielder: &Yielder<usize, usize>, value| {
-            let suspender = Suspender { yielder };
-            // SAFETY: forwarded from `Context::new`'s contract.
-            unsafe { entry(value, data, suspender) }
+            let suspender = Suspender {
+                yielder,
+                limit,
+                top,
+            };
+            // SAFETY: forwarded from `Context::new`'s contract; called once.
+            unsafe { E::run(value, data, suspender) }
         });
         Context { co, stack_size }
     }
@@ -61,6 +69,17 @@ impl Context {
         }
     }
 
+    /// Whether the context has been resumed at least once.
+    pub(crate) fn is_started(&self) -> bool {
+        self.co.started()
+    }
+
+    /// Whether the entry has returned.
+    #[inline(always)]
+    pub(crate) fn is_finished(&self) -> bool {
+        self.co.done()
+    }
+
     /// Usable size of the stack this context runs on.
     pub(crate) fn stack_size(&self) -> usize {
         self.stack_size
@@ -71,7 +90,13 @@ impl Context {
     /// # Safety
     ///
     /// * The entry must have returned, or the context must never have been resumed.
-    pub(crate) unsafe fn into_stack(self) -> Stack {
+    pub(crate) unsafe fn into_stack(mut self) -> Stack {
+        // corosensei only gives the stack back once the coroutine is done; for one
+        // that never started, `force_unwind` just drops its initial closure (which
+        // holds nothing but `entry` and `data`) and marks it done.
+        if !self.co.done() {
+            self.co.force_unwind();
+        }
         self.co.into_stack()
     }
 }
@@ -88,4 +113,19 @@ impl Suspender {
         // runs, and we are inside that entry (contract).
         unsafe { (*self.yielder).suspend(value) }
     }
+
+    /// Whether the caller runs on this suspender's context, i.e. an address in its
+    /// frame lies in the context's stack.
+    #[inline(always)]
+    pub(crate) fn is_current(self) -> bool {
+        stack_pointer().wrapping_sub(self.limit) < self.top.wrapping_sub(self.limit)
+    }
+}
+
+/// An address in the caller's stack frame (the caller is inlined here): a local's.
+#[inline(always)]
+fn stack_pointer() -> usize {
+    let here = 0u8;
+    // black_box makes the local live in memory, in this frame.
+    std::hint::black_box(&here) as *const u8 as usize
 }

@@ -1,11 +1,22 @@
-//! The hand-written x86_64 System V switch (`arch/x86_64.S`).
+//! The hand-written x86_64 System V switch: inline assembly here, the trampoline of
+//! fresh contexts in `arch/x86_64.S`.
 //!
-//! The top of every coroutine stack holds the words the assembly uses: `SAVED_SP`
-//! (the coroutine's stack pointer while it is suspended), `LINK` (the resumer's
-//! stack pointer while the coroutine runs), and for a fresh context the entry and
-//! its data. A fresh context is a stack whose `SAVED_SP` points at a hand-built
-//! frame that "resumes" into `stackweave_trampoline`. See `arch/x86_64.S` for the
-//! frame diagram and the register contract.
+//! The top of every coroutine stack holds the words the assembly uses: `LINK` (the
+//! resumer's stack pointer while the coroutine runs), `SIZE` (the bytes usable below
+//! the top, for `Suspender::is_current`) and, for a fresh context, the entry shim and
+//! its data. A suspended coroutine is a saved frame on its stack
+//! (resume address, rbx, rbp) whose address the `Context` keeps (`sp`); a fresh
+//! context is a hand-built frame that "resumes" into `stackweave_trampoline`. See
+//! `arch/x86_64.S` for the frame diagram and the register contract.
+//!
+//! A resume is `call [sp]`: straight into the coroutine's resume address, pushing the
+//! resumer's return address, which the coroutine's next suspend `ret`s to (one
+//! matched call/ret pair per round trip, no other jump). The entry slot holds
+//! `shim::<E>`, which the trampoline enters with a `jmp` (after pushing a return
+//! address into itself, for unwinders): the shim inlines `E::run` and ends with the
+//! final switch, so the coroutine's first run makes no `call` that is still pending
+//! when it suspends, and every suspend's `ret` finds the resumer's return address on
+//! top of the return-stack buffer.
 
 use super::Entry;
 use crate::stack::Stack;
@@ -16,39 +27,45 @@ global_asm!(include_str!("../../arch/x86_64.S"), options(raw));
 /// Name of this backend, for benchmarks and diagnostics.
 pub(crate) const BACKEND: &str = "hand-written x86_64";
 
-/// `top - SAVED_SP_OFFSET` holds the suspended coroutine's stack pointer
-/// (`SW_SAVED_SP` in the assembly).
-const SAVED_SP_OFFSET: usize = 8;
 /// `top - LINK_OFFSET` holds the resumer's stack pointer (`SW_LINK`).
-const LINK_OFFSET: usize = 16;
-/// `top - ENTRY_OFFSET` holds the entry of a fresh context (`SW_ENTRY`).
+const LINK_OFFSET: usize = 8;
+/// `top - SIZE_OFFSET` holds the number of bytes usable below `top` (`SW_SIZE`).
+const SIZE_OFFSET: usize = 16;
+/// `top - ENTRY_OFFSET` holds the entry shim of a fresh context (`SW_ENTRY`).
 const ENTRY_OFFSET: usize = 24;
-/// `top - DATA_OFFSET` holds the entry's data pointer (`SW_DATA`); the trampoline
-/// runs with rsp here.
+/// `top - DATA_OFFSET` holds the entry's data pointer (`SW_DATA`).
 const DATA_OFFSET: usize = 32;
-/// Words in a saved frame: rbx, rbp and the resume address (`SW_FRAME` bytes).
+/// `top - START_OFFSET` is the stack pointer with which the trampoline enters the
+/// shim (`SW_START`); the fresh frame sits right below it. The shim may overwrite
+/// DATA and ENTRY (read before it runs), never LINK or SIZE, which lie above its
+/// caller's area.
+const START_OFFSET: usize = 32;
+/// Words in a saved frame: the resume address, rbx and rbp (`SW_FRAME` bytes).
 const FRAME_WORDS: usize = 3;
 const FRAME_BYTES: usize = FRAME_WORDS * 8;
 /// Word indices inside a saved frame, lowest address first.
-const FRAME_RBX: usize = 0;
-const FRAME_RBP: usize = 1;
-const FRAME_PC: usize = 2;
+const FRAME_PC: usize = 0;
+const FRAME_RBX: usize = 1;
+const FRAME_RBP: usize = 2;
 
-// The slots are distinct words below the top.
-const _: () = assert!(SAVED_SP_OFFSET == 8 && LINK_OFFSET == SAVED_SP_OFFSET + 8);
-const _: () = assert!(ENTRY_OFFSET == LINK_OFFSET + 8 && DATA_OFFSET == ENTRY_OFFSET + 8);
-// The trampoline calls the shim with rsp = top - DATA_OFFSET: 16-byte aligned as the
-// ABI requires at a call (top itself is 16-byte aligned).
-const _: () = assert!(DATA_OFFSET % 16 == 0);
-// The frame's words are in the order the assembly pushes them.
-const _: () = assert!(FRAME_RBX < FRAME_RBP && FRAME_RBP < FRAME_PC && FRAME_PC == FRAME_WORDS - 1);
+// The slots are distinct words below the top, above the fresh frame; the ones that
+// live as long as the context (LINK, SIZE) lie above START.
+const _: () = assert!(LINK_OFFSET == 8 && SIZE_OFFSET == LINK_OFFSET + 8);
+const _: () = assert!(ENTRY_OFFSET == SIZE_OFFSET + 8 && DATA_OFFSET == ENTRY_OFFSET + 8);
+const _: () = assert!(START_OFFSET >= DATA_OFFSET && START_OFFSET >= SIZE_OFFSET + 16);
+// The trampoline enters the shim as if called with rsp = top - START_OFFSET: 16-byte
+// aligned as the ABI requires at a call (top itself is 16-byte aligned).
+const _: () = assert!(START_OFFSET % 16 == 0);
+// The frame's words are in the order the assembly pushes and pops them: the resume
+// address lowest, for `call [sp]`.
+const _: () = assert!(FRAME_PC == 0 && FRAME_RBX == 1 && FRAME_RBP == 2 && FRAME_WORDS == 3);
 
 extern "C" {
     /// The first resume address of every context (never called from Rust).
     fn stackweave_trampoline();
-    /// `[SW_SAVED_SP, SW_LINK, SW_ENTRY, SW_DATA, SW_FRAME]` as assembled.
+    /// `[SW_LINK, SW_SIZE, SW_ENTRY, SW_DATA, SW_START, SW_FRAME]` as assembled.
     #[cfg(test)]
-    static stackweave_x86_64_layout: [usize; 5];
+    static stackweave_x86_64_layout: [usize; 6];
 }
 
 /// A context on a stack of its own (see the module docs of `context`).
@@ -56,7 +73,14 @@ pub(crate) struct Context {
     stack: Stack,
     /// `stack.top()`, kept at hand for the switch.
     top: *mut u8,
+    /// The suspended coroutine's saved frame (its stack pointer); `FINISHED` once the
+    /// entry has returned.
+    sp: usize,
 }
+
+/// `Context::sp` of a context whose entry has returned: the shim's final switch hands
+/// it back instead of a frame.
+const FINISHED: usize = 0;
 
 /// The coroutine side's handle for switching back: the top of its stack.
 #[derive(Clone, Copy)]
@@ -65,30 +89,47 @@ pub(crate) struct Suspender {
 }
 
 impl Context {
-    /// Prepares `stack` to run `entry(value, data, suspender)` on the first resume.
+    /// Prepares `stack` to run `E::run(value, data, suspender)` on the first resume.
     ///
     /// # Safety
     ///
-    /// * `data` must stay valid for as long as `entry` may use it.
-    pub(crate) unsafe fn new(stack: Stack, entry: Entry, data: *mut ()) -> Context {
+    /// * `data` must stay valid for as long as `E::run` may use it.
+    #[inline]
+    pub(crate) unsafe fn new<E: Entry>(stack: Stack, data: *mut ()) -> Context {
         let top = stack.top();
+        let frame = top.wrapping_sub(START_OFFSET + FRAME_BYTES).cast::<usize>();
         // SAFETY: the stack has at least MIN_STACK_SIZE / 2 usable bytes below `top`
-        // (reserve_top keeps half), far more than the four slots and one frame
-        // written here; `top` is 16-byte aligned.
+        // (reserve_top keeps half), far more than the slots and the frame written
+        // here; `top` is 16-byte aligned.
         unsafe {
             let word = |offset: usize| top.sub(offset).cast::<usize>();
-            let frame = top.sub(DATA_OFFSET + FRAME_BYTES).cast::<usize>();
-            frame.add(FRAME_RBX).write(shim as *const () as usize);
-            frame.add(FRAME_RBP).write(0);
             frame
                 .add(FRAME_PC)
                 .write(stackweave_trampoline as *const () as usize);
+            frame.add(FRAME_RBX).write(0);
+            frame.add(FRAME_RBP).write(0);
             word(DATA_OFFSET).write(data as usize);
-            word(ENTRY_OFFSET).write(entry as usize);
+            word(ENTRY_OFFSET).write(shim::<E> as *const () as usize);
+            word(SIZE_OFFSET).write(top as usize - stack.limit() as usize);
             word(LINK_OFFSET).write(0);
-            word(SAVED_SP_OFFSET).write(frame as usize);
         }
-        Context { stack, top }
+        Context {
+            stack,
+            top,
+            sp: frame as usize,
+        }
+    }
+
+    /// Whether the context has been resumed at least once: its frame is no longer the
+    /// fresh one built by `new` (a suspended frame always lies deeper in the stack).
+    pub(crate) fn is_started(&self) -> bool {
+        self.sp != self.top.wrapping_sub(START_OFFSET + FRAME_BYTES) as usize
+    }
+
+    /// Whether the entry has returned.
+    #[inline(always)]
+    pub(crate) fn is_finished(&self) -> bool {
+        self.sp == FINISHED
     }
 
     /// Runs the context until it suspends or its entry returns.
@@ -100,19 +141,25 @@ impl Context {
     #[inline(always)]
     pub(crate) unsafe fn resume(&mut self, value: usize) -> usize {
         let result: usize;
-        // SAFETY: per this function's contract the stack holds a suspended frame
-        // (built by `new` or saved by `stackweave_suspend`) at SAVED_SP.
-        // `stackweave_resume` saves rbx, rbp and rsp and comes back here (through the
-        // `ret` in `stackweave_suspend`) with them restored and the coroutine's value
-        // in rax; r12-r15 and the caller-saved registers are declared clobbered, so
-        // the compiler preserves whatever it keeps in them. The asm block is entered
-        // with a 16-byte aligned rsp and pushes below it (no `nostack`).
+        // SAFETY: per this function's contract `sp` is a suspended frame (built by
+        // `new` or saved by `Suspender::suspend`), whose lowest word is its resume
+        // address: the trampoline or the label in the suspend sequence, both of which
+        // expect rdi = value, rsi = top, rdx = sp and the resumer's frame (return
+        // address, rbx, rbp) at rsp. The coroutine comes back through the `ret` of a
+        // suspend with that frame's rsp, the value in rdi and its new frame in rdx
+        // (FINISHED from the shim's final switch); the pops restore rbx and rbp. r12-r15 and the caller-saved registers are
+        // declared clobbered, so the compiler preserves whatever it keeps in them.
+        // The pushes go below rsp (no `nostack`), and rsp is back where it was.
         unsafe {
             asm!(
-                "call stackweave_resume",
-                in("rdi") value,
-                in("rsi") self.top,
-                lateout("rax") result,
+                "push rbp",
+                "push rbx",
+                "call [rdx]",
+                "pop rbx",
+                "pop rbp",
+                inlateout("rdi") value => result,
+                inout("rsi") self.top => _,
+                inlateout("rdx") self.sp => self.sp,
                 lateout("r12") _,
                 lateout("r13") _,
                 lateout("r14") _,
@@ -140,6 +187,31 @@ impl Context {
 }
 
 impl Suspender {
+    /// Hands `value`, the entry's result, to the resumer for the last time and marks
+    /// the context finished.
+    ///
+    /// # Safety
+    ///
+    /// * Must be called on the context's own stack, while it runs, once the entry has
+    ///   returned: nothing on the stack may be used again.
+    #[inline(always)]
+    unsafe fn finish(self, value: usize) -> ! {
+        // SAFETY: as in `suspend`, without saving a frame: rdx = FINISHED tells the
+        // resumer that there is nothing to resume, and the `ret` pops the return
+        // address of its `call`.
+        unsafe {
+            asm!(
+                "mov rsp, [rsi - {link}]",
+                "ret",
+                link = const LINK_OFFSET,
+                in("rdi") value,
+                in("rsi") self.top,
+                in("rdx") FINISHED,
+                options(noreturn),
+            );
+        }
+    }
+
     /// Hands `value` to the resumer and waits to be resumed; returns the value the
     /// next `resume` passes.
     ///
@@ -149,21 +221,33 @@ impl Suspender {
     #[inline(always)]
     pub(crate) unsafe fn suspend(self, value: usize) -> usize {
         let resumed: usize;
-        // SAFETY: we run on the context's stack (contract), so `top` holds the LINK
-        // slot written by the resume that started this run. `stackweave_suspend`
-        // saves rbx, rbp, rsp and the resume address, and comes back to label 2 with
-        // them restored and the next resume's value in rax; r12-r15 and every
-        // caller-saved register are declared clobbered. The return-stack buffer stays
-        // balanced because we `jmp` in and the resumer's `call` is matched by the
-        // `ret` in stackweave_suspend.
+        // SAFETY: we run on the context's stack (contract), so `top - LINK_OFFSET`
+        // holds the resumer's rsp, written when this run began, pointing at the frame
+        // its resume sequence pushed (return address lowest). We push our own frame
+        // (rbp, rbx, the resume address of label 2, in the layout `Context::resume`
+        // expects), hand its address back in rdx and `ret` into the resumer: that
+        // `ret` pops exactly the return address its `call` pushed, so the
+        // return-stack buffer stays balanced. The next resume `call`s label 2 with
+        // rdi = value, rsi = top, rdx = our frame and its own frame at rsp, which we
+        // record in LINK before popping our frame: rsp, rbx and rbp are as they were.
+        // r12-r15 and every caller-saved register are declared clobbered.
         unsafe {
             asm!(
+                "push rbp",
+                "push rbx",
                 "lea rax, [rip + 2f]",
-                "jmp stackweave_suspend",
+                "push rax",
+                "mov rdx, rsp",
+                "mov rsp, [rsi - {link}]",
+                "ret",
                 "2:",
-                in("rdi") value,
-                in("rsi") self.top,
-                lateout("rax") resumed,
+                "mov [rsi - {link}], rsp",
+                "lea rsp, [rdx + 8]",
+                "pop rbx",
+                "pop rbp",
+                link = const LINK_OFFSET,
+                inlateout("rdi") value => resumed,
+                inout("rsi") self.top => _,
                 lateout("r12") _,
                 lateout("r13") _,
                 lateout("r14") _,
@@ -173,22 +257,41 @@ impl Suspender {
         }
         resumed
     }
+
+    /// Whether the caller runs on this suspender's context, i.e. its stack pointer
+    /// lies in the context's stack, `(top - SIZE, top]`. (A stack pointer equal to
+    /// `top` would point into this stack's own mapping, the owner's area above it,
+    /// so no other stack can have it.)
+    #[inline(always)]
+    pub(crate) fn is_current(self) -> bool {
+        // SAFETY: a suspender is only reachable from code that its context runs
+        // (directly, or through contexts it resumes), so its stack is alive; SIZE
+        // was written by `new` and is never overwritten.
+        let size = unsafe { self.top.sub(SIZE_OFFSET).cast::<usize>().read() };
+        let depth: usize;
+        // SAFETY: register arithmetic on rsp; touches no memory or stack.
+        unsafe {
+            asm!(
+                "sub {depth}, rsp",
+                depth = inout(reg) self.top as usize => depth,
+                options(nomem, nostack),
+            );
+        }
+        depth <= size
+    }
 }
 
-/// Called by the trampoline on the new stack: runs the entry, then hands its value to
-/// the resumer for the last time. Never returns (the trampoline has nowhere to go).
-extern "C" fn shim(value: usize, data: *mut (), top: *mut u8, entry: usize) -> ! {
-    // SAFETY: `entry` was written into the frame by `Context::new` from an `Entry`.
-    let entry: Entry = unsafe { std::mem::transmute::<usize, Entry>(entry) };
+/// Entered by the trampoline on the new stack (with a `jmp`, as if called from it):
+/// runs the entry, inlined, then hands its value to the resumer for the last time.
+/// Never returns (the trampoline has nowhere to go).
+extern "C" fn shim<E: Entry>(value: usize, data: *mut (), top: *mut u8) -> ! {
     let suspender = Suspender { top };
-    // SAFETY: the entry runs on its own stack with the data pointer it was given;
-    // `Context::new`'s caller promised that data stays valid.
-    let last = unsafe { entry(value, data, suspender) };
-    // SAFETY: we are on the context's stack; after this final switch the resumer
-    // treats the context as finished and never resumes it.
-    unsafe { suspender.suspend(last) };
-    // Resuming a finished context is a bug in this crate; fail loudly.
-    std::process::abort()
+    // SAFETY: the entry runs once, on its own stack, with the data pointer it was made
+    // for (`Context::new::<E>` wrote both); its caller promised that data stays valid.
+    let last = unsafe { E::run(value, data, suspender) };
+    // SAFETY: we are on the context's stack and the entry has returned; the resumer
+    // sees FINISHED and never resumes the context.
+    unsafe { suspender.finish(last) }
 }
 
 #[cfg(test)]
@@ -202,10 +305,11 @@ mod tests {
         assert_eq!(
             table,
             [
-                SAVED_SP_OFFSET,
                 LINK_OFFSET,
+                SIZE_OFFSET,
                 ENTRY_OFFSET,
                 DATA_OFFSET,
+                START_OFFSET,
                 FRAME_BYTES
             ]
         );

@@ -8,6 +8,11 @@
 //! pages are always turned off for it (`MADV_NOHUGEPAGE`): with THP a single 2 MiB
 //! page can back 32 idle stacks. Dropping a `Stack` unmaps it.
 //!
+//! Every `Stack` also owns a [`StackRecord`] for the overflow handler, registered on
+//! the creating thread for exactly as long as the mapping exists (a `Stack` is neither
+//! `Send` nor `Sync`, so it is dropped, and unregistered, on that thread). Whoever
+//! runs on the stack names itself in the record with [`Stack::set_owner`].
+//!
 //! Running out of address space or of memory maps (`vm.max_map_count`) is reported as
 //! an [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`], never as a crash.
 //!
@@ -17,7 +22,8 @@
 mod overflow;
 pub(crate) mod pool;
 
-pub(crate) use overflow::{register, unregister, StackRecord};
+pub(crate) use overflow::Owner;
+use overflow::StackRecord;
 
 use std::io;
 use std::ptr::NonNull;
@@ -141,13 +147,14 @@ pub(crate) fn page_size() -> usize {
 }
 
 /// One coroutine stack: a mapping with a guard at its low end.
+///
+/// Two words, so that moving one (in and out of the pool, into a context) stays in
+/// registers: the mapping's geometry lives in its heap record.
 pub(crate) struct Stack {
-    /// Lowest address of the mapping (the guard starts here).
-    low: NonNull<u8>,
-    /// Bytes of guard at `low`.
-    guard: usize,
-    /// Usable bytes above the guard.
-    usable: usize,
+    /// This stack's overflow record (from `Box::into_raw`), registered on this thread
+    /// until `Drop` unregisters and frees it; it also holds the mapping's address and
+    /// sizes.
+    record: NonNull<StackRecord>,
     /// Bytes at the very top set aside for the owner's data (see `reserve_top`);
     /// the context runs below them.
     reserved: usize,
@@ -177,10 +184,13 @@ impl Stack {
             return Err(out_of_memory("mmap", len));
         }
         let low = NonNull::new(ptr.cast::<u8>()).expect("mmap returned null");
+        let record = Box::into_raw(Box::new(StackRecord::new(low, guard, usable)));
+        // SAFETY: the record stays at its heap address until `Drop` unregisters it, on
+        // this thread (`Stack` is !Send), before freeing it.
+        unsafe { overflow::register(record) };
         let stack = Stack {
-            low,
-            guard,
-            usable,
+            // SAFETY: `Box::into_raw` never returns null.
+            record: unsafe { NonNull::new_unchecked(record) },
             reserved: 0,
         };
         stack.no_huge_pages();
@@ -188,16 +198,19 @@ impl Stack {
         Ok(stack)
     }
 
+    #[inline]
+    fn record(&self) -> &StackRecord {
+        // SAFETY: the record lives, unmoved, as long as `self`.
+        unsafe { self.record.as_ref() }
+    }
+
     /// Highest address a context may use (exclusive), 16-byte aligned: stacks grow
     /// down from here. It lies below the area set aside by `reserve_top`.
     #[inline]
     pub(crate) fn top(&self) -> *mut u8 {
+        let r = self.record();
         // SAFETY: reserved <= usable, and guard + usable is the mapping's length.
-        unsafe {
-            self.low
-                .as_ptr()
-                .add(self.guard + self.usable - self.reserved)
-        }
+        unsafe { r.low.as_ptr().add(r.guard + r.size - self.reserved) }
     }
 
     /// Sets aside an area for `layout` at the very top of the stack, for the owner's
@@ -205,36 +218,62 @@ impl Stack {
     /// 16-byte aligned). The previous reservation, if any, is replaced. Returns
     /// `None` when the area would take more than half of the stack or needs an
     /// alignment above the page size.
+    #[inline]
     pub(crate) fn reserve_top(&mut self, layout: std::alloc::Layout) -> Option<NonNull<u8>> {
         // The full top is page-aligned, so any multiple of the alignment below it is
         // aligned too.
         let align = layout.align().max(16);
-        if align > page_size() {
+        if align > 16 && align > page_size() {
             return None;
         }
         let bytes = layout.size().checked_add(align - 1)? & !(align - 1);
-        if bytes > self.usable / 2 {
+        if bytes > self.size() / 2 {
             return None;
         }
         self.reserved = bytes;
         NonNull::new(self.top())
     }
 
+    /// Makes the stack idle again for reuse: no reserved area, no owner.
+    #[inline]
+    pub(crate) fn reset(&mut self) {
+        self.reserved = 0;
+        // SAFETY: null is always a valid owner.
+        unsafe { self.set_owner(std::ptr::null()) };
+    }
+
+    /// Names `owner` as the user of this stack in stack overflow reports (null: idle).
+    ///
+    /// # Safety
+    ///
+    /// `owner` stays alive and unchanged at its address until the owner is set again
+    /// (by `set_owner` or `reset`) or the stack is dropped.
+    #[inline]
+    pub(crate) unsafe fn set_owner(&self, owner: *const Owner) {
+        // SAFETY: the contract is forwarded.
+        unsafe { self.record().set_owner(owner) };
+    }
+
     /// Lowest usable address: the end of the guard.
+    #[inline]
     pub(crate) fn limit(&self) -> *mut u8 {
+        let r = self.record();
         // SAFETY: guard < length of the mapping.
-        unsafe { self.low.as_ptr().add(self.guard) }
+        unsafe { r.low.as_ptr().add(r.guard) }
     }
 
     /// Usable bytes (excluding the guard).
+    #[inline]
     pub(crate) fn size(&self) -> usize {
-        self.usable
+        self.record().size
     }
 
     /// The guard's address range `[start, end)`.
+    #[cfg(test)]
     pub(crate) fn guard_range(&self) -> (usize, usize) {
-        let start = self.low.as_ptr() as usize;
-        (start, start + self.guard)
+        let r = self.record();
+        let start = r.low.as_ptr() as usize;
+        (start, start + r.guard)
     }
 
     /// Gives the physical memory behind the usable part back to the kernel, keeping
@@ -243,7 +282,7 @@ impl Stack {
         // SAFETY: the usable range belongs to this mapping and no coroutine runs on it
         // (the pool only calls this on stacks it holds).
         unsafe {
-            libc::madvise(self.limit().cast(), self.usable, libc::MADV_DONTNEED);
+            libc::madvise(self.limit().cast(), self.size(), libc::MADV_DONTNEED);
         }
     }
 
@@ -251,16 +290,17 @@ impl Stack {
         #[cfg(target_os = "linux")]
         // SAFETY: advice on our own mapping; failure only means THP stays as configured.
         unsafe {
-            libc::madvise(self.limit().cast(), self.usable, libc::MADV_NOHUGEPAGE);
+            libc::madvise(self.limit().cast(), self.size(), libc::MADV_NOHUGEPAGE);
         }
     }
 
     fn install_guard(&self) -> io::Result<()> {
-        let low = self.low.as_ptr().cast::<libc::c_void>();
+        let low = self.record().low.as_ptr().cast::<libc::c_void>();
+        let guard = self.record().guard;
         #[cfg(target_os = "linux")]
         if GUARD.load(Ordering::Relaxed) != GUARD_MPROTECT {
             // SAFETY: the guard range is the first page(s) of our own fresh mapping.
-            let rc = unsafe { libc::madvise(low, self.guard, MADV_GUARD_INSTALL) };
+            let rc = unsafe { libc::madvise(low, guard, MADV_GUARD_INSTALL) };
             if rc == 0 {
                 GUARD.store(GUARD_INSTALL, Ordering::Relaxed);
                 return Ok(());
@@ -271,14 +311,14 @@ impl Stack {
                 Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EPERM) => {
                     GUARD.store(GUARD_MPROTECT, Ordering::Relaxed)
                 }
-                _ => return Err(out_of_memory("madvise(MADV_GUARD_INSTALL)", self.guard)),
+                _ => return Err(out_of_memory("madvise(MADV_GUARD_INSTALL)", guard)),
             }
         }
         // SAFETY: as above; PROT_NONE on the guard range of our own mapping.
-        let rc = unsafe { libc::mprotect(low, self.guard, libc::PROT_NONE) };
+        let rc = unsafe { libc::mprotect(low, guard, libc::PROT_NONE) };
         if rc != 0 {
             // Dropping `self` (by the caller's `?`) unmaps the reservation.
-            return Err(out_of_memory("mprotect", self.guard));
+            return Err(out_of_memory("mprotect", guard));
         }
         GUARD.store(GUARD_MPROTECT, Ordering::Relaxed);
         Ok(())
@@ -287,10 +327,17 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // SAFETY: registered by `new` on this thread (a `Stack` is !Send) and not
+        // unregistered since; after unlinking, nothing else refers to the record, which
+        // came from `Box::into_raw`.
+        let record = unsafe {
+            overflow::unregister(self.record.as_ptr());
+            Box::from_raw(self.record.as_ptr())
+        };
         // SAFETY: we own the mapping and nothing runs on it any more (a context never
         // outlives the stack it borrows).
         unsafe {
-            libc::munmap(self.low.as_ptr().cast(), self.guard + self.usable);
+            libc::munmap(record.low.as_ptr().cast(), record.guard + record.size);
         }
     }
 }
@@ -299,7 +346,7 @@ impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack")
             .field("top", &self.top())
-            .field("size", &self.usable)
+            .field("size", &self.size())
             .finish()
     }
 }

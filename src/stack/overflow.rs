@@ -1,59 +1,94 @@
 //! Stack overflow reporting.
 //!
-//! Invariant: every coroutine or generator that may run on a thread has its
-//! [`StackRecord`] (guard range, size, name) linked into that thread's `RECORDS` list
-//! while it is alive, at an address that does not move; the list, followed from its
-//! head, only ever reaches live records, at every instruction boundary (a signal can
-//! arrive between any two stores). A SIGSEGV/SIGBUS whose fault address lies in one of
-//! those guards is a stack overflow: the handler writes one line to stderr naming the
-//! coroutine and its stack size, then aborts. Every other fault is passed to the
-//! handler that was installed before ours (std's, which reports overflows of thread
-//! stacks), or to the default action.
+//! Invariant: every [`Stack`](super::Stack) has a [`StackRecord`] (guard range, usable
+//! size, owner) on the heap, at an address that does not move, linked into the
+//! `RECORDS` list of the thread that created the stack from the moment the stack is
+//! mapped until it is unmapped (stacks never leave their thread). The list, followed
+//! from its head, only ever reaches live records, at every instruction boundary (a
+//! signal can arrive between any two stores). The record's `owner` points at the
+//! [`Owner`] (kind, id, name) of the coroutine or generator that currently uses the
+//! stack, or is null while the stack is idle; the owner is fully written before the
+//! pointer is published, and the pointer is cleared before the owner goes away.
 //!
-//! The list changes only when a coroutine is created or dropped, never on a switch,
-//! so resuming and suspending cost no thread-local access.
+//! A SIGSEGV/SIGBUS whose fault address lies in one of those guards is a stack
+//! overflow: the handler writes one line to stderr naming the owner and the stack
+//! size, then aborts. Every other fault is passed to the handler that was installed
+//! before ours (std's, which reports overflows of thread stacks), or to the default
+//! action.
+//!
+//! The list changes only when a stack is mapped or unmapped (rare: stacks are
+//! pooled), never when a generator is created or on a switch: giving a pooled stack
+//! to a new generator costs two plain stores of the owner pointer (set and clear),
+//! and resuming and suspending cost no thread-local access.
 //!
 //! The handler runs on an alternate signal stack (`SA_ONSTACK`; the faulting stack
 //! is exhausted) and only makes async-signal-safe calls: `write(2)`, `sigaction(2)`,
 //! `abort(3)`, plain loads. It formats its message in a fixed buffer on its own stack.
 
 use std::cell::Cell;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Once, OnceLock};
 
-/// What the overflow handler needs to know about a coroutine's stack.
+/// Who runs on a stack, as the overflow message names it.
 ///
-/// Owned by the coroutine's control block, at a fixed address while registered.
-pub(crate) struct StackRecord {
-    /// Guard address range `[guard.0, guard.1)`.
-    pub(crate) guard: (usize, usize),
-    /// Usable stack size in bytes.
-    pub(crate) size: usize,
+/// Lives in the user's control block (a generator's block on its stack top) while the
+/// stack's record points at it.
+pub(crate) struct Owner {
     /// What to call it in the message: "generator" or "coroutine".
     pub(crate) kind: &'static str,
     /// Numeric id, always printed.
     pub(crate) id: u64,
     /// Optional name, printed in quotes.
     pub(crate) name: Option<Box<str>>,
-    /// Links of this thread's list. Atomics (used with relaxed ordering) because the
-    /// signal handler reads them on the same thread between any two stores.
+}
+
+/// What the overflow handler needs to know about a stack; also where the
+/// [`Stack`](super::Stack) keeps its geometry.
+///
+/// Owned by its `Stack`, on the heap, registered for the stack's whole life.
+pub(crate) struct StackRecord {
+    /// Lowest address of the mapping: the guard is `[low, low + guard)`, the usable
+    /// part `[low + guard, low + guard + size)`.
+    pub(super) low: NonNull<u8>,
+    /// Bytes of guard at `low`.
+    pub(super) guard: usize,
+    /// Usable stack size in bytes.
+    pub(super) size: usize,
+    /// The current user of the stack, or null while it is idle. An atomic (used with
+    /// release/acquire ordering, which on one thread only orders the compiler) because
+    /// the signal handler reads it on the same thread between any two stores.
+    owner: AtomicPtr<Owner>,
+    /// Links of this thread's list; atomics for the same reason.
     next: AtomicPtr<StackRecord>,
     prev: AtomicPtr<StackRecord>,
 }
 
 impl StackRecord {
-    /// A record for a stack with the given guard and size, not yet registered.
-    pub(crate) fn new(guard: (usize, usize), size: usize, kind: &'static str, id: u64) -> Self {
+    /// A record for the mapping at `low` with `guard` bytes of guard and `size`
+    /// usable bytes above it, without an owner, not yet registered.
+    pub(super) fn new(low: NonNull<u8>, guard: usize, size: usize) -> Self {
         StackRecord {
+            low,
             guard,
             size,
-            kind,
-            id,
-            name: None,
+            owner: AtomicPtr::new(ptr::null_mut()),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// Names `owner` as the stack's user in overflow reports.
+    ///
+    /// # Safety
+    ///
+    /// `owner` stays alive and unchanged at its address until `set_owner` is called
+    /// again (with another owner or null) on this record.
+    #[inline]
+    pub(crate) unsafe fn set_owner(&self, owner: *const Owner) {
+        // Release: the owner's fields are written before the pointer is visible to
+        // the handler (which can only run on this thread, so this orders the compiler).
+        self.owner.store(owner.cast_mut(), Ordering::Release);
     }
 }
 
@@ -84,7 +119,8 @@ pub(crate) unsafe fn register(record: *const StackRecord) {
             // SAFETY: list members are alive (module invariant).
             unsafe { (*first).prev.store(record, Ordering::Relaxed) };
         }
-        head.store(record, Ordering::Relaxed);
+        // Release: the record's links are written before the handler can reach it.
+        head.store(record, Ordering::Release);
     });
 }
 
@@ -102,9 +138,9 @@ pub(crate) unsafe fn unregister(record: *const StackRecord) {
             let next = (*record).next.load(Ordering::Relaxed);
             let prev = (*record).prev.load(Ordering::Relaxed);
             if prev.is_null() {
-                head.store(next, Ordering::Relaxed);
+                head.store(next, Ordering::Release);
             } else {
-                (*prev).next.store(next, Ordering::Relaxed);
+                (*prev).next.store(next, Ordering::Release);
             }
             if !next.is_null() {
                 (*next).prev.store(prev, Ordering::Relaxed);
@@ -115,15 +151,15 @@ pub(crate) unsafe fn unregister(record: *const StackRecord) {
 
 /// The registered record whose guard contains `addr`, if any. Async-signal-safe.
 fn record_for_fault(addr: usize) -> Option<&'static StackRecord> {
-    let mut cursor = RECORDS.with(|head| head.load(Ordering::Relaxed));
+    let mut cursor = RECORDS.with(|head| head.load(Ordering::Acquire));
     while !cursor.is_null() {
         // SAFETY: list members are alive (module invariant); the handler that calls
         // this aborts or returns before any of them can be freed.
         let record = unsafe { &*cursor };
-        if addr >= record.guard.0 && addr < record.guard.1 {
+        if addr.wrapping_sub(record.low.as_ptr() as usize) < record.guard {
             return Some(record);
         }
-        cursor = record.next.load(Ordering::Relaxed);
+        cursor = record.next.load(Ordering::Acquire);
     }
     None
 }
@@ -293,14 +329,23 @@ fn report(record: &StackRecord) {
         len: 0,
     };
     buf.push(b"\nstackweave: ");
-    buf.push(record.kind.as_bytes());
-    buf.push(b" #");
-    buf.push_num(record.id);
-    if let Some(name) = &record.name {
-        buf.push(b" '");
-        let name = name.as_bytes();
-        buf.push(&name[..name.len().min(MAX_NAME)]);
-        buf.push(b"'");
+    let owner = record.owner.load(Ordering::Acquire);
+    if owner.is_null() {
+        // Nothing should run on an idle stack; report what we know.
+        buf.push(b"an idle coroutine stack");
+    } else {
+        // SAFETY: a non-null owner stays alive while it is set (`set_owner`'s
+        // contract); the handler aborts before it could change.
+        let owner = unsafe { &*owner };
+        buf.push(owner.kind.as_bytes());
+        buf.push(b" #");
+        buf.push_num(owner.id);
+        if let Some(name) = &owner.name {
+            buf.push(b" '");
+            let name = name.as_bytes();
+            buf.push(&name[..name.len().min(MAX_NAME)]);
+            buf.push(b"'");
+        }
     }
     buf.push(b" has overflowed its stack of ");
     buf.push_num(record.size as u64);
