@@ -1,22 +1,22 @@
-//! The hand-written x86_64 System V switch: inline assembly here, the trampoline of
-//! fresh contexts in `arch/x86_64.S`.
+//! The hand-written x86_64 System V switch in `arch/x86_64.S`, reached from
+//! one-instruction inline-assembly blocks that declare what the routines clobber.
 //!
 //! The top of every coroutine stack holds the words the assembly uses: `LINK` (the
-//! resumer's stack pointer while the coroutine runs), `SIZE` (the bytes usable below
+//! resumer's saved frame while the coroutine runs), `SIZE` (the bytes usable below
 //! the top, for `Suspender::is_current`) and, for a fresh context, the entry shim and
-//! its data. A suspended coroutine is a saved frame on its stack
-//! (resume address, rbx, rbp) whose address the `Context` keeps (`sp`); a fresh
-//! context is a hand-built frame that "resumes" into `stackweave_trampoline`. See
-//! `arch/x86_64.S` for the frame diagram and the register contract.
+//! its data. A suspended coroutine is a saved frame on its stack (rbx, rbp, resume
+//! address) whose address the `Context` keeps (`sp`); a fresh context is a hand-built
+//! frame that "resumes" into `stackweave_trampoline`. See `arch/x86_64.S` for the
+//! frame diagram and the register contract.
 //!
-//! A resume is `call [sp]`: straight into the coroutine's resume address, pushing the
-//! resumer's return address, which the coroutine's next suspend `ret`s to (one
-//! matched call/ret pair per round trip, no other jump). The entry slot holds
-//! `shim::<E>`, which the trampoline enters with a `jmp` (after pushing a return
-//! address into itself, for unwinders): the shim inlines `E::run` and ends with the
-//! final switch, so the coroutine's first run makes no `call` that is still pending
-//! when it suspends, and every suspend's `ret` finds the resumer's return address on
-//! top of the return-stack buffer.
+//! A resume is `call stackweave_resume`, which jumps into the coroutine; the
+//! coroutine's next suspend `jmp`s to `stackweave_suspend`, whose `ret` pops the
+//! return address of that `call` (one matched call/ret pair per round trip). The
+//! entry slot holds `shim::<E>`, which the trampoline enters with a `jmp` (after
+//! pushing a return address into itself, for unwinders): the shim inlines `E::run`
+//! and ends with the final switch, so the coroutine's first run makes no `call` that
+//! is still pending when it suspends, and every suspend's `ret` finds the resumer's
+//! return address on top of the return-stack buffer.
 
 use super::Entry;
 use crate::stack::Stack;
@@ -40,13 +40,13 @@ const DATA_OFFSET: usize = 32;
 /// DATA and ENTRY (read before it runs), never LINK or SIZE, which lie above its
 /// caller's area.
 const START_OFFSET: usize = 32;
-/// Words in a saved frame: the resume address, rbx and rbp (`SW_FRAME` bytes).
+/// Words in a saved frame: rbx, rbp and the resume address (`SW_FRAME` bytes).
 const FRAME_WORDS: usize = 3;
 const FRAME_BYTES: usize = FRAME_WORDS * 8;
 /// Word indices inside a saved frame, lowest address first.
-const FRAME_PC: usize = 0;
-const FRAME_RBX: usize = 1;
-const FRAME_RBP: usize = 2;
+const FRAME_RBX: usize = 0;
+const FRAME_RBP: usize = 1;
+const FRAME_PC: usize = 2;
 
 // The slots are distinct words below the top, above the fresh frame; the ones that
 // live as long as the context (LINK, SIZE) lie above START.
@@ -56,9 +56,9 @@ const _: () = assert!(START_OFFSET >= DATA_OFFSET && START_OFFSET >= SIZE_OFFSET
 // The trampoline enters the shim as if called with rsp = top - START_OFFSET: 16-byte
 // aligned as the ABI requires at a call (top itself is 16-byte aligned).
 const _: () = assert!(START_OFFSET % 16 == 0);
-// The frame's words are in the order the assembly pushes and pops them: the resume
-// address lowest, for `call [sp]`.
-const _: () = assert!(FRAME_PC == 0 && FRAME_RBX == 1 && FRAME_RBP == 2 && FRAME_WORDS == 3);
+// The frame's words are in the order the assembly pops them: rbx, rbp, then the
+// resume address.
+const _: () = assert!(FRAME_RBX == 0 && FRAME_RBP == 1 && FRAME_PC == 2 && FRAME_WORDS == 3);
 
 extern "C" {
     /// The first resume address of every context (never called from Rust).
@@ -81,6 +81,8 @@ pub(crate) struct Context {
 /// `Context::sp` of a context whose entry has returned: the shim's final switch hands
 /// it back instead of a frame.
 const FINISHED: usize = 0;
+// `stackweave_finish` hands back a literal 0 (`xor edx, edx`).
+const _: () = assert!(FINISHED == 0);
 
 /// The coroutine side's handle for switching back: the top of its stack.
 #[derive(Clone, Copy)]
@@ -142,23 +144,20 @@ impl Context {
     pub(crate) unsafe fn resume(&mut self, value: usize) -> usize {
         let result: usize;
         // SAFETY: per this function's contract `sp` is a suspended frame (built by
-        // `new` or saved by `Suspender::suspend`), whose lowest word is its resume
-        // address: the trampoline or the label in the suspend sequence, both of which
-        // expect rdi = value, rsi = top, rdx = sp and the resumer's frame (return
-        // address, rbx, rbp) at rsp. The coroutine comes back through the `ret` of a
-        // suspend with that frame's rsp, the value in rdi and its new frame in rdx
-        // (FINISHED from the shim's final switch); the pops restore rbx and rbp. r12-r15 and the caller-saved registers are
-        // declared clobbered, so the compiler preserves whatever it keeps in them.
-        // The pushes go below rsp (no `nostack`), and rsp is back where it was.
+        // `new` or saved by `stackweave_suspend`) that resumes into the trampoline or
+        // the label after a suspend's `jmp`, both of which expect rdi = value and
+        // rsi = top. `stackweave_resume` saves rbx, rbp and rsp in a frame on this
+        // stack (recorded in LINK) and the coroutine comes back through the `ret` of
+        // `stackweave_suspend` or `stackweave_finish`, with them restored, its value
+        // in rdi and its new frame in rdx (FINISHED from the final switch). r12-r15
+        // and the caller-saved registers are declared clobbered, so the compiler
+        // preserves whatever it keeps in them. The call pushes below rsp (no
+        // `nostack`); the asm block is entered with rsp 16-byte aligned.
         unsafe {
             asm!(
-                "push rbp",
-                "push rbx",
-                "call [rdx]",
-                "pop rbx",
-                "pop rbp",
+                "call stackweave_resume",
                 inlateout("rdi") value => result,
-                inout("rsi") self.top => _,
+                in("rsi") self.top,
                 inlateout("rdx") self.sp => self.sp,
                 lateout("r12") _,
                 lateout("r13") _,
@@ -196,17 +195,14 @@ impl Suspender {
     ///   returned: nothing on the stack may be used again.
     #[inline(always)]
     unsafe fn finish(self, value: usize) -> ! {
-        // SAFETY: as in `suspend`, without saving a frame: rdx = FINISHED tells the
-        // resumer that there is nothing to resume, and the `ret` pops the return
-        // address of its `call`.
+        // SAFETY: as in `suspend`, without saving a frame: `stackweave_finish`
+        // hands rdx = FINISHED (0) to the resumer, which then never resumes this
+        // context, and its `ret` pops the return address of the resumer's `call`.
         unsafe {
             asm!(
-                "mov rsp, [rsi - {link}]",
-                "ret",
-                link = const LINK_OFFSET,
+                "jmp stackweave_finish",
                 in("rdi") value,
                 in("rsi") self.top,
-                in("rdx") FINISHED,
                 options(noreturn),
             );
         }
@@ -222,32 +218,21 @@ impl Suspender {
     pub(crate) unsafe fn suspend(self, value: usize) -> usize {
         let resumed: usize;
         // SAFETY: we run on the context's stack (contract), so `top - LINK_OFFSET`
-        // holds the resumer's rsp, written when this run began, pointing at the frame
-        // its resume sequence pushed (return address lowest). We push our own frame
-        // (rbp, rbx, the resume address of label 2, in the layout `Context::resume`
-        // expects), hand its address back in rdx and `ret` into the resumer: that
-        // `ret` pops exactly the return address its `call` pushed, so the
-        // return-stack buffer stays balanced. The next resume `call`s label 2 with
-        // rdi = value, rsi = top, rdx = our frame and its own frame at rsp, which we
-        // record in LINK before popping our frame: rsp, rbx and rbp are as they were.
-        // r12-r15 and every caller-saved register are declared clobbered.
+        // holds the frame that the resumer's `stackweave_resume` saved when this run
+        // began. `stackweave_suspend` saves rbx, rbp and the resume address (label
+        // 2) in a frame of the layout `Context::resume` expects, hands its address
+        // to the resumer in rdx and `ret`s into it: that `ret` pops exactly the
+        // return address its `call` pushed, so the return-stack buffer stays
+        // balanced. The next `stackweave_resume` restores rbx, rbp and rsp and jumps
+        // to label 2 with the new value in rdi. r12-r15 and every caller-saved
+        // register are declared clobbered.
         unsafe {
             asm!(
-                "push rbp",
-                "push rbx",
                 "lea rax, [rip + 2f]",
-                "push rax",
-                "mov rdx, rsp",
-                "mov rsp, [rsi - {link}]",
-                "ret",
+                "jmp stackweave_suspend",
                 "2:",
-                "mov [rsi - {link}], rsp",
-                "lea rsp, [rdx + 8]",
-                "pop rbx",
-                "pop rbp",
-                link = const LINK_OFFSET,
                 inlateout("rdi") value => resumed,
-                inout("rsi") self.top => _,
+                in("rsi") self.top,
                 lateout("r12") _,
                 lateout("r13") _,
                 lateout("r14") _,
