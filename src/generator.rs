@@ -52,7 +52,7 @@
 //! # Invariants
 //!
 //! * The block shared by both sides (the closure, the result slot and the overflow
-//!   [`Owner`](crate::stack::Owner) that names the generator) sits at the top of the
+//!   `Owner` that names the generator) sits at the top of the
 //!   generator's own stack, is owned by the `Generator`, and is only touched by one
 //!   side at a time: the resumer before and after a switch, the generator's stack
 //!   between the two. The stack's overflow record points at the block's owner from
@@ -60,7 +60,7 @@
 //! * A yielded value crosses the switch by address: `Yielder::suspend` passes a
 //!   pointer to the value, which stays in its frame on the generator's stack, and
 //!   the resumer moves it out (exactly once, before doing anything else) while that
-//!   frame is frozen. The message [`MSG_COMPLETE`] (0, never a valid address) says
+//!   frame is frozen. The message `MSG_COMPLETE` (0, never a valid address) says
 //!   that the closure has returned and its result is in the block.
 
 use crate::context::{self, Context, Suspender};
@@ -158,7 +158,9 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     ///
     /// # Panics
     ///
-    /// Panics if no stack can be allocated (out of memory or of memory maps); use
+    /// Panics if no stack can be allocated (out of memory or of memory maps), or if
+    /// the closure's captures do not fit in half of the stack (the closure is kept at
+    /// the top of the generator's own stack); use
     /// [`with_stack_size`](Generator::with_stack_size) to get an error instead.
     ///
     /// # Examples
@@ -192,7 +194,8 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     ///
     /// [`io::ErrorKind::OutOfMemory`] when the stack cannot be mapped (out of memory
     /// or of `vm.max_map_count` memory maps); [`io::ErrorKind::InvalidInput`] for an
-    /// absurd size.
+    /// absurd size, or when the closure's captures take more than half of the stack
+    /// (box large captures).
     ///
     /// # Examples
     ///

@@ -1,6 +1,6 @@
 //! Coroutine stacks: reservation, guard pages, pooling, overflow reporting.
 //!
-//! Invariant: a [`Stack`] owns one private anonymous mapping of
+//! Invariant: a `Stack` owns one private anonymous mapping of
 //! `guard + usable` bytes. The lowest `guard` bytes are inaccessible (a guard
 //! installed with `MADV_GUARD_INSTALL` where the kernel accepts it, `mprotect`
 //! otherwise); the usable part above it is readable and writable and is committed
@@ -8,10 +8,10 @@
 //! pages are always turned off for it (`MADV_NOHUGEPAGE`): with THP a single 2 MiB
 //! page can back 32 idle stacks. Dropping a `Stack` unmaps it.
 //!
-//! Every `Stack` also owns a [`StackRecord`] for the overflow handler, registered on
+//! Every `Stack` also owns a `StackRecord` for the overflow handler, registered on
 //! the creating thread for exactly as long as the mapping exists (a `Stack` is neither
 //! `Send` nor `Sync`, so it is dropped, and unregistered, on that thread). Whoever
-//! runs on the stack names itself in the record with [`Stack::set_owner`].
+//! runs on the stack names itself in the record with `Stack::set_owner`.
 //!
 //! Running out of address space or of memory maps (`vm.max_map_count`) is reported as
 //! an [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`], never as a crash.
@@ -48,14 +48,20 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// ```
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
-/// The smallest usable stack size accepted; smaller requests are rounded up to it.
+/// The smallest usable stack size accepted (16 KiB); smaller requests are rounded up
+/// to it.
+///
+/// Unwinding needs room: a panic, or the forced unwind of a generator dropped while
+/// suspended, was measured to use 5–6 KiB of the unwinding stack, and the generator's
+/// own data sits at the top of its stack. 16 KiB keeps a shallow coroutine able to
+/// panic and be dropped cleanly; size stacks for the deepest path they take.
 ///
 /// # Examples
 ///
 /// ```
 /// assert!(stackweave::stack::MIN_STACK_SIZE >= 4096);
 /// ```
-pub const MIN_STACK_SIZE: usize = 8 * 1024;
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 /// How the guard page below each stack is made inaccessible.
 ///

@@ -1,6 +1,6 @@
 //! Stack overflow reporting.
 //!
-//! Invariant: every [`Stack`](super::Stack) has a [`StackRecord`] (guard range, usable
+//! Invariant: every `Stack`(super::Stack) has a `StackRecord` (guard range, usable
 //! size, owner) on the heap, at an address that does not move, linked into the
 //! `RECORDS` list of the thread that created the stack from the moment the stack is
 //! mapped until it is unmapped (stacks never leave their thread). The list, followed
