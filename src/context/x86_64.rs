@@ -300,3 +300,72 @@ mod tests {
         );
     }
 }
+
+/// The bare switch against corosensei's, in one process, alternating. Not a test of
+/// speed (no assertion): run it on demand with
+/// `cargo test --release --lib -- --ignored bare_switch --nocapture`. The switch
+/// benchmark (`cargo bench --bench switch`) can only reach the public generator.
+#[cfg(test)]
+mod bare_switch {
+    use super::*;
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    struct Counter;
+
+    impl Entry for Counter {
+        unsafe fn run(_: usize, _: *mut (), suspender: Suspender) -> usize {
+            let mut i = 0usize;
+            loop {
+                i += 1;
+                // SAFETY: on this context's stack, while it runs.
+                unsafe { suspender.suspend(black_box(i)) };
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "a measurement, run on demand"]
+    fn bare_switch_round_trip_against_corosensei() {
+        let stack = Stack::new(64 * 1024).expect("stack");
+        // SAFETY: Counter ignores its data pointer.
+        let mut ours = unsafe { Context::new::<Counter>(stack, std::ptr::null_mut()) };
+        let mut theirs = corosensei::Coroutine::new(|y: &corosensei::Yielder<usize, usize>, _| {
+            let mut i = 0usize;
+            loop {
+                i += 1;
+                y.suspend(black_box(i));
+            }
+        });
+        const N: usize = 10_000_000;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut sum = 0usize;
+        for _ in 0..9 {
+            let t = Instant::now();
+            for _ in 0..N {
+                // SAFETY: Counter never finishes and is not running.
+                sum = sum.wrapping_add(unsafe { black_box(&mut ours).resume(0) });
+            }
+            a.push(t.elapsed().as_nanos() as f64 / N as f64);
+            let t = Instant::now();
+            for _ in 0..N {
+                if let corosensei::CoroutineResult::Yield(v) = black_box(&mut theirs).resume(0) {
+                    sum = sum.wrapping_add(v);
+                }
+            }
+            b.push(t.elapsed().as_nanos() as f64 / N as f64);
+        }
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        eprintln!(
+            "bare round trip, median of 9: stackweave {:.2} ns, corosensei {:.2} ns, \
+             corosensei/stackweave = {:.2}x (checksum {sum})",
+            a[4],
+            b[4],
+            b[4] / a[4]
+        );
+        // Neither context finished; leak both rather than unwind Counter's stack.
+        std::mem::forget(ours);
+        std::mem::forget(theirs);
+    }
+}
