@@ -3,6 +3,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod common;
+
+use common::{page_size, proc_status_kib};
 use stackweave::generator::{Generator, GeneratorState, Yielder};
 use stackweave::stack::{self, DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
 use std::any::Any;
@@ -24,12 +27,6 @@ fn heavy() -> MutexGuard<'static, ()> {
     HEAVY
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(page).expect("page size")
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.
@@ -489,18 +486,6 @@ fn uncaught_outer_yielder_misuse_reaches_the_outermost_resumer() {
 // ---------------------------------------------------------------------------------
 // Scale and memory
 // ---------------------------------------------------------------------------------
-
-/// A field of /proc/self/status in KiB (VmRSS, VmSize).
-#[cfg(target_os = "linux")]
-fn proc_status_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
-}
 
 #[cfg(target_os = "linux")]
 #[test]

@@ -10,29 +10,13 @@
 
 mod common;
 
+use common::{page_size, proc_status_kib};
 use stackweave::generator::{Generator, GeneratorState, Yielder};
 use stackweave::stack::{guard_kind, stack_cap, GuardKind, MIN_STACK_SIZE};
 use std::io;
 use std::ptr;
 
 use GeneratorState::{Complete, Yielded};
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(page).expect("page size")
-}
-
-/// A field of /proc/self/status in KiB.
-fn proc_status_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
-}
 
 /// Free memory inside the allocator, so that the small allocations made while the
 /// process is at a limit (a generator's control block, an error message) need no new

@@ -6,6 +6,9 @@
 //! the test; the same test function, seeing that variable, does the dangerous part,
 //! and the parent asserts on the child's exit status and output.
 
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
+
 use std::fmt;
 use std::process::{Command, ExitStatus};
 
@@ -63,4 +66,22 @@ pub fn run_child(test: &str) -> Child {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).expect("page size")
+}
+
+/// A field of /proc/self/status (VmRSS, VmSize, ...) in KiB.
+pub fn proc_status_kib(field: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
