@@ -155,12 +155,14 @@ pub(crate) fn page_size() -> usize {
 /// One coroutine stack: a mapping with a guard at its low end.
 ///
 /// Two words, so that moving one (in and out of the pool, into a context) stays in
-/// registers: the mapping's geometry lives in its heap record.
+/// registers: the mapping's geometry lives in its overflow record.
+///
+/// A `Stack` is `Send`: it is plain memory, and its record is process-wide. Whoever
+/// runs code on it decides whether that code may change threads.
 pub(crate) struct Stack {
-    /// This stack's overflow record (from `Box::into_raw`), registered on this thread
-    /// until `Drop` unregisters and frees it; it also holds the mapping's address and
-    /// sizes.
-    record: NonNull<StackRecord>,
+    /// This stack's overflow record, registered until `Drop` unregisters it; it also
+    /// holds the mapping's address and sizes.
+    record: &'static StackRecord,
     /// Bytes at the very top set aside for the owner's data (see `reserve_top`);
     /// the context runs below them.
     reserved: usize,
@@ -189,14 +191,8 @@ impl Stack {
         if ptr == libc::MAP_FAILED {
             return Err(out_of_memory("mmap", len));
         }
-        let low = NonNull::new(ptr.cast::<u8>()).expect("mmap returned null");
-        let record = Box::into_raw(Box::new(StackRecord::new(low, guard, usable)));
-        // SAFETY: the record stays at its heap address until `Drop` unregisters it, on
-        // this thread (`Stack` is !Send), before freeing it.
-        unsafe { overflow::register(record) };
         let stack = Stack {
-            // SAFETY: `Box::into_raw` never returns null.
-            record: unsafe { NonNull::new_unchecked(record) },
+            record: overflow::register(ptr as usize, guard, usable),
             reserved: 0,
         };
         stack.no_huge_pages();
@@ -205,9 +201,14 @@ impl Stack {
     }
 
     #[inline]
-    fn record(&self) -> &StackRecord {
-        // SAFETY: the record lives, unmoved, as long as `self`.
-        unsafe { self.record.as_ref() }
+    fn record(&self) -> &'static StackRecord {
+        self.record
+    }
+
+    /// Lowest address of the mapping (the start of the guard).
+    #[inline]
+    fn low(&self) -> *mut u8 {
+        self.record.low() as *mut u8
     }
 
     /// Highest address a context may use (exclusive), 16-byte aligned: stacks grow
@@ -216,7 +217,7 @@ impl Stack {
     pub(crate) fn top(&self) -> *mut u8 {
         let r = self.record();
         // SAFETY: reserved <= usable, and guard + usable is the mapping's length.
-        unsafe { r.low.as_ptr().add(r.guard + r.size - self.reserved) }
+        unsafe { self.low().add(r.guard() + r.size() - self.reserved) }
     }
 
     /// Sets aside an area for `layout` at the very top of the stack, for the owner's
@@ -263,23 +264,21 @@ impl Stack {
     /// Lowest usable address: the end of the guard.
     #[inline]
     pub(crate) fn limit(&self) -> *mut u8 {
-        let r = self.record();
         // SAFETY: guard < length of the mapping.
-        unsafe { r.low.as_ptr().add(r.guard) }
+        unsafe { self.low().add(self.record().guard()) }
     }
 
     /// Usable bytes (excluding the guard).
     #[inline]
     pub(crate) fn size(&self) -> usize {
-        self.record().size
+        self.record().size()
     }
 
     /// The guard's address range `[start, end)`.
     #[cfg(test)]
     pub(crate) fn guard_range(&self) -> (usize, usize) {
-        let r = self.record();
-        let start = r.low.as_ptr() as usize;
-        (start, start + r.guard)
+        let start = self.low() as usize;
+        (start, start + self.record().guard())
     }
 
     /// Gives the physical memory behind the usable part back to the kernel, keeping
@@ -301,8 +300,8 @@ impl Stack {
     }
 
     fn install_guard(&self) -> io::Result<()> {
-        let low = self.record().low.as_ptr().cast::<libc::c_void>();
-        let guard = self.record().guard;
+        let low = self.low().cast::<libc::c_void>();
+        let guard = self.record().guard();
         #[cfg(target_os = "linux")]
         if GUARD.load(Ordering::Relaxed) != GUARD_MPROTECT {
             // SAFETY: the guard range is the first page(s) of our own fresh mapping.
@@ -333,17 +332,13 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: registered by `new` on this thread (a `Stack` is !Send) and not
-        // unregistered since; after unlinking, nothing else refers to the record, which
-        // came from `Box::into_raw`.
-        let record = unsafe {
-            overflow::unregister(self.record.as_ptr());
-            Box::from_raw(self.record.as_ptr())
-        };
+        let (low, len) = (self.low(), self.record.guard() + self.record.size());
+        // SAFETY: registered by `new`; this `Stack` was its only user and is going.
+        unsafe { overflow::unregister(self.record) };
         // SAFETY: we own the mapping and nothing runs on it any more (a context never
         // outlives the stack it borrows).
         unsafe {
-            libc::munmap(record.low.as_ptr().cast(), record.guard + record.size);
+            libc::munmap(low.cast(), len);
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Stack overflow reporting.
 //!
-//! Invariant: every `Stack`(super::Stack) has a `StackRecord` (guard range, usable
-//! size, owner) on the heap, at an address that does not move, linked into the
-//! `RECORDS` list of the thread that created the stack from the moment the stack is
-//! mapped until it is unmapped (stacks never leave their thread). The list, followed
-//! from its head, only ever reaches live records, at every instruction boundary (a
-//! signal can arrive between any two stores). The record's `owner` points at the
+//! Invariant: every mapped `Stack` has a `StackRecord` (guard range, usable size,
+//! owner) reachable from the process-wide `RECORDS` list for as long as it is mapped.
+//! Records are never freed: an unmapped stack's record is marked empty (guard of 0
+//! bytes) and kept on a free list for the next mapping, so the list, followed from
+//! its head from any thread, only ever reaches valid memory, at every instruction
+//! boundary (a signal can arrive between any two stores, and other threads add
+//! records concurrently). Stacks may therefore move between threads (a runtime
+//! spawns on one thread and runs on another). The record's `owner` points at the
 //! [`Owner`] (kind, id, name) of the coroutine or generator that currently uses the
 //! stack, or is null while the stack is idle; the owner is fully written before the
 //! pointer is published, and the pointer is cleared before the owner goes away.
@@ -19,16 +21,18 @@
 //! The list changes only when a stack is mapped or unmapped (rare: stacks are
 //! pooled), never when a generator is created or on a switch: giving a pooled stack
 //! to a new generator costs two plain stores of the owner pointer (set and clear),
-//! and resuming and suspending cost no thread-local access.
+//! and resuming and suspending touch no shared state. Writers (mapping and
+//! unmapping, ~10 µs operations anyway) serialise on a mutex; the handler takes no
+//! lock.
 //!
 //! The handler runs on an alternate signal stack (`SA_ONSTACK`; the faulting stack
 //! is exhausted) and only makes async-signal-safe calls: `write(2)`, `sigaction(2)`,
 //! `abort(3)`, plain loads. It formats its message in a fixed buffer on its own stack.
 
 use std::cell::Cell;
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Once, OnceLock};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
 
 /// Who runs on a stack, as the overflow message names it.
 ///
@@ -46,36 +50,42 @@ pub(crate) struct Owner {
 /// What the overflow handler needs to know about a stack; also where the
 /// [`Stack`](super::Stack) keeps its geometry.
 ///
-/// Owned by its `Stack`, on the heap, registered for the stack's whole life.
+/// Allocated once and never freed (see the module invariant); reused for another
+/// mapping after its stack is unmapped. The fields are atomics because the handler
+/// reads them from any thread, at any instruction; a record's geometry only changes
+/// while no `Stack` refers to it.
 pub(crate) struct StackRecord {
     /// Lowest address of the mapping: the guard is `[low, low + guard)`, the usable
     /// part `[low + guard, low + guard + size)`.
-    pub(super) low: NonNull<u8>,
-    /// Bytes of guard at `low`.
-    pub(super) guard: usize,
+    low: AtomicUsize,
+    /// Bytes of guard at `low`; 0 while the record is free (matches no address).
+    guard: AtomicUsize,
     /// Usable stack size in bytes.
-    pub(super) size: usize,
-    /// The current user of the stack, or null while it is idle. An atomic (used with
-    /// release/acquire ordering, which on one thread only orders the compiler) because
-    /// the signal handler reads it on the same thread between any two stores.
+    size: AtomicUsize,
+    /// The current user of the stack, or null while it is idle.
     owner: AtomicPtr<Owner>,
-    /// Links of this thread's list; atomics for the same reason.
+    /// The next record of the process-wide list; written once, before the record is
+    /// published.
     next: AtomicPtr<StackRecord>,
-    prev: AtomicPtr<StackRecord>,
 }
 
 impl StackRecord {
-    /// A record for the mapping at `low` with `guard` bytes of guard and `size`
-    /// usable bytes above it, without an owner, not yet registered.
-    pub(super) fn new(low: NonNull<u8>, guard: usize, size: usize) -> Self {
-        StackRecord {
-            low,
-            guard,
-            size,
-            owner: AtomicPtr::new(ptr::null_mut()),
-            next: AtomicPtr::new(ptr::null_mut()),
-            prev: AtomicPtr::new(ptr::null_mut()),
-        }
+    /// Lowest address of the mapping.
+    #[inline]
+    pub(super) fn low(&self) -> usize {
+        self.low.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of guard at `low`.
+    #[inline]
+    pub(super) fn guard(&self) -> usize {
+        self.guard.load(Ordering::Relaxed)
+    }
+
+    /// Usable bytes above the guard.
+    #[inline]
+    pub(super) fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
     }
 
     /// Names `owner` as the stack's user in overflow reports.
@@ -87,76 +97,67 @@ impl StackRecord {
     #[inline]
     pub(crate) unsafe fn set_owner(&self, owner: *const Owner) {
         // Release: the owner's fields are written before the pointer is visible to
-        // the handler (which can only run on this thread, so this orders the compiler).
+        // the handler (which runs on the thread that runs the stack's coroutine).
         self.owner.store(owner.cast_mut(), Ordering::Release);
     }
 }
 
-thread_local! {
-    // Const-initialised and without a destructor: reading it is a plain TLS load,
-    // safe inside a signal handler, and it is never torn down.
-    static RECORDS: AtomicPtr<StackRecord> = const { AtomicPtr::new(ptr::null_mut()) };
+/// Head of the process-wide list of every record ever allocated.
+static RECORDS: AtomicPtr<StackRecord> = AtomicPtr::new(ptr::null_mut());
+/// Records whose stacks were unmapped, ready for the next mapping.
+static FREE: Mutex<Vec<&'static StackRecord>> = Mutex::new(Vec::new());
+
+/// Registers the mapping at `low` (`guard` bytes of guard, then `size` usable bytes)
+/// and returns its record, without an owner.
+pub(super) fn register(low: usize, guard: usize, size: usize) -> &'static StackRecord {
+    let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+    let record = match free.pop() {
+        Some(record) => record,
+        None => {
+            let record: &'static StackRecord = Box::leak(Box::new(StackRecord {
+                low: AtomicUsize::new(0),
+                guard: AtomicUsize::new(0),
+                size: AtomicUsize::new(0),
+                owner: AtomicPtr::new(ptr::null_mut()),
+                next: AtomicPtr::new(ptr::null_mut()),
+            }));
+            // Publish it at the head. Writers hold FREE's lock, so a plain
+            // load-then-store would do; Release makes `next` visible with it.
+            let head = RECORDS.load(Ordering::Relaxed);
+            record.next.store(head, Ordering::Relaxed);
+            RECORDS.store(ptr::from_ref(record).cast_mut(), Ordering::Release);
+            record
+        }
+    };
+    drop(free);
+    record.low.store(low, Ordering::Relaxed);
+    record.size.store(size, Ordering::Relaxed);
+    record.owner.store(ptr::null_mut(), Ordering::Relaxed);
+    // Release: a handler that sees the guard also sees the geometry written above.
+    record.guard.store(guard, Ordering::Release);
+    record
 }
 
-/// Links `record` into this thread's list.
+/// Marks `record` empty and keeps it for the next mapping.
 ///
 /// # Safety
 ///
-/// * `record` stays at its address, alive, until `unregister(record)` is called on
-///   this same thread (or forever, if its owner is leaked).
-/// * It is not registered already.
-pub(crate) unsafe fn register(record: *const StackRecord) {
-    let record = record.cast_mut();
-    RECORDS.with(|head| {
-        let first = head.load(Ordering::Relaxed);
-        // SAFETY: `record` is alive (contract) and not yet reachable from the list, so
-        // these stores are invisible to the handler until `head` is published.
-        unsafe {
-            (*record).next.store(first, Ordering::Relaxed);
-            (*record).prev.store(ptr::null_mut(), Ordering::Relaxed);
-        }
-        if !first.is_null() {
-            // SAFETY: list members are alive (module invariant).
-            unsafe { (*first).prev.store(record, Ordering::Relaxed) };
-        }
-        // Release: the record's links are written before the handler can reach it.
-        head.store(record, Ordering::Release);
-    });
+/// * `record` came from `register` and no `Stack` refers to it any more.
+pub(super) unsafe fn unregister(record: &'static StackRecord) {
+    record.guard.store(0, Ordering::Release);
+    record.owner.store(ptr::null_mut(), Ordering::Relaxed);
+    FREE.lock().unwrap_or_else(|e| e.into_inner()).push(record);
 }
 
-/// Unlinks `record` from this thread's list.
-///
-/// # Safety
-///
-/// * `record` was registered on this thread and not unregistered since.
-pub(crate) unsafe fn unregister(record: *const StackRecord) {
-    RECORDS.with(|head| {
-        // SAFETY: `record` and its neighbours are alive list members (contract and
-        // module invariant). At every step the forward chain from the head stays
-        // made of live records: `record` itself is alive until we return.
-        unsafe {
-            let next = (*record).next.load(Ordering::Relaxed);
-            let prev = (*record).prev.load(Ordering::Relaxed);
-            if prev.is_null() {
-                head.store(next, Ordering::Release);
-            } else {
-                (*prev).next.store(next, Ordering::Release);
-            }
-            if !next.is_null() {
-                (*next).prev.store(prev, Ordering::Relaxed);
-            }
-        }
-    });
-}
-
-/// The registered record whose guard contains `addr`, if any. Async-signal-safe.
+/// The registered record whose guard contains `addr`, if any. Async-signal-safe: no
+/// lock, no allocation, only loads of memory that is never freed.
 fn record_for_fault(addr: usize) -> Option<&'static StackRecord> {
-    let mut cursor = RECORDS.with(|head| head.load(Ordering::Acquire));
+    let mut cursor = RECORDS.load(Ordering::Acquire);
     while !cursor.is_null() {
-        // SAFETY: list members are alive (module invariant); the handler that calls
-        // this aborts or returns before any of them can be freed.
-        let record = unsafe { &*cursor };
-        if addr.wrapping_sub(record.low.as_ptr() as usize) < record.guard {
+        // SAFETY: records are never freed (module invariant).
+        let record: &'static StackRecord = unsafe { &*cursor };
+        let guard = record.guard.load(Ordering::Acquire);
+        if addr.wrapping_sub(record.low()) < guard {
             return Some(record);
         }
         cursor = record.next.load(Ordering::Acquire);
@@ -348,7 +349,7 @@ fn report(record: &StackRecord) {
         }
     }
     buf.push(b" has overflowed its stack of ");
-    buf.push_num(record.size as u64);
+    buf.push_num(record.size() as u64);
     buf.push(b" bytes; aborting\n");
     let mut rest = &buf.bytes[..buf.len];
     while !rest.is_empty() {
