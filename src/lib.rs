@@ -27,8 +27,17 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 mod context;
+mod coroutine;
 pub mod generator;
+pub mod runtime;
+mod scheduler;
 pub mod stack;
+
+pub use coroutine::local::LocalKey;
+pub use coroutine::{
+    current, park, spawn, yield_now, Builder, Coroutine, CoroutineId, JoinHandle, Unwound,
+};
+pub use runtime::Runtime;
 
 /// The context-switch backend compiled in: `"hand-written x86_64"` or
 /// `"corosensei"` (with the `corosensei-backend` feature, or on targets without a

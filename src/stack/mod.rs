@@ -23,6 +23,13 @@ mod overflow;
 pub(crate) mod pool;
 
 pub(crate) use overflow::Owner;
+
+/// Installs the stack overflow handler (once per process) and an alternate signal
+/// stack on the calling thread (once per thread). Threads that run coroutines on
+/// stacks they did not allocate themselves (runtime workers) call this first.
+pub(crate) fn install_overflow_handler() {
+    overflow::install();
+}
 use overflow::StackRecord;
 
 use std::io;

@@ -1,0 +1,193 @@
+//! Storage per coroutine: `coroutine_local!` and [`LocalKey`].
+//!
+//! Invariant: each coroutine owns a `LocalMap` in its task body, touched only by the
+//! coroutine itself while it runs (so only on its home worker); outside a coroutine
+//! the calling thread's own map is used instead. A map hands out references to
+//! values in separate heap allocations that stay put until the map's owner ends (the
+//! coroutine returns, or the thread exits), and no `&mut` to the map is held while
+//! user code runs (`init` or the closure given to `with`).
+
+use crate::scheduler::current_task;
+use std::any::Any;
+use std::cell::UnsafeCell;
+
+/// A key for a value stored per coroutine, declared with [`coroutine_local!`](crate::coroutine_local).
+///
+/// Like [`std::thread::LocalKey`], but each *coroutine* gets its own value, lazily
+/// initialised on first use and dropped when the coroutine returns. Outside a
+/// coroutine, the value is per thread, like `thread_local!`.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+///
+/// stackweave::coroutine_local! {
+///     static REQUESTS: Cell<u32> = Cell::new(0);
+/// }
+///
+/// let a = stackweave::spawn(|| {
+///     REQUESTS.with(|r| r.set(r.get() + 1));
+///     REQUESTS.with(|r| r.get())
+/// });
+/// let b = stackweave::spawn(|| REQUESTS.with(|r| r.get()));
+/// assert_eq!(a.join().unwrap(), 1);
+/// assert_eq!(b.join().unwrap(), 0); // its own value
+/// ```
+pub struct LocalKey<T: 'static> {
+    init: fn() -> T,
+}
+
+impl<T: 'static> LocalKey<T> {
+    #[doc(hidden)]
+    pub const fn new(init: fn() -> T) -> LocalKey<T> {
+        LocalKey { init }
+    }
+
+    /// Calls `f` with a reference to this coroutine's value, initialising it first if
+    /// this coroutine has not used it yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    ///
+    /// stackweave::coroutine_local! {
+    ///     static LOG: RefCell<Vec<&'static str>> = RefCell::new(Vec::new());
+    /// }
+    ///
+    /// let h = stackweave::spawn(|| {
+    ///     LOG.with(|l| l.borrow_mut().push("started"));
+    ///     stackweave::yield_now();
+    ///     LOG.with(|l| l.borrow().len())
+    /// });
+    /// assert_eq!(h.join().unwrap(), 1);
+    /// ```
+    pub fn with<F, R>(&'static self, f: F) -> R
+    where
+        F: FnOnce(&T) -> R,
+    {
+        let key = self as *const Self as usize;
+        let value = with_map(|map| map.get(key));
+        let value = match value {
+            Some(value) => value,
+            None => {
+                // Initialise with no borrow of the map held: `init` may use other
+                // keys (or even this one).
+                let fresh: Box<dyn Any> = Box::new((self.init)());
+                with_map(|map| map.get(key).unwrap_or_else(|| map.insert(key, fresh)))
+            }
+        };
+        // SAFETY: the value lives in its own allocation until the map's owner ends,
+        // which cannot happen while this coroutine (or thread) runs `f` (module
+        // invariant); it was stored as a `T` under this key.
+        f(unsafe { &*value.cast::<T>() })
+    }
+}
+
+impl<T: 'static> std::fmt::Debug for LocalKey<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKey").finish_non_exhaustive()
+    }
+}
+
+/// Declares [`LocalKey`]s: storage per coroutine, with the shape of `thread_local!`.
+///
+/// ```
+/// use std::cell::Cell;
+///
+/// stackweave::coroutine_local! {
+///     /// How deep this coroutine's recursion went.
+///     pub static DEPTH: Cell<usize> = Cell::new(0);
+///     static NAME: String = String::from("worker");
+/// }
+///
+/// DEPTH.with(|d| d.set(3)); // outside a coroutine: this thread's value
+/// assert_eq!(NAME.with(|n| n.len()), 6);
+/// ```
+#[macro_export]
+macro_rules! coroutine_local {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr; $($rest:tt)*) => {
+        $(#[$attr])* $vis static $name: $crate::LocalKey<$t> = {
+            fn __stackweave_init() -> $t {
+                $init
+            }
+            $crate::LocalKey::new(__stackweave_init)
+        };
+        $crate::coroutine_local!($($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr) => {
+        $crate::coroutine_local!($(#[$attr])* $vis static $name: $t = $init;);
+    };
+}
+
+/// The values of one coroutine (or thread), by key address.
+#[derive(Default)]
+pub(crate) struct LocalMap {
+    entries: Vec<(usize, *mut dyn Any)>,
+}
+
+impl LocalMap {
+    fn get(&self, key: usize) -> Option<*const dyn Any> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, v)| v.cast_const())
+    }
+
+    fn insert(&mut self, key: usize, value: Box<dyn Any>) -> *const dyn Any {
+        let value = Box::into_raw(value);
+        self.entries.push((key, value));
+        value.cast_const()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Drop for LocalMap {
+    fn drop(&mut self) {
+        // One at a time: a destructor may use (and so re-create) other values.
+        while let Some((_, value)) = self.entries.pop() {
+            // SAFETY: from `Box::into_raw` in `insert`, and removed from the map, so
+            // nothing hands out new references to it.
+            drop(unsafe { Box::from_raw(value) });
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_MAP: UnsafeCell<LocalMap> = UnsafeCell::new(LocalMap::default());
+}
+
+/// Runs `f` with the map of the running coroutine, or of this thread.
+fn with_map<R>(f: impl FnOnce(&mut LocalMap) -> R) -> R {
+    match current_task() {
+        // SAFETY: the running coroutine owns its body's map (module invariant); this
+        // `&mut` lives only inside `f`, which runs no user code.
+        Some(task) => f(unsafe { &mut task.coroutine_part().locals }),
+        None => THREAD_MAP.with(|map| {
+            // SAFETY: this thread's map, used only here, by this thread, with no user
+            // code running inside `f`.
+            f(unsafe { &mut *map.get() })
+        }),
+    }
+}
+
+/// Drops the running coroutine's values (when its closure has returned), repeating
+/// while destructors create new ones.
+pub(crate) fn drop_coroutine_locals() {
+    loop {
+        let map = match current_task() {
+            // SAFETY: as in `with_map`; the map is moved out before its values drop.
+            Some(task) => std::mem::take(unsafe { &mut task.coroutine_part().locals }),
+            None => return,
+        };
+        if map.is_empty() {
+            return;
+        }
+        drop(map);
+    }
+}

@@ -1,0 +1,554 @@
+//! Coroutines of a runtime, with the API of `std::thread`.
+//!
+//! [`spawn`], [`Builder`], [`JoinHandle`], [`current`], [`park`], [`yield_now`] and
+//! [`Coroutine`] mirror their `std::thread` namesakes: a thread-per-task program
+//! ports by changing its `use` lines. Every blocking call here suspends only the
+//! calling coroutine; called from a plain thread, it blocks that thread, like std.
+//!
+//! Invariant: a coroutine's result travels through its `Packet`, written once by the
+//! coroutine (or by the runtime, if it is torn down first) before `done` is set; a
+//! joiner registers as the packet's waiter under the waiter lock and re-checks `done`
+//! there, so the completion either sees the waiter or the joiner sees `done`.
+
+pub(crate) mod local;
+
+use crate::runtime;
+use crate::scheduler::{self, current_task, suspend_current, Request, Shared, Task};
+use crate::stack::{self, Owner};
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::num::NonZeroU64;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// The panic payload [`JoinHandle::join`] returns for a coroutine that the runtime
+/// unwound (or never started) because the runtime was shut down or dropped.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::{Runtime, Unwound};
+///
+/// let rt = Runtime::builder().workers(1).build()?;
+/// let blocked = rt.spawn(|| loop { stackweave::park() });
+/// drop(rt); // unwinds `blocked` on its worker
+/// let payload = blocked.join().unwrap_err();
+/// assert!(payload.is::<Unwound>());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unwound;
+
+impl fmt::Display for Unwound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("coroutine unwound by its runtime's shutdown")
+    }
+}
+
+/// A unique identifier of a coroutine (or, for [`current`] outside a coroutine, of
+/// a thread).
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| stackweave::current().id());
+/// let id = h.coroutine().id();
+/// assert_eq!(h.join().unwrap(), id);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CoroutineId(NonZeroU64);
+
+impl CoroutineId {
+    fn next() -> CoroutineId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        CoroutineId(NonZeroU64::new(id).expect("coroutine ids do not wrap"))
+    }
+
+    /// The id as a number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(stackweave::current().id().as_u64() > 0);
+    /// ```
+    pub fn as_u64(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// A handle to a coroutine, like [`std::thread::Thread`]: cheap to clone, `Send`,
+/// and the way to [`unpark`](Coroutine::unpark) it.
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::Builder::new()
+///     .name("worker".into())
+///     .spawn(|| stackweave::current().name().map(str::to_owned))?;
+/// assert_eq!(h.coroutine().name(), Some("worker"));
+/// assert_eq!(h.join().unwrap().as_deref(), Some("worker"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Coroutine {
+    inner: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Task(Arc<Task>),
+    Thread(thread::Thread, CoroutineId),
+}
+
+impl Coroutine {
+    fn task(task: Arc<Task>) -> Coroutine {
+        Coroutine {
+            inner: Kind::Task(task),
+        }
+    }
+
+    /// This coroutine's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = stackweave::spawn(|| {});
+    /// let b = stackweave::spawn(|| {});
+    /// assert_ne!(a.coroutine().id(), b.coroutine().id());
+    /// ```
+    pub fn id(&self) -> CoroutineId {
+        match &self.inner {
+            Kind::Task(task) => {
+                CoroutineId(NonZeroU64::new(task.owner.id).expect("coroutine ids are not zero"))
+            }
+            Kind::Thread(_, id) => *id,
+        }
+    }
+
+    /// This coroutine's name, if it was given one with [`Builder::name`] (for a
+    /// thread: the thread's name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| {});
+    /// assert_eq!(h.coroutine().name(), None);
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        match &self.inner {
+            Kind::Task(task) => task.owner.name.as_deref(),
+            Kind::Thread(thread, _) => thread.name(),
+        }
+    }
+
+    /// Makes the coroutine's pending or next [`park`] return. An unpark that comes
+    /// before the park is not lost; several unparks before one park count as one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| {
+    ///     stackweave::park(); // returns once unparked
+    ///     "unparked"
+    /// });
+    /// h.coroutine().unpark();
+    /// assert_eq!(h.join().unwrap(), "unparked");
+    /// ```
+    pub fn unpark(&self) {
+        match &self.inner {
+            Kind::Task(task) => {
+                task.unparked.store(true, Ordering::Release);
+                task.wake();
+            }
+            Kind::Thread(thread, _) => thread.unpark(),
+        }
+    }
+}
+
+impl fmt::Debug for Coroutine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coroutine")
+            .field("id", &self.id())
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+/// A handle to the running coroutine; outside a coroutine, to the running thread
+/// (its [`unpark`](Coroutine::unpark) unparks the thread).
+///
+/// # Examples
+///
+/// ```
+/// let me = stackweave::spawn(|| stackweave::current().id());
+/// let id = me.coroutine().id();
+/// assert_eq!(me.join().unwrap(), id);
+/// ```
+pub fn current() -> Coroutine {
+    match current_task() {
+        Some(task) => Coroutine::task(task),
+        None => {
+            thread_local! {
+                static THREAD_ID: CoroutineId = CoroutineId::next();
+            }
+            Coroutine {
+                inner: Kind::Thread(thread::current(), THREAD_ID.with(|id| *id)),
+            }
+        }
+    }
+}
+
+/// Blocks the running coroutine until its handle is [unparked](Coroutine::unpark),
+/// like [`std::thread::park`]; outside a coroutine, parks the thread.
+///
+/// If an unpark came since the last park, returns at once (consuming it).
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| {
+///     stackweave::current().unpark(); // token stored
+///     stackweave::park(); // consumes it, returns at once
+/// });
+/// h.join().unwrap();
+/// ```
+pub fn park() {
+    match current_task() {
+        Some(task) => {
+            while !task.unparked.swap(false, Ordering::AcqRel) {
+                suspend_current(Request::Wait);
+            }
+        }
+        None => thread::park(),
+    }
+}
+
+/// Lets the other ready coroutines of this worker run before the caller continues;
+/// outside a coroutine, [`std::thread::yield_now`].
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| {
+///     for _ in 0..3 {
+///         stackweave::yield_now();
+///     }
+/// });
+/// h.join().unwrap();
+/// ```
+pub fn yield_now() {
+    if current_task().is_some() {
+        suspend_current(Request::Yield);
+    } else {
+        thread::yield_now();
+    }
+}
+
+/// Spawns a coroutine running `f`, like [`std::thread::spawn`], and returns its
+/// handle.
+///
+/// Inside a runtime's coroutine, the new coroutine joins the same runtime; anywhere
+/// else it runs on the default runtime, started on first use with one worker per
+/// available CPU (or `STACKWEAVE_WORKERS`).
+///
+/// `spawn` is safe because a coroutine never changes OS thread once it has started:
+/// its stack may hold anything, but only the `Send` closure ever crosses threads.
+///
+/// # Panics
+///
+/// If no stack can be allocated; use [`Builder::spawn`] to get the error instead.
+///
+/// # Examples
+///
+/// ```
+/// let handles: Vec<_> = (0..10).map(|i| stackweave::spawn(move || i * i)).collect();
+/// let sum: i32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+/// assert_eq!(sum, 285);
+/// ```
+///
+/// The closure must be `Send`: this does not compile.
+///
+/// ```compile_fail
+/// let rc = std::rc::Rc::new(5);
+/// stackweave::spawn(move || *rc);
+/// ```
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new()
+        .spawn(f)
+        .expect("failed to spawn a coroutine")
+}
+
+/// Configures a coroutine before spawning it, like [`std::thread::Builder`].
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::Builder::new()
+///     .name("parser".to_string())
+///     .stack_size(64 * 1024)
+///     .spawn(|| 6 * 7)?;
+/// assert_eq!(h.join().unwrap(), 42);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with no name and the runtime's stack size.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the coroutine: shown in panic messages, stack overflow reports and
+    /// [`Coroutine::name`].
+    pub fn name(mut self, name: String) -> Builder {
+        self.name = Some(name);
+        self
+    }
+
+    /// The usable size of the coroutine's stack in bytes (rounded up to pages; see
+    /// [`stack::DEFAULT_STACK_SIZE`](crate::stack::DEFAULT_STACK_SIZE)).
+    pub fn stack_size(mut self, size: usize) -> Builder {
+        self.stack_size = Some(size);
+        self
+    }
+
+    /// Spawns the coroutine on the current runtime (the default one outside any).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::OutOfMemory`] when no stack can be had (memory or memory maps
+    /// exhausted); an error of kind [`io::ErrorKind::Other`] if the runtime is
+    /// shutting down.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = scheduler::current_runtime().unwrap_or_else(runtime::default_shared);
+        self.spawn_on(&shared, f)
+    }
+
+    pub(crate) fn spawn_on<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if shared.shutdown.load(Ordering::Acquire) {
+            return Err(io::Error::other("the runtime is shutting down"));
+        }
+        let stack = stack::pool::take(self.stack_size.unwrap_or(shared.stack_size))?;
+        let packet = Arc::new(Packet::<T>::new());
+        let completion = packet.clone();
+        let counters = shared.clone();
+        let start = Box::new(move |run: bool| {
+            let result = if run {
+                let result = panic::catch_unwind(AssertUnwindSafe(f));
+                // Like thread-locals before a thread's join returns.
+                let _ = panic::catch_unwind(local::drop_coroutine_locals);
+                result
+            } else {
+                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+                Err(Box::new(Unwound) as Box<dyn Any + Send>)
+            };
+            // Counted before the joiner can see the result, so that metrics read
+            // after a join include this coroutine.
+            counters.completed.fetch_add(1, Ordering::Relaxed);
+            completion.complete(result);
+        });
+        let owner = Owner {
+            kind: "coroutine",
+            id: CoroutineId::next().as_u64(),
+            name: self.name.map(String::into_boxed_str),
+        };
+        let task = Arc::new(Task::new(owner, shared.clone(), stack, start));
+        shared.schedule_new(task.clone());
+        Ok(JoinHandle {
+            packet,
+            coroutine: Coroutine::task(task),
+        })
+    }
+}
+
+/// Who waits for a coroutine to finish.
+enum Waiter {
+    Coroutine(Arc<Task>),
+    Thread(thread::Thread),
+}
+
+/// A coroutine's result, on its way to the joiner.
+struct Packet<T> {
+    result: Mutex<Option<thread::Result<T>>>,
+    done: AtomicBool,
+    waiter: Mutex<Option<Waiter>>,
+}
+
+impl<T> Packet<T> {
+    fn new() -> Packet<T> {
+        Packet {
+            result: Mutex::new(None),
+            done: AtomicBool::new(false),
+            waiter: Mutex::new(None),
+        }
+    }
+
+    fn complete(&self, result: thread::Result<T>) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        self.done.store(true, Ordering::Release);
+        let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match waiter {
+            Some(Waiter::Coroutine(task)) => task.wake(),
+            Some(Waiter::Thread(thread)) => thread.unpark(),
+            None => {}
+        }
+    }
+
+    /// Registers the caller as the waiter; false if the result is already there.
+    fn register(&self) -> bool {
+        let mut waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if self.done.load(Ordering::Acquire) {
+            return false;
+        }
+        *waiter = Some(match current_task() {
+            Some(task) => Waiter::Coroutine(task),
+            None => Waiter::Thread(thread::current()),
+        });
+        true
+    }
+}
+
+/// An owned permission to join a coroutine, like [`std::thread::JoinHandle`].
+/// Dropping it detaches the coroutine.
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| "result");
+/// assert_eq!(h.join().unwrap(), "result");
+/// ```
+pub struct JoinHandle<T> {
+    packet: Arc<Packet<T>>,
+    coroutine: Coroutine,
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the coroutine to finish and returns its result: `Err` with the panic
+    /// payload if it panicked (or [`Unwound`] if its runtime shut down first).
+    ///
+    /// From a coroutine this suspends only the caller; from a thread it blocks the
+    /// thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| panic!("boom"));
+    /// let err = h.join().unwrap_err();
+    /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
+    /// ```
+    pub fn join(self) -> thread::Result<T> {
+        loop {
+            if self.packet.done.load(Ordering::Acquire) {
+                let result = self
+                    .packet
+                    .result
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                return result.expect("a finished coroutine leaves its result once");
+            }
+            if !self.packet.register() {
+                continue;
+            }
+            if current_task().is_some() {
+                suspend_current(Request::Wait);
+            } else {
+                thread::park();
+            }
+        }
+    }
+
+    /// Whether the coroutine has finished (its result is ready).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| {});
+    /// while !h.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// h.join().unwrap();
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.packet.done.load(Ordering::Acquire)
+    }
+
+    /// The coroutine's handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| {});
+    /// println!("spawned {:?}", h.coroutine().id());
+    /// h.join().unwrap();
+    /// ```
+    pub fn coroutine(&self) -> &Coroutine {
+        &self.coroutine
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("coroutine", &self.coroutine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prints `coroutine 'name' (id) panicked at …` for panics inside coroutines, the way
+/// std names threads; anything else goes to the hook that was installed before.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let Some(task) = current_task() else {
+                return previous(info);
+            };
+            let name = task.owner.name.as_deref().unwrap_or("<unnamed>");
+            let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+                *s
+            } else if let Some(s) = info.payload().downcast_ref::<String>() {
+                s.as_str()
+            } else {
+                "Box<dyn Any>"
+            };
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            let backtrace = std::backtrace::Backtrace::capture();
+            let tail = match backtrace.status() {
+                std::backtrace::BacktraceStatus::Captured => format!("stack backtrace:\n{backtrace}"),
+                _ => "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
+                    .to_string(),
+            };
+            let text = format!(
+                "\ncoroutine '{name}' ({}) panicked at {location}:\n{message}\n{tail}",
+                task.owner.id
+            );
+            // One write, so lines from several workers do not interleave.
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+        }));
+    });
+}

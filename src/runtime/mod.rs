@@ -1,0 +1,414 @@
+//! The runtime: worker threads that run coroutines, and the default runtime.
+//!
+//! Invariant: a runtime's workers outlive its coroutines. Shutting a runtime down
+//! (by [`Runtime::shutdown`] or by dropping it) first unwinds every started
+//! coroutine on its home worker, then completes every unstarted one without running
+//! it, then joins the workers; so every stack goes back to a pool or is unmapped, and
+//! every [`JoinHandle`] gets a result ([`Unwound`](crate::Unwound) for those the
+//! runtime ended).
+
+mod metrics;
+
+pub use metrics::Metrics;
+
+use crate::coroutine::{self, JoinHandle};
+use crate::scheduler::{self, idle::Idle, Remote, Shared};
+use crate::stack;
+use crossbeam_deque::{Injector, Steal, Worker};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+
+/// A set of worker threads running coroutines.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::Runtime;
+///
+/// let rt = Runtime::builder().workers(2).build()?;
+/// let sum = rt.block_on(|| {
+///     let parts: Vec<_> = (1..=4).map(|i| stackweave::spawn(move || i * 10)).collect();
+///     parts.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
+/// });
+/// assert_eq!(sum, 100);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Runtime {
+    handle: Handle,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+}
+
+/// Configures a [`Runtime`].
+///
+/// # Examples
+///
+/// ```
+/// let rt = stackweave::Runtime::builder()
+///     .workers(4)
+///     .stack_size(128 * 1024)
+///     .build()?;
+/// assert_eq!(rt.metrics().workers, 4);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    workers: Option<usize>,
+    stack_size: usize,
+}
+
+/// A cloneable, `Send` handle to a runtime: spawns onto it from any thread.
+///
+/// A handle does not keep the runtime running: once the runtime is shut down,
+/// spawning through a handle fails.
+///
+/// # Examples
+///
+/// ```
+/// let rt = stackweave::Runtime::builder().workers(1).build()?;
+/// let handle = rt.handle();
+/// let from_thread = std::thread::spawn(move || handle.spawn(|| 7).join().unwrap());
+/// assert_eq!(from_thread.join().unwrap(), 7);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Builder {
+    /// One worker per available CPU, [`DEFAULT_STACK_SIZE`](crate::stack::DEFAULT_STACK_SIZE)
+    /// stacks.
+    pub fn new() -> Builder {
+        Builder {
+            workers: None,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+        }
+    }
+
+    /// Number of worker threads (at least 1).
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// Default usable stack size of the runtime's coroutines, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Starts the worker threads.
+    ///
+    /// # Errors
+    ///
+    /// When a worker thread cannot be spawned, or the stack size is invalid.
+    pub fn build(self) -> io::Result<Runtime> {
+        let workers = self
+            .workers
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        stack::round_size(self.stack_size)?;
+        coroutine::install_panic_hook();
+        let deques: Vec<Worker<_>> = (0..workers).map(|_| Worker::new_lifo()).collect();
+        let remotes = deques
+            .iter()
+            .map(|d| Remote {
+                stealer: d.stealer(),
+                inbox: Mutex::new(Vec::new()),
+                inbox_len: AtomicUsize::new(0),
+                parker: Default::default(),
+                run_queue_len: AtomicUsize::new(0),
+                steals: AtomicU64::new(0),
+                parks: AtomicU64::new(0),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            injector: Injector::new(),
+            remotes,
+            idle: Idle::default(),
+            shutdown: AtomicBool::new(false),
+            stack_size: self.stack_size,
+            spawned: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        });
+        let runtime = Runtime {
+            handle: Handle {
+                shared: shared.clone(),
+            },
+            threads: Mutex::new(Vec::new()),
+        };
+        match scheduler::start_workers(&shared, deques) {
+            Ok(threads) => *runtime.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads,
+            Err(e) => {
+                // Stop the workers that did start.
+                runtime.shutdown_inner();
+                return Err(e);
+            }
+        }
+        Ok(runtime)
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::new()
+    }
+}
+
+impl Runtime {
+    /// A builder for a runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(1).build()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime with one worker per available CPU.
+    ///
+    /// # Errors
+    ///
+    /// When a worker thread cannot be spawned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::new()?;
+    /// assert_eq!(rt.block_on(|| 1 + 1), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    /// Runs `f` as a coroutine on this runtime and blocks the calling thread until it
+    /// returns its value. (Called from a coroutine, it suspends only that coroutine.)
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics, the panic continues here with its payload; also if no stack can
+    /// be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(2).build()?;
+    /// let v = rt.block_on(|| {
+    ///     stackweave::yield_now();
+    ///     vec![1, 2, 3]
+    /// });
+    /// assert_eq!(v, [1, 2, 3]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.spawn(f).join() {
+            Ok(value) => value,
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+
+    /// Spawns a coroutine on this runtime, like [`crate::spawn`].
+    ///
+    /// # Panics
+    ///
+    /// If no stack can be allocated or the runtime is shutting down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(1).build()?;
+    /// assert_eq!(rt.spawn(|| 3).join().unwrap(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn(f)
+    }
+
+    /// A handle that spawns onto this runtime from any thread.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// A snapshot of this runtime's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.handle.metrics()
+    }
+
+    /// Shuts the runtime down: every coroutine still running or blocked is unwound on
+    /// its home worker (its destructors run, and its `join` returns
+    /// `Err(`[`Unwound`](crate::Unwound)`)`), unstarted ones are completed without
+    /// running, and the workers are joined. Dropping the runtime does the same.
+    ///
+    /// A coroutine that catches the unwind and blocks again is unwound again at its
+    /// next blocking point; one that never reaches one (an endless loop without
+    /// blocking calls) keeps its worker, and so this call, from finishing.
+    ///
+    /// # Panics
+    ///
+    /// If called from one of this runtime's own coroutines (it would wait for itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(1).build()?;
+    /// let h = rt.spawn(|| stackweave::park());
+    /// rt.shutdown();
+    /// assert!(h.join().is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shutdown(self) {
+        // Drop does the work.
+    }
+
+    fn shutdown_inner(&self) {
+        let shared = &self.handle.shared;
+        if let Some(current) = scheduler::current_runtime() {
+            assert!(
+                !Arc::ptr_eq(&current, shared),
+                "a runtime cannot be shut down or dropped from one of its own coroutines"
+            );
+        }
+        shared.shutdown.store(true, Ordering::Release);
+        for remote in shared.remotes.iter() {
+            remote.parker.unpark();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        // Anything spawned from outside after the workers left: complete it here.
+        loop {
+            match shared.injector.steal() {
+                Steal::Success(task) => scheduler::complete_unstarted(&task),
+                Steal::Empty => break,
+                Steal::Retry => {}
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown_inner();
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.handle.shared.remotes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Spawns a coroutine on the handle's runtime, like [`crate::spawn`].
+    ///
+    /// # Panics
+    ///
+    /// If no stack can be allocated or the runtime is shutting down; use
+    /// [`Handle::try_spawn`] for an error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(1).build()?;
+    /// let h = rt.handle().spawn(|| "hi");
+    /// assert_eq!(h.join().unwrap(), "hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_spawn(coroutine::Builder::new(), f)
+            .expect("failed to spawn a coroutine")
+    }
+
+    /// Spawns a coroutine configured by `builder` on the handle's runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::spawn`](crate::Builder::spawn).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(1).build()?;
+    /// let b = stackweave::Builder::new().name("named".into());
+    /// let h = rt.handle().try_spawn(b, || stackweave::current().name().map(String::from))?;
+    /// assert_eq!(h.join().unwrap().as_deref(), Some("named"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_spawn<F, T>(&self, builder: coroutine::Builder, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        builder.spawn_on(&self.shared, f)
+    }
+
+    /// A snapshot of the runtime's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics()
+    }
+
+    /// The handle of the runtime the caller runs on: the current coroutine's runtime,
+    /// or the default runtime (started if needed) outside any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = stackweave::runtime::Handle::current().metrics();
+    /// assert!(m.workers >= 1);
+    /// ```
+    pub fn current() -> Handle {
+        Handle {
+            shared: scheduler::current_runtime().unwrap_or_else(default_shared),
+        }
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("workers", &self.shared.remotes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default runtime, started on first use: `STACKWEAVE_WORKERS` workers if that
+/// variable holds a positive number, else one per available CPU. It lives until the
+/// process exits.
+pub(crate) fn default_shared() -> Arc<Shared> {
+    static DEFAULT: OnceLock<Runtime> = OnceLock::new();
+    let runtime = DEFAULT.get_or_init(|| {
+        let mut builder = Builder::new();
+        if let Some(n) = std::env::var("STACKWEAVE_WORKERS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+        {
+            builder = builder.workers(n);
+        }
+        builder
+            .build()
+            .expect("failed to start the default stackweave runtime")
+    });
+    runtime.handle.shared.clone()
+}

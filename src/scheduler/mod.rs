@@ -1,0 +1,170 @@
+//! The work-stealing scheduler.
+//!
+//! Per worker: a crossbeam `Worker` deque of **unstarted** coroutines (others may
+//! steal from it), a local run queue of **started** coroutines (never stolen), and an
+//! inbox through which other threads hand it started coroutines they woke. A global
+//! `Injector` takes coroutines spawned from outside the runtime.
+//!
+//! Invariant (soundness): only coroutines that have not started yet are ever
+//! reachable by another worker. A coroutine's first run makes that worker its
+//! *home*; every later wakeup goes to the home worker's run queue or inbox, so a
+//! started coroutine — whose stack may hold `Rc`s, `MutexGuard`s and thread-local
+//! borrows — never changes OS thread. That is why `spawn` can be a safe function
+//! taking only a `Send` closure.
+//!
+//! Search order of a worker: local run queue → own deque → inbox → injector →
+//! steal from the others (random start) → park. Every [`FAIRNESS_TICKS`] runs it
+//! checks the inbox and the injector first, so a busy worker cannot starve them.
+
+pub(crate) mod idle;
+pub(crate) mod task;
+mod worker;
+
+use crate::runtime::Metrics;
+use crossbeam_deque::{Injector, Stealer};
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub(crate) use task::{Request, Task};
+pub(crate) use worker::{current_task, start as start_workers, suspend_current};
+
+use idle::{Idle, Parker};
+
+/// Runs between two forced checks of the inbox and the injector.
+pub(crate) const FAIRNESS_TICKS: u32 = 61;
+
+/// What every worker of one runtime shares.
+pub(crate) struct Shared {
+    pub(crate) injector: Injector<Arc<Task>>,
+    pub(crate) remotes: Box<[Remote]>,
+    pub(crate) idle: Idle,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) stack_size: usize,
+    pub(crate) spawned: AtomicU64,
+    pub(crate) completed: AtomicU64,
+}
+
+/// What others see of one worker.
+pub(crate) struct Remote {
+    pub(crate) stealer: Stealer<Arc<Task>>,
+    /// Started coroutines of this worker, woken from other threads.
+    pub(crate) inbox: Mutex<Vec<Arc<Task>>>,
+    pub(crate) inbox_len: AtomicUsize,
+    pub(crate) parker: Parker,
+    /// Length of the local run queue, for metrics.
+    pub(crate) run_queue_len: AtomicUsize,
+    pub(crate) steals: AtomicU64,
+    pub(crate) parks: AtomicU64,
+}
+
+impl Shared {
+    /// Queues an unstarted task: on this thread's worker deque if this thread is a
+    /// worker of this runtime, on the injector otherwise; then wakes one sleeper.
+    pub(crate) fn schedule_new(self: &Arc<Shared>, task: Arc<Task>) {
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        if let Err(task) = worker::push_local_new(self, task) {
+            self.injector.push(task);
+        }
+        self.wake_one();
+    }
+
+    /// Wakes one sleeping worker, if any, to look for work.
+    pub(crate) fn wake_one(&self) {
+        if let Some(w) = self.idle.pick_one() {
+            self.remotes[w].parker.unpark();
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let spawned = self.spawned.load(Ordering::Relaxed);
+        let completed = self.completed.load(Ordering::Relaxed);
+        Metrics {
+            workers: self.remotes.len(),
+            live_coroutines: spawned.saturating_sub(completed) as usize,
+            spawned,
+            completed,
+            steals: self
+                .remotes
+                .iter()
+                .map(|r| r.steals.load(Ordering::Relaxed))
+                .sum(),
+            parks: self
+                .remotes
+                .iter()
+                .map(|r| r.parks.load(Ordering::Relaxed))
+                .sum(),
+            run_queue_depths: self
+                .remotes
+                .iter()
+                .map(|r| {
+                    r.run_queue_len.load(Ordering::Relaxed)
+                        + r.stealer.len()
+                        + r.inbox_len.load(Ordering::Relaxed)
+                })
+                .collect(),
+            injector_depth: self.injector.len(),
+        }
+    }
+}
+
+/// Queues a started task that was just woken (state now `SCHEDULED`) on its home
+/// worker: directly on the local run queue when called on that worker, else through
+/// the home worker's inbox, unparking it.
+pub(crate) fn schedule_started(task: Arc<Task>) {
+    let home = task.home().expect("a started task has a home");
+    if let Err(task) = worker::push_local_started(home, task) {
+        let remote = &task.shared.remotes[home];
+        let mut inbox = remote.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        inbox.push(task.clone());
+        remote.inbox_len.store(inbox.len(), Ordering::Release);
+        drop(inbox);
+        remote.parker.unpark();
+    }
+}
+
+thread_local! {
+    /// The runtime this thread is a worker of (null elsewhere). A value, read fresh
+    /// each time: never a pointer kept across a switch.
+    static RUNTIME: Cell<*const Shared> = const { Cell::new(ptr::null()) };
+}
+
+/// The runtime whose worker this thread is, if any.
+pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
+    let shared = RUNTIME.with(Cell::get);
+    if shared.is_null() {
+        return None;
+    }
+    // SAFETY: a worker thread sets RUNTIME to a pointer from its own `Arc<Shared>`,
+    // which it holds until it clears RUNTIME again, on this same thread; so the
+    // pointer is alive here and we may take a new strong reference.
+    unsafe {
+        Arc::increment_strong_count(shared);
+        Some(Arc::from_raw(shared))
+    }
+}
+
+/// Completes a task that never ran, without running user code: its closure is
+/// dropped and its joiner gets [`Unwound`](crate::Unwound).
+///
+/// The caller holds the right to run the task (took it from a queue) and it has not
+/// started.
+pub(crate) fn complete_unstarted(task: &Arc<Task>) {
+    // SAFETY: the caller holds the right to run the task, which never ran: no
+    // coroutine uses either part.
+    let (stack, start) = unsafe {
+        (
+            task.worker_part().stack.take(),
+            task.coroutine_part().start.take(),
+        )
+    };
+    if let Some(stack) = stack {
+        crate::stack::pool::give(stack);
+    }
+    if let Some(start) = start {
+        start(false);
+    }
+    task.state.store(task::State::DONE, Ordering::Release);
+}

@@ -1,0 +1,203 @@
+//! The control block of one runtime coroutine.
+//!
+//! Invariant (who may touch what):
+//!
+//! * The atomics (`state`, `home`, the park token, the cancel flag) may be touched
+//!   from any thread.
+//! * The two non-atomic parts are touched only by the thread that holds the right to
+//!   run the task: the worker that took it from a queue while its state was
+//!   `SCHEDULED`. Before its first run that can be any worker (an unstarted task
+//!   holds only its `Send` closure and a stack nothing runs on); from its first run
+//!   on, it is always the task's *home* worker, which it never leaves.
+//!   Within that thread, [`WorkerPart`] (stack, context) belongs to the worker's
+//!   code and [`CoroutinePart`] (start closure, suspender, locals) to the
+//!   coroutine's code while it runs; neither reaches into the other's part, so a
+//!   `&mut` to one never aliases a pointer into the other.
+//! * The state word serialises the two: see [`State`].
+
+use crate::context::{Context, Suspender};
+use crate::coroutine::local::LocalMap;
+use crate::stack::{Owner, Stack};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::Shared;
+
+/// The life of a task, in its state word.
+///
+/// ```text
+///   spawn ──> SCHEDULED ──(a worker takes it)──> RUNNING ──(suspends)──> IDLE
+///                 ^                                 │  │                   │
+///                 │                  (wake while    │  └──(returns)──> DONE│
+///                 │                   running)      v                      │
+///                 │                              NOTIFIED                  │
+///                 └──(requeued after its switch)───┘ <──────(wake)─────────┘
+/// ```
+///
+/// The suspend protocol: a coroutine that waits switches to its worker with a
+/// [`Request`]; only *after* that switch has completed does the worker move the state
+/// from `RUNNING` to `IDLE`. A wake that arrives earlier finds `RUNNING`, turns it
+/// into `NOTIFIED`, and the worker requeues the task instead of idling it. So a wake
+/// can never schedule a coroutine that has not finished suspending, and no wake is
+/// lost between "decide to wait" and "be waiting".
+pub(crate) struct State;
+
+impl State {
+    pub(crate) const SCHEDULED: u8 = 0;
+    pub(crate) const RUNNING: u8 = 1;
+    pub(crate) const NOTIFIED: u8 = 2;
+    pub(crate) const IDLE: u8 = 3;
+    pub(crate) const DONE: u8 = 4;
+}
+
+/// What a coroutine asks of its worker when it switches out (the value it suspends
+/// with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Run me again after the others that are ready (`yield_now`).
+    Yield = 1,
+    /// Idle me until someone wakes me (`park`, `join`, …).
+    Wait = 2,
+}
+
+/// What a worker hands a coroutine when it resumes it.
+pub(crate) const RESUME: usize = 0;
+/// Resume, but unwind: the runtime is shutting down (or the task is cancelled).
+pub(crate) const UNWIND: usize = 1;
+
+/// No home yet (never run).
+pub(crate) const NO_HOME: usize = usize::MAX;
+
+/// One coroutine of a runtime.
+pub(crate) struct Task {
+    /// Names it in panics, overflow reports and `Coroutine::name`.
+    pub(crate) owner: Owner,
+    pub(crate) state: AtomicU8,
+    /// Index of the home worker, or `NO_HOME` before the first run.
+    pub(crate) home: AtomicUsize,
+    /// `park`/`unpark` token: true when an unpark is pending.
+    pub(crate) unparked: AtomicBool,
+    /// Set to make the coroutine unwind at its next suspension point.
+    pub(crate) unwind: AtomicBool,
+    pub(crate) shared: Arc<Shared>,
+    worker_part: UnsafeCell<WorkerPart>,
+    coroutine_part: UnsafeCell<CoroutinePart>,
+}
+
+/// What the worker running the task touches (module invariant).
+pub(crate) struct WorkerPart {
+    /// The stack, until the first run builds the context on it.
+    pub(crate) stack: Option<Stack>,
+    /// The running context, from the first run until the task is done.
+    pub(crate) context: Option<Context>,
+}
+
+/// What the coroutine touches while it runs (module invariant); also the worker,
+/// for a task that never ran.
+pub(crate) struct CoroutinePart {
+    /// The closure, until the first run takes it. Called with `true` to run the
+    /// coroutine, or with `false` to complete it without running user code (the
+    /// runtime shut down before it started). It never unwinds.
+    pub(crate) start: Option<Box<dyn FnOnce(bool) + Send>>,
+    /// The coroutine's way back to its worker, set when it starts.
+    pub(crate) suspender: Option<Suspender>,
+    /// `coroutine_local!` values.
+    pub(crate) locals: LocalMap,
+}
+
+// SAFETY: the two parts follow the module invariant: it is only reached by the one thread
+// that holds the right to run the task (a task is never run by two workers at once;
+// the state word hands that right over with acquire/release ordering), and the
+// values in it that are not `Send` (the context, the locals) are created and dropped
+// on the home worker, which the task never leaves once they exist. Everything else is
+// atomic or immutable.
+unsafe impl Send for Task {}
+// SAFETY: as above: shared references from other threads only reach the atomics and
+// the immutable owner.
+unsafe impl Sync for Task {}
+
+impl Task {
+    /// Wakes the task: schedules it if it is idle, or marks a running one to be run
+    /// again once it has suspended. Callable from any thread.
+    pub(crate) fn wake(self: &Arc<Task>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                State::IDLE => State::SCHEDULED,
+                State::RUNNING => State::NOTIFIED,
+                // Already going to run, or finished: nothing to do.
+                _ => return,
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == State::SCHEDULED => {
+                    super::schedule_started(self.clone());
+                    return;
+                }
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// A new, unstarted task.
+    pub(crate) fn new(
+        owner: Owner,
+        shared: Arc<Shared>,
+        stack: Stack,
+        start: Box<dyn FnOnce(bool) + Send>,
+    ) -> Task {
+        Task {
+            owner,
+            state: AtomicU8::new(State::SCHEDULED),
+            home: AtomicUsize::new(NO_HOME),
+            unparked: AtomicBool::new(false),
+            unwind: AtomicBool::new(false),
+            shared,
+            worker_part: UnsafeCell::new(WorkerPart {
+                stack: Some(stack),
+                context: None,
+            }),
+            coroutine_part: UnsafeCell::new(CoroutinePart {
+                start: Some(start),
+                suspender: None,
+                locals: LocalMap::default(),
+            }),
+        }
+    }
+
+    /// The worker's part.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the worker's code and holds the right to run the task (module
+    /// invariant), and no other reference into this part is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn worker_part(&self) -> &mut WorkerPart {
+        // SAFETY: contract.
+        unsafe { &mut *self.worker_part.get() }
+    }
+
+    /// The coroutine's part.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the running coroutine (or the worker, for a task that never
+    /// ran), and no other reference into this part is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn coroutine_part(&self) -> &mut CoroutinePart {
+        // SAFETY: contract.
+        unsafe { &mut *self.coroutine_part.get() }
+    }
+
+    /// The home worker's index, if the task has started.
+    pub(crate) fn home(&self) -> Option<usize> {
+        match self.home.load(Ordering::Acquire) {
+            NO_HOME => None,
+            home => Some(home),
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! One worker thread: its loop, its queues, and running a coroutine on it.
+//!
+//! Invariant: a worker's `Core` lives on the worker thread's own stack for the
+//! thread's whole life and is reached through the `CORE` thread-local, read fresh
+//! each time (a value, never a reference kept across a switch). Code running inside a
+//! coroutine may reach it (to spawn, or to wake a coroutine of the same worker)
+//! because a coroutine runs on its home worker's thread; no borrow of the core's
+//! queues is held across a `resume`.
+
+use super::task::{Request, State, Task, WorkerPart, RESUME, UNWIND};
+use super::{Shared, FAIRNESS_TICKS, RUNTIME};
+use crate::context::{self, Context, Suspender};
+use crate::coroutine::Unwound;
+use crate::stack;
+use crossbeam_deque::{Steal, Worker};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::panic;
+use std::ptr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Per-worker state, owned by the worker thread.
+struct Core {
+    index: usize,
+    shared: Arc<Shared>,
+    /// Unstarted coroutines; others steal from its `Stealer`.
+    deque: Worker<Arc<Task>>,
+    /// Started coroutines ready to run.
+    run_queue: RefCell<VecDeque<Arc<Task>>>,
+    /// Every started, unfinished coroutine whose home this is (for shutdown).
+    started: RefCell<HashMap<u64, Arc<Task>>>,
+    /// The task being run (null between runs).
+    current: Cell<*const Task>,
+    tick: Cell<u32>,
+    rng: Cell<u64>,
+}
+
+thread_local! {
+    static CORE: Cell<*const Core> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f` with this thread's worker core, if this thread is a worker.
+fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
+    let core = CORE.with(Cell::get);
+    if core.is_null() {
+        return None;
+    }
+    // SAFETY: CORE points at the `Core` on this worker thread's stack, set by
+    // `run_worker` before any coroutine runs and cleared before the core goes away.
+    Some(f(unsafe { &*core }))
+}
+
+/// Pushes an unstarted task on this thread's deque, if this thread is a worker of
+/// `shared`'s runtime.
+pub(super) fn push_local_new(shared: &Arc<Shared>, task: Arc<Task>) -> Result<(), Arc<Task>> {
+    let mut task = Some(task);
+    with_core(|core| {
+        if Arc::ptr_eq(&core.shared, shared) {
+            core.deque.push(task.take().expect("once"));
+        }
+    });
+    match task {
+        None => Ok(()),
+        Some(task) => Err(task),
+    }
+}
+
+/// Pushes a woken started task on the local run queue, if this thread is its home
+/// worker.
+pub(super) fn push_local_started(home: usize, task: Arc<Task>) -> Result<(), Arc<Task>> {
+    let mut task = Some(task);
+    with_core(|core| {
+        let t = task.as_ref().expect("once");
+        if core.index == home && Arc::ptr_eq(&core.shared, &t.shared) {
+            core.push_ready(task.take().expect("once"));
+        }
+    });
+    match task {
+        None => Ok(()),
+        Some(task) => Err(task),
+    }
+}
+
+/// The task running on this thread, if any.
+pub(crate) fn current_task() -> Option<Arc<Task>> {
+    with_core(|core| {
+        let current = core.current.get();
+        if current.is_null() {
+            return None;
+        }
+        // SAFETY: `current` comes from an `Arc<Task>` that `run` holds for as long as
+        // it is set.
+        unsafe {
+            Arc::increment_strong_count(current);
+            Some(Arc::from_raw(current))
+        }
+    })
+    .flatten()
+}
+
+/// Switches the running coroutine out to its worker with `request`. Returns when the
+/// worker resumes it; unwinds (with [`Unwound`]) if the runtime asks it to.
+///
+/// # Panics
+///
+/// If called outside a coroutine (callers check first).
+pub(crate) fn suspend_current(request: Request) {
+    let suspender = with_core(|core| {
+        let current = core.current.get();
+        assert!(!current.is_null(), "suspend_current outside a coroutine");
+        // SAFETY: we are the running coroutine: its part is ours (task module
+        // invariant); this short borrow ends before the switch.
+        unsafe { (*current).coroutine_part().suspender }
+    })
+    .flatten()
+    .expect("suspend_current outside a coroutine");
+    // SAFETY: we run on the coroutine's stack: `current` is set only while its
+    // context runs, and code on a worker's own stack never reaches here (it has no
+    // current task).
+    let value = unsafe { suspender.suspend(request as usize) };
+    if value == UNWIND {
+        panic::resume_unwind(Box::new(Unwound));
+    }
+}
+
+/// Starts the worker threads of a runtime.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    deques: Vec<Worker<Arc<Task>>>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(deques.len());
+    for (index, deque) in deques.into_iter().enumerate() {
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("stackweave-worker-{index}"))
+            .spawn(move || run_worker(shared, index, deque))?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>) {
+    stack::install_overflow_handler();
+    let core = Core {
+        index,
+        shared,
+        deque,
+        run_queue: RefCell::new(VecDeque::new()),
+        started: RefCell::new(HashMap::new()),
+        current: Cell::new(ptr::null()),
+        tick: Cell::new(0),
+        rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1)),
+    };
+    CORE.with(|c| c.set(&core));
+    RUNTIME.with(|r| r.set(Arc::as_ptr(&core.shared)));
+    core.run();
+    core.drain_for_shutdown();
+    RUNTIME.with(|r| r.set(ptr::null()));
+    CORE.with(|c| c.set(ptr::null()));
+}
+
+impl Core {
+    fn remote(&self) -> &super::Remote {
+        &self.shared.remotes[self.index]
+    }
+
+    fn push_ready(&self, task: Arc<Task>) {
+        let mut queue = self.run_queue.borrow_mut();
+        queue.push_back(task);
+        self.remote()
+            .run_queue_len
+            .store(queue.len(), Ordering::Relaxed);
+    }
+
+    fn pop_ready(&self) -> Option<Arc<Task>> {
+        let mut queue = self.run_queue.borrow_mut();
+        let task = queue.pop_front();
+        self.remote()
+            .run_queue_len
+            .store(queue.len(), Ordering::Relaxed);
+        task
+    }
+
+    fn run(&self) {
+        loop {
+            if let Some(task) = self.next_task() {
+                self.run_task(task);
+                continue;
+            }
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            self.sleep();
+        }
+    }
+
+    /// The next task to run, in the search order of the module docs.
+    fn next_task(&self) -> Option<Arc<Task>> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % FAIRNESS_TICKS == 0 {
+            self.take_inbox();
+            if let Some(task) = self.take_injected() {
+                return Some(task);
+            }
+        }
+        if let Some(task) = self.pop_ready() {
+            return Some(task);
+        }
+        if let Some(task) = self.deque.pop() {
+            return Some(task);
+        }
+        if self.take_inbox() {
+            return self.pop_ready();
+        }
+        self.take_injected().or_else(|| self.steal())
+    }
+
+    /// Moves the inbox into the run queue; whether it held anything.
+    fn take_inbox(&self) -> bool {
+        let remote = self.remote();
+        if remote.inbox_len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let woken = {
+            let mut inbox = remote.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            remote.inbox_len.store(0, Ordering::Release);
+            std::mem::take(&mut *inbox)
+        };
+        let any = !woken.is_empty();
+        for task in woken {
+            self.push_ready(task);
+        }
+        any
+    }
+
+    fn take_injected(&self) -> Option<Arc<Task>> {
+        loop {
+            match self.shared.injector.steal_batch_and_pop(&self.deque) {
+                Steal::Success(task) => return Some(task),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    fn steal(&self) -> Option<Arc<Task>> {
+        let n = self.shared.remotes.len();
+        if n < 2 {
+            return None;
+        }
+        // xorshift: a cheap random start so thieves spread out.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        let start = (x % n as u64) as usize;
+        for i in 0..n {
+            let victim = (start + i) % n;
+            if victim == self.index {
+                continue;
+            }
+            loop {
+                match self.shared.remotes[victim]
+                    .stealer
+                    .steal_batch_and_pop(&self.deque)
+                {
+                    Steal::Success(task) => {
+                        self.remote().steals.fetch_add(1, Ordering::Relaxed);
+                        return Some(task);
+                    }
+                    Steal::Empty => break,
+                    Steal::Retry => continue,
+                }
+            }
+        }
+        None
+    }
+
+    fn has_work(&self) -> bool {
+        !self.run_queue.borrow().is_empty()
+            || !self.deque.is_empty()
+            || self.remote().inbox_len.load(Ordering::Acquire) != 0
+            || !self.shared.injector.is_empty()
+            || self.shared.shutdown.load(Ordering::Acquire)
+            || self
+                .shared
+                .remotes
+                .iter()
+                .enumerate()
+                .any(|(i, r)| i != self.index && !r.stealer.is_empty())
+    }
+
+    /// Parks until there may be work (see the idle module's invariant).
+    fn sleep(&self) {
+        // A short spin first: a wakeup that is microseconds away is cheaper to wait
+        // for than a futex sleep and wake.
+        for _ in 0..64 {
+            if self.has_work() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        self.shared.idle.register(self.index);
+        if self.has_work() {
+            self.shared.idle.unregister(self.index);
+            return;
+        }
+        self.remote().parks.fetch_add(1, Ordering::Relaxed);
+        self.remote().parker.park();
+        self.shared.idle.unregister(self.index);
+    }
+
+    /// Runs `task` (state `SCHEDULED`, so this worker holds the right to run it)
+    /// until it suspends or finishes, then carries out what it asked for.
+    fn run_task(&self, task: Arc<Task>) {
+        task.state.store(State::RUNNING, Ordering::Release);
+        // SAFETY: we hold the right to run the task (it was SCHEDULED and we took it
+        // from a queue), and this is the worker's part.
+        let part = unsafe { task.worker_part() };
+        if part.context.is_none() && !self.start(&task, part) {
+            return;
+        }
+        let context: *mut Context = part.context.as_mut().expect("started");
+        let value = if task.unwind.load(Ordering::Acquire) {
+            UNWIND
+        } else {
+            RESUME
+        };
+        self.current.set(Arc::as_ptr(&task));
+        // SAFETY: the context is started, not finished (finished tasks are never
+        // queued again) and not running; the coroutine does not touch the worker's
+        // part, so this pointer stays valid and unaliased.
+        let request = unsafe { (*context).resume(value) };
+        self.current.set(ptr::null());
+        // SAFETY: the coroutine is suspended or finished: the right is ours again.
+        if unsafe { (*context).is_finished() } {
+            self.finish(&task);
+            return;
+        }
+        if request == Request::Yield as usize {
+            task.state.store(State::SCHEDULED, Ordering::Release);
+            self.push_ready(task);
+            return;
+        }
+        // Request::Wait: idle it, unless a wake came in while it ran (the suspend
+        // protocol, see `State`).
+        if task
+            .state
+            .compare_exchange(
+                State::RUNNING,
+                State::IDLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            task.state.store(State::SCHEDULED, Ordering::Release);
+            self.push_ready(task);
+        }
+    }
+
+    /// First run of `task` on this worker: makes this its home and builds its context.
+    /// Returns false if the task was only completed (the runtime is shutting down and
+    /// it never started).
+    fn start(&self, task: &Arc<Task>, part: &mut WorkerPart) -> bool {
+        if task.unwind.load(Ordering::Acquire) {
+            // Never started and the runtime is going away: complete it unrun.
+            super::complete_unstarted(task);
+            return false;
+        }
+        task.home.store(self.index, Ordering::Release);
+        let stack = part.stack.take().expect("unstarted task has its stack");
+        // SAFETY: the owner lives in the task, which outlives the stack's use (the
+        // stack goes back to the pool, resetting its owner, in `finish`).
+        unsafe { stack.set_owner(&task.owner) };
+        // SAFETY: `TaskEntry` reads the data pointer as the `Task`, which this worker
+        // keeps alive (in `started`) until the context has finished.
+        let context =
+            unsafe { Context::new::<TaskEntry>(stack, Arc::as_ptr(task).cast_mut().cast()) };
+        part.context = Some(context);
+        self.started
+            .borrow_mut()
+            .insert(task.owner.id, task.clone());
+        true
+    }
+
+    fn finish(&self, task: &Arc<Task>) {
+        // SAFETY: the coroutine has finished; this is the worker's part.
+        let part = unsafe { task.worker_part() };
+        let context = part.context.take().expect("finished task has its context");
+        // SAFETY: its entry has returned: nothing lives on the stack any more.
+        stack::pool::give(unsafe { context.into_stack() });
+        self.started.borrow_mut().remove(&task.owner.id);
+        task.state.store(State::DONE, Ordering::Release);
+    }
+
+    /// Shutdown: unwind every started coroutine of this worker on this worker, and
+    /// complete (without running) the unstarted ones it can reach.
+    fn drain_for_shutdown(&self) {
+        loop {
+            let started: Vec<Arc<Task>> = self.started.borrow().values().cloned().collect();
+            for task in &started {
+                task.unwind.store(true, Ordering::Release);
+                task.wake();
+            }
+            self.take_inbox();
+            let mut ran = false;
+            while let Some(task) = self.pop_ready().or_else(|| self.deque.pop()) {
+                task.unwind.store(true, Ordering::Release);
+                self.run_task(task);
+                ran = true;
+            }
+            while let Some(task) = self.take_injected() {
+                task.unwind.store(true, Ordering::Release);
+                self.run_task(task);
+                ran = true;
+            }
+            if self.started.borrow().is_empty() && !ran {
+                break;
+            }
+            if !ran {
+                // Started coroutines remain but none is ready: their wakes are in
+                // flight to our inbox.
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The context entry of a runtime coroutine: runs the task's start closure.
+struct TaskEntry;
+
+impl context::Entry for TaskEntry {
+    unsafe fn run(value: usize, data: *mut (), suspender: Suspender) -> usize {
+        // SAFETY: `data` is the task, alive while its context runs (`Core::start`).
+        let task = unsafe { &*data.cast::<Task>().cast_const() };
+        // SAFETY: we are the running coroutine, so its part is ours; the borrow ends
+        // here.
+        let start = unsafe {
+            let part = task.coroutine_part();
+            part.suspender = Some(suspender);
+            part.start.take().expect("a coroutine starts once")
+        };
+        // The closure catches its own panics (see `coroutine::spawn`).
+        start(value != UNWIND);
+        0
+    }
+}
