@@ -19,7 +19,7 @@ use crate::context::{Context, Suspender};
 use crate::coroutine::local::LocalMap;
 use crate::stack::{Owner, Stack};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Shared;
@@ -41,6 +41,15 @@ use super::Shared;
 /// into `NOTIFIED`, and the worker requeues the task instead of idling it. So a wake
 /// can never schedule a coroutine that has not finished suspending, and no wake is
 /// lost between "decide to wait" and "be waiting".
+///
+/// The condition a coroutine waits for (an unpark token, a flag) is published by the
+/// waker *before* it calls [`Task::wake`], and checked by the coroutine *after* its
+/// worker marked it `RUNNING`. Those are two stores each followed by a load of the
+/// other side's location, which x86 (and the C++ model) may reorder; so `wake`
+/// starts with a `SeqCst` fence and the worker's `RUNNING` store is `SeqCst`, with
+/// the coroutine's check after it. Then either the waker sees `RUNNING` (or later),
+/// or the coroutine sees the condition: a wake is never lost to a coroutine that
+/// is just starting a run.
 pub(crate) struct State;
 
 impl State {
@@ -121,6 +130,9 @@ impl Task {
     /// Wakes the task: schedules it if it is idle, or marks a running one to be run
     /// again once it has suspended. Callable from any thread.
     pub(crate) fn wake(self: &Arc<Task>) {
+        // Orders the caller's store of the condition before our load of the state
+        // (see `State`).
+        fence(Ordering::SeqCst);
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             let next = match state {

@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::panic;
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 /// Per-worker state, owned by the worker thread.
@@ -316,7 +316,9 @@ impl Core {
     /// Runs `task` (state `SCHEDULED`, so this worker holds the right to run it)
     /// until it suspends or finishes, then carries out what it asked for.
     fn run_task(&self, task: Arc<Task>) {
-        task.state.store(State::RUNNING, Ordering::Release);
+        // SeqCst, then the coroutine checks what it waits for: see `State`.
+        task.state.store(State::RUNNING, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         // SAFETY: we hold the right to run the task (it was SCHEDULED and we took it
         // from a queue), and this is the worker's part.
         let part = unsafe { task.worker_part() };

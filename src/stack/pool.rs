@@ -1,13 +1,17 @@
 //! A LIFO pool of stacks, one per thread.
 //!
-//! Invariant: every stack in the pool is unused (no context lives on it, no owner is
+//! Invariant: every stack in a pool is unused (no context lives on it, no owner is
 //! set, nothing is reserved at its top). The most recently returned stack waits in
-//! the `spare` slot, so the common create-run-drop cycle takes and gives it back with
-//! a few loads and stores and no search. Older stacks are grouped by size class; the
-//! first [`HOT`] of each class keep their memory, so reusing one costs a `Vec` pop;
-//! stacks stored past that watermark have had their memory returned to the kernel
-//! (`MADV_DONTNEED`) and stacks past [`MAX`] are unmapped. A fresh `mmap` and guard
-//! cost about 10 µs; a pooled stack costs nanoseconds.
+//! the thread's `spare` slot, so the common create-run-drop cycle takes and gives it
+//! back with a few loads and stores and no search. Older stacks are grouped by size
+//! class; each thread keeps up to [`HOT`] per class with their memory, so reusing
+//! one costs a `Vec` pop. Past that watermark a returned stack gives its memory back
+//! to the kernel (`MADV_DONTNEED`) and moves to the process-wide overflow pool (up
+//! to [`MAX`] per class; beyond, it is unmapped), where any thread finds it: a
+//! runtime worker that spawns many coroutines takes the stacks that other workers'
+//! finished coroutines gave back. A fresh `mmap` with its guard costs about 10 µs
+//! and an `munmap` as much again (it shoots down other CPUs' TLBs); a pooled stack
+//! costs nanoseconds, an overflow one about a microsecond.
 //!
 //! The per-thread pool is const-initialised, so reaching it costs a TLS access and a
 //! check of its destructor's registration, not a lazy initialisation.
@@ -15,11 +19,40 @@
 use super::Stack;
 use std::cell::RefCell;
 use std::io;
+use std::sync::Mutex;
 
-/// Stacks per size class kept with their memory committed (besides the spare).
+/// Stacks per size class each thread keeps with their memory (besides the spare).
 const HOT: usize = 16;
-/// Stacks per size class kept at all (besides the spare).
-const MAX: usize = 256;
+/// Stacks per size class kept in the process-wide overflow pool.
+const MAX: usize = 4096;
+
+/// The process-wide overflow pool: stacks without their memory, by size class.
+static OVERFLOW: Mutex<Vec<(usize, Vec<Stack>)>> = Mutex::new(Vec::new());
+
+fn overflow_take(size: usize) -> Option<Stack> {
+    let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, stacks) = classes.iter_mut().find(|(s, _)| *s == size)?;
+    stacks.pop()
+}
+
+fn overflow_give(stack: Stack) {
+    stack.release_memory();
+    let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
+    let size = stack.size();
+    let stacks = match classes.iter().position(|(s, _)| *s == size) {
+        Some(i) => &mut classes[i].1,
+        None => {
+            classes.push((size, Vec::new()));
+            &mut classes.last_mut().expect("just pushed").1
+        }
+    };
+    if stacks.len() < MAX {
+        stacks.push(stack);
+        return;
+    }
+    drop(classes);
+    drop(stack); // unmapped, outside the lock
+}
 
 /// Unused stacks: the last one returned, and the others grouped by usable size, most
 /// recently returned last.
@@ -48,8 +81,12 @@ impl StackPool {
 
     #[cold]
     fn reuse_older(&mut self, size: usize) -> Option<Stack> {
-        let (_, stacks) = self.classes.iter_mut().find(|(s, _)| *s == size)?;
-        stacks.pop()
+        let local = self
+            .classes
+            .iter_mut()
+            .find(|(s, _)| *s == size)
+            .and_then(|(_, stacks)| stacks.pop());
+        local.or_else(|| overflow_take(size))
     }
 
     /// A stack of exactly `size` usable bytes (`size` already rounded by
@@ -80,13 +117,11 @@ impl StackPool {
                 &mut self.classes.last_mut().expect("just pushed").1
             }
         };
-        if stacks.len() >= MAX {
-            return; // dropped: unmapped
+        if stacks.len() < HOT {
+            stacks.push(stack);
+        } else {
+            overflow_give(stack);
         }
-        if stacks.len() >= HOT {
-            stack.release_memory();
-        }
-        stacks.push(stack);
     }
 
     /// Number of pooled stacks (all classes).
@@ -150,13 +185,17 @@ mod tests {
     #[test]
     fn pool_is_bounded() {
         let mut pool = StackPool::default();
-        let stacks: Vec<_> = (0..MAX + 10)
-            .map(|_| pool.get(super::super::MIN_STACK_SIZE).unwrap())
-            .collect();
+        // A size no other test uses, so the shared overflow pool is ours here.
+        let size = super::super::MIN_STACK_SIZE + 3 * super::super::page_size();
+        let stacks: Vec<_> = (0..HOT + 10).map(|_| pool.get(size).unwrap()).collect();
         for s in stacks {
             pool.put(s);
         }
-        // MAX in the size class, plus the spare.
-        assert_eq!(pool.len(), MAX + 1);
+        // HOT in the size class, plus the spare; the rest went to the overflow pool,
+        // where the next takes find them.
+        assert_eq!(pool.len(), HOT + 1);
+        let again: Vec<_> = (0..HOT + 10).map(|_| pool.get(size).unwrap()).collect();
+        assert_eq!(pool.len(), 0);
+        drop(again);
     }
 }
