@@ -116,8 +116,7 @@ impl Builder {
             .iter()
             .map(|d| Remote {
                 stealer: d.stealer(),
-                inbox: Mutex::new(Vec::new()),
-                inbox_len: AtomicUsize::new(0),
+                inbox: Injector::new(),
                 parker: Default::default(),
                 run_queue_len: AtomicUsize::new(0),
                 steals: AtomicU64::new(0),

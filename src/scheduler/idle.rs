@@ -7,33 +7,75 @@
 //! Each [`Parker`] keeps one token, so an unpark that comes before the park is not
 //! lost.
 
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::{self, Thread};
 
 /// Blocks one worker thread until it is unparked.
-#[derive(Default)]
+///
+/// A three-state word over the thread's own `std::thread::park`: unparking a worker
+/// that is not asleep costs one atomic swap and no system call, and waking a sleeping
+/// one costs one futex wake. The word, not std's token, decides when `park` returns,
+/// so user code that calls `std::thread::park` on a worker thread cannot swallow a
+/// wakeup.
 pub(crate) struct Parker {
-    notified: Mutex<bool>,
-    cvar: Condvar,
+    state: AtomicU8,
+    thread: OnceLock<Thread>,
+}
+
+const EMPTY: u8 = 0;
+const PARKED: u8 = 1;
+const NOTIFIED: u8 = 2;
+
+impl Default for Parker {
+    fn default() -> Parker {
+        Parker {
+            state: AtomicU8::new(EMPTY),
+            thread: OnceLock::new(),
+        }
+    }
 }
 
 impl Parker {
     /// Blocks until `unpark` is called (or returns at once if it already was since
-    /// the last `park`).
+    /// the last `park`). Only the thread that owns the parker may call it.
     pub(crate) fn park(&self) {
-        let mut notified = self.notified.lock().unwrap_or_else(|e| e.into_inner());
-        while !*notified {
-            notified = self.cvar.wait(notified).unwrap_or_else(|e| e.into_inner());
+        let _ = self.thread.get_or_init(thread::current);
+        if self
+            .state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Acquire)
+            .is_ok()
+        {
+            return;
         }
-        *notified = false;
+        if self
+            .state
+            .compare_exchange(EMPTY, PARKED, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
+            // NOTIFIED arrived in between.
+            self.state.store(EMPTY, Ordering::Release);
+            return;
+        }
+        loop {
+            thread::park();
+            if self
+                .state
+                .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
     }
 
     /// Wakes the parked worker, or makes its next `park` return at once.
     pub(crate) fn unpark(&self) {
-        let mut notified = self.notified.lock().unwrap_or_else(|e| e.into_inner());
-        if !*notified {
-            *notified = true;
-            self.cvar.notify_one();
+        if self.state.swap(NOTIFIED, Ordering::Release) == PARKED {
+            // PARKED is only set after `thread` was initialised.
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use crossbeam_deque::{Injector, Stealer};
 use std::cell::Cell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub(crate) use task::{Request, Task};
 pub(crate) use worker::{current_task, start as start_workers, suspend_current};
@@ -50,8 +50,9 @@ pub(crate) struct Shared {
 pub(crate) struct Remote {
     pub(crate) stealer: Stealer<Arc<Task>>,
     /// Started coroutines of this worker, woken from other threads.
-    pub(crate) inbox: Mutex<Vec<Arc<Task>>>,
-    pub(crate) inbox_len: AtomicUsize,
+    /// (A crossbeam `Injector` used as a lock-free MPSC queue: only the home worker
+    /// takes from it.)
+    pub(crate) inbox: Injector<Arc<Task>>,
     pub(crate) parker: Parker,
     /// Length of the local run queue, for metrics.
     pub(crate) run_queue_len: AtomicUsize,
@@ -99,11 +100,7 @@ impl Shared {
             run_queue_depths: self
                 .remotes
                 .iter()
-                .map(|r| {
-                    r.run_queue_len.load(Ordering::Relaxed)
-                        + r.stealer.len()
-                        + r.inbox_len.load(Ordering::Relaxed)
-                })
+                .map(|r| r.run_queue_len.load(Ordering::Relaxed) + r.stealer.len() + r.inbox.len())
                 .collect(),
             injector_depth: self.injector.len(),
         }
@@ -116,11 +113,9 @@ impl Shared {
 pub(crate) fn schedule_started(task: Arc<Task>) {
     let home = task.home().expect("a started task has a home");
     if let Err(task) = worker::push_local_started(home, task) {
-        let remote = &task.shared.remotes[home];
-        let mut inbox = remote.inbox.lock().unwrap_or_else(|e| e.into_inner());
-        inbox.push(task.clone());
-        remote.inbox_len.store(inbox.len(), Ordering::Release);
-        drop(inbox);
+        let shared = task.shared.clone();
+        let remote = &shared.remotes[home];
+        remote.inbox.push(task);
         remote.parker.unpark();
     }
 }

@@ -20,6 +20,9 @@ use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
+/// Checks for work before a worker sleeps: half busy spins, half `yield_now`s.
+const SPIN_ROUNDS: u32 = 64;
+
 /// Per-worker state, owned by the worker thread.
 struct Core {
     index: usize,
@@ -219,20 +222,17 @@ impl Core {
 
     /// Moves the inbox into the run queue; whether it held anything.
     fn take_inbox(&self) -> bool {
-        let remote = self.remote();
-        if remote.inbox_len.load(Ordering::Acquire) == 0 {
-            return false;
+        let mut any = false;
+        loop {
+            match self.remote().inbox.steal() {
+                Steal::Success(task) => {
+                    self.push_ready(task);
+                    any = true;
+                }
+                Steal::Empty => return any,
+                Steal::Retry => {}
+            }
         }
-        let woken = {
-            let mut inbox = remote.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            remote.inbox_len.store(0, Ordering::Release);
-            std::mem::take(&mut *inbox)
-        };
-        let any = !woken.is_empty();
-        for task in woken {
-            self.push_ready(task);
-        }
-        any
     }
 
     fn take_injected(&self) -> Option<Arc<Task>> {
@@ -282,7 +282,7 @@ impl Core {
     fn has_work(&self) -> bool {
         !self.run_queue.borrow().is_empty()
             || !self.deque.is_empty()
-            || self.remote().inbox_len.load(Ordering::Acquire) != 0
+            || !self.remote().inbox.is_empty()
             || !self.shared.injector.is_empty()
             || self.shared.shutdown.load(Ordering::Acquire)
             || self
@@ -295,13 +295,18 @@ impl Core {
 
     /// Parks until there may be work (see the idle module's invariant).
     fn sleep(&self) {
-        // A short spin first: a wakeup that is microseconds away is cheaper to wait
-        // for than a futex sleep and wake.
-        for _ in 0..64 {
+        // Spin a little first: a wakeup that is microseconds away (a reply from a
+        // coroutine on another worker) is cheaper to wait for than a futex sleep and
+        // wake. Yielding the CPU in between keeps this polite on a loaded machine.
+        for round in 0..SPIN_ROUNDS {
             if self.has_work() {
                 return;
             }
-            std::hint::spin_loop();
+            if round < SPIN_ROUNDS / 2 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         self.shared.idle.register(self.index);
         if self.has_work() {

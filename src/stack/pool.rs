@@ -5,9 +5,10 @@
 //! the thread's `spare` slot, so the common create-run-drop cycle takes and gives it
 //! back with a few loads and stores and no search. Older stacks are grouped by size
 //! class; each thread keeps up to [`HOT`] per class with their memory, so reusing
-//! one costs a `Vec` pop. Past that watermark a returned stack gives its memory back
-//! to the kernel (`MADV_DONTNEED`) and moves to the process-wide overflow pool (up
-//! to [`MAX`] per class; beyond, it is unmapped), where any thread finds it: a
+//! one costs a `Vec` pop. Past that watermark a returned stack moves to the
+//! process-wide overflow pool, keeping its memory for the first [`WARM`] of a
+//! class, giving it back to the kernel (`MADV_DONTNEED`) past that, and unmapped past
+//! [`MAX`]. Any thread finds stacks there: a
 //! runtime worker that spawns many coroutines takes the stacks that other workers'
 //! finished coroutines gave back. A fresh `mmap` with its guard costs about 10 µs
 //! and an `munmap` as much again (it shoots down other CPUs' TLBs); a pooled stack
@@ -23,6 +24,10 @@ use std::sync::Mutex;
 
 /// Stacks per size class each thread keeps with their memory (besides the spare).
 const HOT: usize = 16;
+/// Stacks per size class the overflow pool keeps with their memory: a burst of
+/// spawns on one worker reuses what another worker's finished coroutines left, with
+/// no system call (releasing memory costs an `madvise` and TLB shootdowns).
+const WARM: usize = 1024;
 /// Stacks per size class kept in the process-wide overflow pool.
 const MAX: usize = 4096;
 
@@ -36,7 +41,6 @@ fn overflow_take(size: usize) -> Option<Stack> {
 }
 
 fn overflow_give(stack: Stack) {
-    stack.release_memory();
     let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
     let size = stack.size();
     let stacks = match classes.iter().position(|(s, _)| *s == size) {
@@ -46,12 +50,24 @@ fn overflow_give(stack: Stack) {
             &mut classes.last_mut().expect("just pushed").1
         }
     };
-    if stacks.len() < MAX {
+    let len = stacks.len();
+    if len < WARM {
         stacks.push(stack);
         return;
     }
     drop(classes);
-    drop(stack); // unmapped, outside the lock
+    if len >= MAX {
+        drop(stack); // unmapped, outside the lock
+        return;
+    }
+    // Past the warm part: keep the reservation, give the memory back (outside the
+    // lock: it is a system call).
+    stack.release_memory();
+    let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, stacks)) = classes.iter_mut().find(|(s, _)| *s == size) {
+        // Cold stacks go under the warm ones: takers pop warm stacks first.
+        stacks.insert(0, stack);
+    }
 }
 
 /// Unused stacks: the last one returned, and the others grouped by usable size, most
