@@ -4,12 +4,45 @@
 //! function calls — and run it with the efficiency of an event loop. Each coroutine
 //! has its own stack and is switched by hand-written assembly (`arch/`).
 //!
-//! This release provides the foundation layer:
+//! The API mirrors `std::thread`: a thread-per-task program ports by changing its
+//! `use` lines.
 //!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! // A hundred thousand coroutines; each is a plain blocking-style function.
+//! let results = Arc::new(Mutex::new(Vec::new()));
+//! let handles: Vec<_> = (0..100_000u64)
+//!     .map(|i| {
+//!         let results = results.clone();
+//!         stackweave::spawn(move || {
+//!             stackweave::yield_now(); // suspends only this coroutine
+//!             if i % 25_000 == 0 {
+//!                 results.lock().unwrap().push(i);
+//!             }
+//!             i * 2
+//!         })
+//!     })
+//!     .collect();
+//! let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+//! assert_eq!(total, 100_000 * 99_999);
+//! assert_eq!(results.lock().unwrap().len(), 4);
+//! ```
+//!
+//! What is here:
+//!
+//! * [`spawn`], [`Builder`], [`JoinHandle`], [`current`], [`park`], [`yield_now`],
+//!   [`coroutine_local!`] — coroutines with the API of `std::thread`, on a
+//!   work-stealing [`Runtime`] (or the default one, started on first use);
 //! * [`generator`] — standalone stackful generators that suspend from any call depth,
 //!   usable without a runtime;
 //! * [`stack`] — the configuration of coroutine stacks (lazily committed, guarded,
 //!   pooled; an overflow is reported by name and aborts, never silently corrupts).
+//!
+//! A coroutine never changes OS thread once it has started (its stack may hold
+//! `Rc`s, `MutexGuard`s, thread-local borrows), which is why [`spawn`] is a safe
+//! function: only the `Send` closure of a coroutine that has not started yet can be
+//! stolen by another worker. Networking comes next.
 //!
 //! ```
 //! use stackweave::generator::{Generator, GeneratorState, Yielder};
