@@ -440,7 +440,9 @@ impl<Y> Yielder<Y> {
         // SAFETY: we are on the generator's own stack (checked above), and it runs.
         // The address of a local is never 0 (MSG_COMPLETE).
         let cmd = unsafe { self.suspender.suspend(&raw const value as usize) };
-        if cmd == CMD_UNWIND {
+        // A destructor that suspends while the generator is already being unwound
+        // just returns (a second panic would abort); the drop keeps resuming.
+        if cmd == CMD_UNWIND && !thread::panicking() {
             panic::resume_unwind(Box::new(ForcedUnwind));
         }
     }

@@ -254,7 +254,10 @@ impl Runtime {
     ///
     /// A coroutine that catches the unwind and blocks again is unwound again at its
     /// next blocking point; one that never reaches one (an endless loop without
-    /// blocking calls) keeps its worker, and so this call, from finishing.
+    /// blocking calls) keeps its worker, and so this call, from finishing. A
+    /// destructor must not block (park, join, yield) while its coroutine unwinds:
+    /// std's "panicking" state belongs to the OS thread, so the coroutine cannot be
+    /// suspended mid-unwind, and the process aborts with a message saying so.
     ///
     /// # Panics
     ///

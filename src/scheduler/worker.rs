@@ -103,18 +103,25 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
 }
 
 /// Switches the running coroutine out to its worker with `request`. Returns when the
-/// worker resumes it; unwinds (with [`Unwound`]) if the runtime asks it to.
+/// worker resumes it (possibly spuriously: callers wait in a loop); unwinds (with
+/// [`Unwound`]) if the runtime asks it to.
 ///
 /// # Panics
 ///
-/// If called outside a coroutine (callers check first).
+/// If called outside a coroutine (callers check first). Aborts the process if the
+/// coroutine is unwinding (see `blocked_while_unwinding`).
 pub(crate) fn suspend_current(request: Request) {
     let suspender = with_core(|core| {
         let current = core.current.get();
         assert!(!current.is_null(), "suspend_current outside a coroutine");
+        // SAFETY: `current` is alive while set (see `current_task`).
+        let task = unsafe { &*current };
+        if std::thread::panicking() {
+            blocked_while_unwinding(task);
+        }
         // SAFETY: we are the running coroutine: its part is ours (task module
         // invariant); this short borrow ends before the switch.
-        unsafe { (*current).coroutine_part().suspender }
+        unsafe { task.coroutine_part().suspender }
     })
     .flatten()
     .expect("suspend_current outside a coroutine");
@@ -125,6 +132,23 @@ pub(crate) fn suspend_current(request: Request) {
     if value == UNWIND {
         panic::resume_unwind(Box::new(Unwound));
     }
+}
+
+/// A coroutine tried to block (park, join, yield) while unwinding: in a destructor
+/// that runs during a panic, or during the runtime's shutdown. It cannot be
+/// suspended: std keeps "this thread is panicking" per OS thread, so every other
+/// coroutine of this worker would run as if panicking (and a panic in any of them
+/// would abort the process with a less helpful message). Stop here, loudly.
+#[cold]
+fn blocked_while_unwinding(task: &Task) -> ! {
+    let name = task.owner.name.as_deref().unwrap_or("<unnamed>");
+    eprintln!(
+        "stackweave: coroutine '{name}' ({}) tried to block while unwinding (a destructor \
+         that parks, joins or yields during a panic or a runtime shutdown); a coroutine \
+         cannot be suspended in the middle of an unwind. Aborting.",
+        task.owner.id
+    );
+    std::process::abort()
 }
 
 /// Starts the worker threads of a runtime.
