@@ -345,7 +345,12 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if shared.shutdown.load(Ordering::Acquire) {
+        // Announce the spawn before checking for shutdown: `Runtime::shutdown` sets
+        // the flag, then waits for in-flight spawns before its last sweep of the
+        // injector, so a task is either refused here or completed there.
+        shared.spawning.fetch_add(1, Ordering::SeqCst);
+        let _done = SpawnGuard(shared);
+        if shared.shutdown.load(Ordering::SeqCst) {
             return Err(io::Error::other("the runtime is shutting down"));
         }
         let stack = stack::pool::take(self.stack_size.unwrap_or(shared.stack_size))?;
@@ -378,6 +383,15 @@ impl Builder {
             packet,
             coroutine: Coroutine::task(task),
         })
+    }
+}
+
+/// Marks the end of an in-flight spawn (see `Builder::spawn_on`).
+struct SpawnGuard<'a>(&'a Arc<Shared>);
+
+impl Drop for SpawnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.spawning.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -547,8 +561,9 @@ pub(crate) fn install_panic_hook() {
                 "\ncoroutine '{name}' ({}) panicked at {location}:\n{message}\n{tail}",
                 task.owner.id
             );
-            // One write, so lines from several workers do not interleave.
-            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+            // One formatted write, so lines from several workers do not interleave;
+            // `eprint!` so that test harnesses capture it like std's own message.
+            eprint!("{text}");
         }));
     });
 }

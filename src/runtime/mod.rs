@@ -128,6 +128,7 @@ impl Builder {
             remotes,
             idle: Idle::default(),
             shutdown: AtomicBool::new(false),
+            spawning: AtomicUsize::new(0),
             stack_size: self.stack_size,
             spawned: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -284,7 +285,7 @@ impl Runtime {
                 "a runtime cannot be shut down or dropped from one of its own coroutines"
             );
         }
-        shared.shutdown.store(true, Ordering::Release);
+        shared.shutdown.store(true, Ordering::SeqCst);
         for remote in shared.remotes.iter() {
             remote.parker.unpark();
         }
@@ -292,7 +293,11 @@ impl Runtime {
         for thread in threads {
             let _ = thread.join();
         }
-        // Anything spawned from outside after the workers left: complete it here.
+        // Anything spawned from outside after the workers left: complete it here,
+        // once the spawns that passed their shutdown check have pushed.
+        while shared.spawning.load(Ordering::SeqCst) != 0 {
+            thread::yield_now();
+        }
         loop {
             match shared.injector.steal() {
                 Steal::Success(task) => scheduler::complete_unstarted(&task),

@@ -14,7 +14,9 @@
 //!
 //! Search order of a worker: local run queue → own deque → inbox → injector →
 //! steal from the others (random start) → park. Every [`FAIRNESS_TICKS`] runs it
-//! checks the inbox and the injector first, so a busy worker cannot starve them.
+//! takes in the inbox and runs an unstarted coroutine (own deque, then injector)
+//! first, so a busy worker — even one whose run queue never empties because a
+//! coroutine yields in a loop — starves neither.
 
 pub(crate) mod idle;
 pub(crate) mod task;
@@ -41,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) remotes: Box<[Remote]>,
     pub(crate) idle: Idle,
     pub(crate) shutdown: AtomicBool,
+    /// Spawns between their shutdown check and their push (see `Builder::spawn_on`).
+    pub(crate) spawning: AtomicUsize,
     pub(crate) stack_size: usize,
     pub(crate) spawned: AtomicU64,
     pub(crate) completed: AtomicU64,

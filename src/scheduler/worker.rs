@@ -211,6 +211,11 @@ impl Core {
 
     fn run(&self) {
         loop {
+            // Once shutdown begins, nothing new starts: `drain_for_shutdown` unwinds
+            // the started coroutines and completes the others unrun.
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
             if let Some(task) = self.next_task() {
                 self.run_task(task);
                 continue;
@@ -227,8 +232,11 @@ impl Core {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         if tick % FAIRNESS_TICKS == 0 {
+            // Now and then, new work first: coroutines woken from elsewhere join the
+            // run queue, and an unstarted one (own deque, then injector) runs before
+            // the ready ones, which a coroutine that yields in a loop keeps non-empty.
             self.take_inbox();
-            if let Some(task) = self.take_injected() {
+            if let Some(task) = self.deque.pop().or_else(|| self.take_injected()) {
                 return Some(task);
             }
         }

@@ -10,7 +10,11 @@
 #![allow(dead_code)]
 
 use std::fmt;
+use std::io::Write;
 use std::process::{Command, ExitStatus};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
 
 /// The environment variable that tells a child process which test's dangerous part
 /// to run.
@@ -54,11 +58,17 @@ impl fmt::Display for Child {
 /// Runs the test named `test` (its full path inside this test crate) alone in a
 /// child process and waits for it.
 pub fn run_child(test: &str) -> Child {
+    run_child_with_env(test, &[])
+}
+
+/// [`run_child`], with extra environment variables set in the child.
+pub fn run_child_with_env(test: &str, vars: &[(&str, &str)]) -> Child {
     let exe = std::env::current_exe().expect("path of the current test executable");
     let out = Command::new(exe)
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, test)
         .env("RUST_BACKTRACE", "0")
+        .envs(vars.iter().copied())
         .output()
         .expect("failed to start the child test process");
     Child {
@@ -84,4 +94,44 @@ pub fn proc_status_kib(field: &str) -> usize {
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Aborts the whole test process, naming `what`, unless dropped within `limit`.
+///
+/// Tests of blocking behaviour (lost wakeups, starvation, shutdown) fail by hanging;
+/// a watchdog turns a hang into a failure with a reason instead of a stuck CI job.
+/// Abort, not panic: the hung coroutines would also keep the runtime's drop waiting.
+pub struct Watchdog {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn new(what: &str, limit: Duration) -> Watchdog {
+        let (done, expired) = mpsc::channel::<()>();
+        let what = what.to_owned();
+        let thread = thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = expired.recv_timeout(limit) {
+                // Straight to the process's stderr: the test harness would capture
+                // `eprintln!` from this thread, and the abort would lose it.
+                let message =
+                    format!("watchdog: {what} did not finish within {limit:?}; aborting\n");
+                let _ = std::io::stderr().write_all(message.as_bytes());
+                std::process::abort();
+            }
+        });
+        Watchdog {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
