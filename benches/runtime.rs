@@ -100,6 +100,9 @@
 //! error instead of numbers. These are 2-worker runtimes on a small shared machine:
 //! look at the min–max spread before trusting differences of a few percent.
 
+mod harness;
+
+use harness::summary;
 use std::any::Any;
 use std::io::{BufRead, BufReader, Write};
 use std::panic::{self, AssertUnwindSafe};
@@ -144,13 +147,9 @@ impl Config {
     };
 
     fn from_args() -> (Config, &'static str) {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        if args.iter().any(|a| a == "--quick") {
-            (Config::QUICK, "quick (--quick)")
-        } else if !args.iter().any(|a| a == "--bench") {
-            (Config::QUICK, "quick (not run by `cargo bench`)")
-        } else {
-            (Config::FULL, "full")
+        match harness::quick_mode() {
+            Some(why) => (Config::QUICK, why),
+            None => (Config::FULL, "full"),
         }
     }
 }
@@ -289,19 +288,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "Box<dyn Any>".to_string()
     }
-}
-
-/// Median, minimum and maximum of a non-empty sample.
-fn summary(samples: &[f64]) -> (f64, f64, f64) {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
 }
 
 // ---------------------------------------------------------------------------------

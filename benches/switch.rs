@@ -51,8 +51,11 @@
 //! rival is faster. Differences of a few percent are within the noise of a shared
 //! machine; look at the min–max spread before trusting them.
 
+mod harness;
+
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
+use harness::summary;
 use stackweave::generator::{Generator, GeneratorState, Yielder};
 use stackweave::stack::DEFAULT_STACK_SIZE;
 use std::cell::Cell;
@@ -86,13 +89,9 @@ impl Config {
     };
 
     fn from_args() -> (Config, &'static str) {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        if args.iter().any(|a| a == "--quick") {
-            (Config::QUICK, "quick (--quick)")
-        } else if !args.iter().any(|a| a == "--bench") {
-            (Config::QUICK, "quick (not run by `cargo bench`)")
-        } else {
-            (Config::FULL, "full")
+        match harness::quick_mode() {
+            Some(why) => (Config::QUICK, why),
+            None => (Config::FULL, "full"),
         }
     }
 }
@@ -145,19 +144,6 @@ impl<'a> Contender<'a> {
             samples: Vec::new(),
         }
     }
-}
-
-/// Median, minimum and maximum of a non-empty sample.
-fn summary(samples: &[f64]) -> (f64, f64, f64) {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
 }
 
 // ---------------------------------------------------------------------------------
