@@ -241,9 +241,7 @@ pub fn park() {
 /// h.join().unwrap();
 /// ```
 pub fn yield_now() {
-    if current_task().is_some() {
-        suspend_current(Request::Yield);
-    } else {
+    if !suspend_current(Request::Yield) {
         thread::yield_now();
     }
 }
@@ -484,9 +482,7 @@ impl<T> JoinHandle<T> {
             if !self.packet.register() {
                 continue;
             }
-            if current_task().is_some() {
-                suspend_current(Request::Wait);
-            } else {
+            if !suspend_current(Request::Wait) {
                 thread::park();
             }
         }

@@ -46,8 +46,8 @@ use super::Shared;
 /// waker *before* it calls [`Task::wake`], and checked by the coroutine *after* its
 /// worker marked it `RUNNING`. Those are two stores each followed by a load of the
 /// other side's location, which x86 (and the C++ model) may reorder; so `wake`
-/// starts with a `SeqCst` fence and the worker's `RUNNING` store is `SeqCst`, with
-/// the coroutine's check after it. Then either the waker sees `RUNNING` (or later),
+/// starts with a `SeqCst` fence and the worker puts one between its `RUNNING` store
+/// and the coroutine's check. Then either the waker sees `RUNNING` (or later),
 /// or the coroutine sees the condition: a wake is never lost to a coroutine that
 /// is just starting a run.
 pub(crate) struct State;

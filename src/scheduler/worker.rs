@@ -102,18 +102,20 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     .flatten()
 }
 
-/// Switches the running coroutine out to its worker with `request`. Returns when the
-/// worker resumes it (possibly spuriously: callers wait in a loop); unwinds (with
-/// [`Unwound`]) if the runtime asks it to.
+/// Switches the running coroutine out to its worker with `request` and returns true
+/// when the worker resumes it (possibly spuriously: callers wait in a loop); unwinds
+/// (with [`Unwound`]) if the runtime asks it to. Returns false at once when called
+/// outside a coroutine, so callers fall back to blocking the thread without a
+/// second look-up.
 ///
-/// # Panics
-///
-/// If called outside a coroutine (callers check first). Aborts the process if the
-/// coroutine is unwinding (see `blocked_while_unwinding`).
-pub(crate) fn suspend_current(request: Request) {
+/// Aborts the process if the coroutine is unwinding (see
+/// `blocked_while_unwinding`).
+pub(crate) fn suspend_current(request: Request) -> bool {
     let suspender = with_core(|core| {
         let current = core.current.get();
-        assert!(!current.is_null(), "suspend_current outside a coroutine");
+        if current.is_null() {
+            return None;
+        }
         // SAFETY: `current` is alive while set (see `current_task`).
         let task = unsafe { &*current };
         if std::thread::panicking() {
@@ -123,8 +125,10 @@ pub(crate) fn suspend_current(request: Request) {
         // invariant); this short borrow ends before the switch.
         unsafe { task.coroutine_part().suspender }
     })
-    .flatten()
-    .expect("suspend_current outside a coroutine");
+    .flatten();
+    let Some(suspender) = suspender else {
+        return false;
+    };
     // SAFETY: we run on the coroutine's stack: `current` is set only while its
     // context runs, and code on a worker's own stack never reaches here (it has no
     // current task).
@@ -132,6 +136,7 @@ pub(crate) fn suspend_current(request: Request) {
     if value == UNWIND {
         panic::resume_unwind(Box::new(Unwound));
     }
+    true
 }
 
 /// A coroutine tried to block (park, join, yield) while unwinding: in a destructor
@@ -353,8 +358,9 @@ impl Core {
     /// Runs `task` (state `SCHEDULED`, so this worker holds the right to run it)
     /// until it suspends or finishes, then carries out what it asked for.
     fn run_task(&self, task: Arc<Task>) {
-        // SeqCst, then the coroutine checks what it waits for: see `State`.
-        task.state.store(State::RUNNING, Ordering::SeqCst);
+        // Then a SeqCst fence before the coroutine checks what it waits for: it pairs
+        // with the fence in `Task::wake` (see `State`).
+        task.state.store(State::RUNNING, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         // SAFETY: we hold the right to run the task (it was SCHEDULED and we took it
         // from a queue), and this is the worker's part.

@@ -207,11 +207,6 @@ impl Stack {
         Ok(stack)
     }
 
-    #[inline]
-    fn record(&self) -> &'static StackRecord {
-        self.record
-    }
-
     /// Lowest address of the mapping (the start of the guard).
     #[inline]
     fn low(&self) -> *mut u8 {
@@ -222,7 +217,7 @@ impl Stack {
     /// down from here. It lies below the area set aside by `reserve_top`.
     #[inline]
     pub(crate) fn top(&self) -> *mut u8 {
-        let r = self.record();
+        let r = self.record;
         // SAFETY: reserved <= usable, and guard + usable is the mapping's length.
         unsafe { self.low().add(r.guard() + r.size() - self.reserved) }
     }
@@ -265,27 +260,27 @@ impl Stack {
     #[inline]
     pub(crate) unsafe fn set_owner(&self, owner: *const Owner) {
         // SAFETY: the contract is forwarded.
-        unsafe { self.record().set_owner(owner) };
+        unsafe { self.record.set_owner(owner) };
     }
 
     /// Lowest usable address: the end of the guard.
     #[inline]
     pub(crate) fn limit(&self) -> *mut u8 {
         // SAFETY: guard < length of the mapping.
-        unsafe { self.low().add(self.record().guard()) }
+        unsafe { self.low().add(self.record.guard()) }
     }
 
     /// Usable bytes (excluding the guard).
     #[inline]
     pub(crate) fn size(&self) -> usize {
-        self.record().size()
+        self.record.size()
     }
 
     /// The guard's address range `[start, end)`.
     #[cfg(test)]
     pub(crate) fn guard_range(&self) -> (usize, usize) {
         let start = self.low() as usize;
-        (start, start + self.record().guard())
+        (start, start + self.record.guard())
     }
 
     /// Gives the physical memory behind the usable part back to the kernel, keeping
@@ -308,7 +303,7 @@ impl Stack {
 
     fn install_guard(&self) -> io::Result<()> {
         let low = self.low().cast::<libc::c_void>();
-        let guard = self.record().guard();
+        let guard = self.record.guard();
         #[cfg(target_os = "linux")]
         if GUARD.load(Ordering::Relaxed) != GUARD_MPROTECT {
             // SAFETY: the guard range is the first page(s) of our own fresh mapping.

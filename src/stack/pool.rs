@@ -34,6 +34,17 @@ const MAX: usize = 4096;
 /// The process-wide overflow pool: stacks without their memory, by size class.
 static OVERFLOW: Mutex<Vec<(usize, Vec<Stack>)>> = Mutex::new(Vec::new());
 
+/// The stacks of size class `size`, created empty if there is none yet.
+fn class_mut(classes: &mut Vec<(usize, Vec<Stack>)>, size: usize) -> &mut Vec<Stack> {
+    match classes.iter().position(|(s, _)| *s == size) {
+        Some(i) => &mut classes[i].1,
+        None => {
+            classes.push((size, Vec::new()));
+            &mut classes.last_mut().expect("just pushed").1
+        }
+    }
+}
+
 fn overflow_take(size: usize) -> Option<Stack> {
     let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
     let (_, stacks) = classes.iter_mut().find(|(s, _)| *s == size)?;
@@ -43,13 +54,7 @@ fn overflow_take(size: usize) -> Option<Stack> {
 fn overflow_give(stack: Stack) {
     let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
     let size = stack.size();
-    let stacks = match classes.iter().position(|(s, _)| *s == size) {
-        Some(i) => &mut classes[i].1,
-        None => {
-            classes.push((size, Vec::new()));
-            &mut classes.last_mut().expect("just pushed").1
-        }
-    };
+    let stacks = class_mut(&mut classes, size);
     let len = stacks.len();
     if len < WARM {
         stacks.push(stack);
@@ -126,13 +131,7 @@ impl StackPool {
     #[cold]
     fn put_older(&mut self, stack: Stack) {
         let size = stack.size();
-        let stacks = match self.classes.iter().position(|(s, _)| *s == size) {
-            Some(i) => &mut self.classes[i].1,
-            None => {
-                self.classes.push((size, Vec::new()));
-                &mut self.classes.last_mut().expect("just pushed").1
-            }
-        };
+        let stacks = class_mut(&mut self.classes, size);
         if stacks.len() < HOT {
             stacks.push(stack);
         } else {
