@@ -59,16 +59,23 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+mod blocking;
 mod context;
 mod coroutine;
 pub mod generator;
+pub mod io;
+pub mod net;
+pub mod os;
+mod reactor;
 pub mod runtime;
 mod scheduler;
 pub mod stack;
+pub mod time;
 
 pub use coroutine::local::LocalKey;
 pub use coroutine::{
-    current, park, spawn, yield_now, Builder, Coroutine, CoroutineId, JoinHandle, Unwound,
+    current, park, park_timeout, spawn, yield_now, Builder, Coroutine, CoroutineId, JoinHandle,
+    Unwound,
 };
 pub use runtime::Runtime;
 

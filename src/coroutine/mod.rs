@@ -23,6 +23,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// The panic payload [`JoinHandle::join`] returns for a coroutine that the runtime
 /// unwound (or never started) because the runtime was shut down or dropped.
@@ -224,6 +225,37 @@ pub fn park() {
             }
         }
         None => thread::park(),
+    }
+}
+
+/// Blocks the running coroutine until it is [unparked](Coroutine::unpark) or
+/// `timeout` has passed, like [`std::thread::park_timeout`]; outside a coroutine,
+/// parks the thread.
+///
+/// As with std, a return does not say which happened (use a flag, or a channel);
+/// a pending unpark is consumed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let h = stackweave::spawn(|| {
+///     let start = Instant::now();
+///     stackweave::park_timeout(Duration::from_millis(20)); // nobody unparks us
+///     start.elapsed()
+/// });
+/// assert!(h.join().unwrap() >= Duration::from_millis(20));
+/// ```
+pub fn park_timeout(timeout: Duration) {
+    match current_task() {
+        Some(task) => {
+            let Some(deadline) = Instant::now().checked_add(timeout) else {
+                return park();
+            };
+            crate::time::suspend_until(deadline, || task.unparked.swap(false, Ordering::AcqRel));
+        }
+        None => thread::park_timeout(timeout),
     }
 }
 

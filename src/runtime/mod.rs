@@ -12,7 +12,9 @@ mod metrics;
 pub use metrics::Metrics;
 
 use crate::coroutine::{self, JoinHandle};
-use crate::scheduler::{self, idle::Idle, Remote, Shared};
+use crate::reactor::WAKER_TOKEN;
+use crate::scheduler::idle::{Idle, Parker};
+use crate::scheduler::{self, Remote, Shared};
 use crate::stack;
 use crossbeam_deque::{Injector, Steal, Worker};
 use std::fmt;
@@ -104,25 +106,31 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// When a worker thread cannot be spawned, or the stack size is invalid.
+    /// When a worker thread or its `epoll` instance cannot be created, or the stack
+    /// size is invalid.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = self
             .workers
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
         stack::round_size(self.stack_size)?;
         coroutine::install_panic_hook();
-        let deques: Vec<Worker<_>> = (0..workers).map(|_| Worker::new_lifo()).collect();
-        let remotes = deques
-            .iter()
-            .map(|d| Remote {
-                stealer: d.stealer(),
+        let mut locals = Vec::with_capacity(workers);
+        let mut remotes = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let deque = Worker::new_lifo();
+            let poll = mio::Poll::new()?;
+            remotes.push(Remote {
+                stealer: deque.stealer(),
                 inbox: Injector::new(),
-                parker: Default::default(),
+                parker: Parker::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?),
+                registry: poll.registry().try_clone()?,
                 run_queue_len: AtomicUsize::new(0),
                 steals: AtomicU64::new(0),
                 parks: AtomicU64::new(0),
-            })
-            .collect();
+            });
+            locals.push((deque, poll));
+        }
+        let remotes = remotes.into_boxed_slice();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
             remotes,
@@ -139,7 +147,7 @@ impl Builder {
             },
             threads: Mutex::new(Vec::new()),
         };
-        match scheduler::start_workers(&shared, deques) {
+        match scheduler::start_workers(&shared, locals) {
             Ok(threads) => *runtime.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads,
             Err(e) => {
                 // Stop the workers that did start.

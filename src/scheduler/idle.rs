@@ -5,77 +5,61 @@
 //! it visible, then (after a `SeqCst` fence) reads `num_sleepers`. One of the two
 //! always sees the other, so work is never left behind while every worker sleeps.
 //! Each [`Parker`] keeps one token, so an unpark that comes before the park is not
-//! lost.
+//! lost; a parked worker sleeps in its reactor's `poll`, so I/O and timers wake it too.
 
 use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::thread::{self, Thread};
+use std::sync::Mutex;
 
-/// Blocks one worker thread until it is unparked.
+/// Lets other threads wake one worker that sleeps in its reactor's `poll`.
 ///
-/// A three-state word over the thread's own `std::thread::park`: unparking a worker
-/// that is not asleep costs one atomic swap and no system call, and waking a sleeping
-/// one costs one futex wake. The word, not std's token, decides when `park` returns,
-/// so user code that calls `std::thread::park` on a worker thread cannot swallow a
-/// wakeup.
+/// A three-state word in front of the worker's `mio::Waker`: unparking a worker that
+/// is not asleep costs one atomic swap and no system call, and waking a sleeping one
+/// costs one eventfd write. An unpark that arrives while the worker is awake is kept
+/// in the word, so the worker's next sleep returns at once.
 pub(crate) struct Parker {
     state: AtomicU8,
-    thread: OnceLock<Thread>,
+    waker: mio::Waker,
 }
 
 const EMPTY: u8 = 0;
 const PARKED: u8 = 1;
 const NOTIFIED: u8 = 2;
 
-impl Default for Parker {
-    fn default() -> Parker {
+impl Parker {
+    /// A parker whose unpark wakes the `Poll` that `waker` belongs to.
+    pub(crate) fn new(waker: mio::Waker) -> Parker {
         Parker {
             state: AtomicU8::new(EMPTY),
-            thread: OnceLock::new(),
+            waker,
         }
     }
-}
 
-impl Parker {
-    /// Blocks until `unpark` is called (or returns at once if it already was since
-    /// the last `park`). Only the thread that owns the parker may call it.
-    pub(crate) fn park(&self) {
-        let _ = self.thread.get_or_init(thread::current);
-        if self
+    /// Called by the owning worker before it blocks in `poll`: false (and the pending
+    /// unpark consumed) if it was unparked since its last sleep, so it must not block.
+    pub(crate) fn begin_park(&self) -> bool {
+        match self
             .state
-            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Acquire)
-            .is_ok()
+            .compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire)
         {
-            return;
-        }
-        if self
-            .state
-            .compare_exchange(EMPTY, PARKED, Ordering::Acquire, Ordering::Acquire)
-            .is_err()
-        {
-            // NOTIFIED arrived in between.
-            self.state.store(EMPTY, Ordering::Release);
-            return;
-        }
-        loop {
-            thread::park();
-            if self
-                .state
-                .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Acquire)
-                .is_ok()
-            {
-                return;
+            Ok(_) => true,
+            Err(_) => {
+                // NOTIFIED: consume it.
+                self.state.store(EMPTY, Ordering::Release);
+                false
             }
         }
     }
 
-    /// Wakes the parked worker, or makes its next `park` return at once.
+    /// Called by the owning worker once its blocking `poll` returned.
+    pub(crate) fn end_park(&self) {
+        self.state.swap(EMPTY, Ordering::AcqRel);
+    }
+
+    /// Wakes the worker if it sleeps, or makes its next sleep return at once.
     pub(crate) fn unpark(&self) {
-        if self.state.swap(NOTIFIED, Ordering::Release) == PARKED {
-            // PARKED is only set after `thread` was initialised.
-            if let Some(thread) = self.thread.get() {
-                thread.unpark();
-            }
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+            // A failed eventfd write means the counter is full: a wakeup is pending.
+            let _ = self.waker.wake();
         }
     }
 }
@@ -126,11 +110,19 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn parker() -> (mio::Poll, Parker) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        (poll, Parker::new(waker))
+    }
+
     #[test]
     fn unpark_before_park_is_not_lost() {
-        let p = Parker::default();
+        let (_poll, p) = parker();
         p.unpark();
-        p.park(); // returns at once
+        assert!(!p.begin_park(), "a pending unpark keeps the worker awake");
+        assert!(p.begin_park(), "and is consumed");
+        p.end_park();
     }
 
     #[test]
@@ -149,11 +141,18 @@ mod tests {
     }
 
     #[test]
-    fn parked_thread_wakes_on_unpark() {
-        let p = Arc::new(Parker::default());
+    fn parked_poll_wakes_on_unpark() {
+        let (mut poll, p) = parker();
+        let p = Arc::new(p);
+        assert!(p.begin_park());
         let q = p.clone();
-        let t = std::thread::spawn(move || q.park());
-        p.unpark();
+        let t = std::thread::spawn(move || q.unpark());
+        let mut events = mio::Events::with_capacity(4);
+        // Returns once the waker fires (no timeout: a lost wakeup would hang here).
+        while events.is_empty() {
+            poll.poll(&mut events, None).unwrap();
+        }
+        p.end_park();
         t.join().unwrap();
     }
 }

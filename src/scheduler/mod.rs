@@ -13,8 +13,9 @@
 //! taking only a `Send` closure.
 //!
 //! Search order of a worker: local run queue → own deque → inbox → injector →
-//! steal from the others (random start) → park. Every [`FAIRNESS_TICKS`] runs it
-//! takes in the inbox and runs an unstarted coroutine (own deque, then injector)
+//! steal from the others (random start) → poll the reactor and the timers → sleep
+//! in the reactor. Every [`FAIRNESS_TICKS`] runs it
+//! polls the reactor, takes in the inbox and runs an unstarted coroutine (own deque, then injector)
 //! first, so a busy worker — even one whose run queue never empties because a
 //! coroutine yields in a loop — starves neither.
 
@@ -30,7 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub(crate) use task::{Request, Task};
-pub(crate) use worker::{current_task, start as start_workers, suspend_current};
+pub(crate) use worker::{
+    add_timer, cancel_timer, current_task, start as start_workers, suspend_current,
+};
 
 use idle::{Idle, Parker};
 
@@ -57,7 +60,10 @@ pub(crate) struct Remote {
     /// (A crossbeam `Injector` used as a lock-free MPSC queue: only the home worker
     /// takes from it.)
     pub(crate) inbox: Injector<Arc<Task>>,
+    /// Wakes the worker when it sleeps in its reactor.
     pub(crate) parker: Parker,
+    /// Registers file descriptors with the worker's `Poll`.
+    pub(crate) registry: mio::Registry,
     /// Length of the local run queue, for metrics.
     pub(crate) run_queue_len: AtomicUsize,
     pub(crate) steals: AtomicU64,

@@ -11,7 +11,9 @@ use super::task::{Request, State, Task, WorkerPart, RESUME, UNWIND};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
 use crate::context::{self, Context, Suspender};
 use crate::coroutine::Unwound;
+use crate::reactor::Reactor;
 use crate::stack;
+use crate::time::queue::{TimerKey, TimerQueue};
 use crossbeam_deque::{Steal, Worker};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -19,9 +21,12 @@ use std::panic;
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Checks for work before a worker sleeps: half busy spins, half `yield_now`s.
 const SPIN_ROUNDS: u32 = 64;
+/// During those rounds, the reactor is polled (without blocking) every this many.
+const SPIN_POLL_EVERY: u32 = 8;
 
 /// Per-worker state, owned by the worker thread.
 struct Core {
@@ -37,6 +42,12 @@ struct Core {
     current: Cell<*const Task>,
     tick: Cell<u32>,
     rng: Cell<u64>,
+    /// This worker's `Poll` (see the reactor module).
+    reactor: RefCell<Reactor>,
+    /// Deadlines of this worker's coroutines (sleeps, timeouts).
+    timers: RefCell<TimerQueue<Arc<Task>>>,
+    /// Coroutines made ready by the reactor or the timers, to be woken.
+    woken: RefCell<Vec<Arc<Task>>>,
 }
 
 thread_local! {
@@ -102,6 +113,17 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     .flatten()
 }
 
+/// Arms a timer on this worker that wakes `task` at `deadline`. Called by the
+/// running coroutine `task` (so on its home worker); `None` outside a worker.
+pub(crate) fn add_timer(deadline: Instant, task: Arc<Task>) -> Option<TimerKey> {
+    with_core(|core| core.timers.borrow_mut().insert(deadline, task))
+}
+
+/// Disarms a timer armed by [`add_timer`] on this worker (no-op if it fired).
+pub(crate) fn cancel_timer(key: TimerKey) {
+    with_core(|core| core.timers.borrow_mut().cancel(key));
+}
+
 /// Switches the running coroutine out to its worker with `request` and returns true
 /// when the worker resumes it (possibly spuriously: callers wait in a loop); unwinds
 /// (with [`Unwound`]) if the runtime asks it to. Returns false at once when called
@@ -159,20 +181,20 @@ fn blocked_while_unwinding(task: &Task) -> ! {
 /// Starts the worker threads of a runtime.
 pub(crate) fn start(
     shared: &Arc<Shared>,
-    deques: Vec<Worker<Arc<Task>>>,
+    workers: Vec<(Worker<Arc<Task>>, mio::Poll)>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut threads = Vec::with_capacity(deques.len());
-    for (index, deque) in deques.into_iter().enumerate() {
+    let mut threads = Vec::with_capacity(workers.len());
+    for (index, (deque, poll)) in workers.into_iter().enumerate() {
         let shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("stackweave-worker-{index}"))
-            .spawn(move || run_worker(shared, index, deque))?;
+            .spawn(move || run_worker(shared, index, deque, poll))?;
         threads.push(thread);
     }
     Ok(threads)
 }
 
-fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>) {
+fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>, poll: mio::Poll) {
     stack::install_overflow_handler();
     let core = Core {
         index,
@@ -183,6 +205,9 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>) {
         current: Cell::new(ptr::null()),
         tick: Cell::new(0),
         rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1)),
+        reactor: RefCell::new(Reactor::new(poll)),
+        timers: RefCell::new(TimerQueue::default()),
+        woken: RefCell::new(Vec::new()),
     };
     CORE.with(|c| c.set(&core));
     RUNTIME.with(|r| r.set(Arc::as_ptr(&core.shared)));
@@ -225,6 +250,10 @@ impl Core {
                 self.run_task(task);
                 continue;
             }
+            // Nothing queued: take what the reactor and the timers have ready.
+            if self.poll_io(Some(Duration::ZERO)) {
+                continue;
+            }
             if self.shared.shutdown.load(Ordering::Acquire) {
                 return;
             }
@@ -239,7 +268,9 @@ impl Core {
         if tick % FAIRNESS_TICKS == 0 {
             // Now and then, new work first: coroutines woken from elsewhere join the
             // run queue, and an unstarted one (own deque, then injector) runs before
-            // the ready ones, which a coroutine that yields in a loop keeps non-empty.
+            // the ready ones, which a coroutine that yields in a loop keeps non-empty;
+            // I/O and timers are looked at too.
+            self.poll_io(Some(Duration::ZERO));
             self.take_inbox();
             if let Some(task) = self.deque.pop().or_else(|| self.take_injected()) {
                 return Some(task);
@@ -330,13 +361,57 @@ impl Core {
                 .any(|(i, r)| i != self.index && !r.stealer.is_empty())
     }
 
-    /// Parks until there may be work (see the idle module's invariant).
+    /// Fires the due timers and polls the reactor for up to `timeout` (shortened to
+    /// the next timer), then wakes what became ready. Returns whether anything was
+    /// woken.
+    fn poll_io(&self, timeout: Option<Duration>) -> bool {
+        let mut woken = self.woken.take();
+        let mut timeout = timeout;
+        {
+            let mut timers = self.timers.borrow_mut();
+            if timers.next_deadline().is_some() {
+                let now = Instant::now();
+                timers.fire_due(now, |task| woken.push(task));
+                if let Some(next) = timers.next_deadline() {
+                    let until = next.saturating_duration_since(now);
+                    timeout = Some(timeout.map_or(until, |t| t.min(until)));
+                }
+            }
+        }
+        // Timers already fired: do not block in the reactor.
+        let timeout = if woken.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.reactor.borrow_mut().poll(timeout, &mut woken);
+        if timeout != Some(Duration::ZERO) {
+            // We may have slept: timers may be due now.
+            self.timers
+                .borrow_mut()
+                .fire_due(Instant::now(), |task| woken.push(task));
+        }
+        let any = !woken.is_empty();
+        for task in woken.drain(..) {
+            task.wake();
+        }
+        *self.woken.borrow_mut() = woken;
+        any
+    }
+
+    /// Sleeps in the reactor until there may be work (see the idle module's
+    /// invariant): I/O, a timer, or an unpark from another thread.
     fn sleep(&self) {
         // Spin a little first: a wakeup that is microseconds away (a reply from a
-        // coroutine on another worker) is cheaper to wait for than a futex sleep and
-        // wake. Yielding the CPU in between keeps this polite on a loaded machine.
+        // coroutine on another worker) is cheaper to wait for than a sleep in
+        // `epoll_wait` and an eventfd wake. Yielding the CPU in between keeps this
+        // polite on a loaded machine.
         for round in 0..SPIN_ROUNDS {
             if self.has_work() {
+                return;
+            }
+            if round % SPIN_POLL_EVERY == SPIN_POLL_EVERY - 1 && self.poll_io(Some(Duration::ZERO))
+            {
                 return;
             }
             if round < SPIN_ROUNDS / 2 {
@@ -351,7 +426,11 @@ impl Core {
             return;
         }
         self.remote().parks.fetch_add(1, Ordering::Relaxed);
-        self.remote().parker.park();
+        let parker = &self.remote().parker;
+        if parker.begin_park() {
+            self.poll_io(None);
+            parker.end_park();
+        }
         self.shared.idle.unregister(self.index);
     }
 
@@ -464,6 +543,8 @@ impl Core {
                 ran = true;
             }
             if self.started.borrow().is_empty() && !ran {
+                // Every coroutine cancelled its own timers while unwinding.
+                drop(self.timers.borrow_mut().drain());
                 break;
             }
             if !ran {

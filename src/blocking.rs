@@ -1,0 +1,114 @@
+//! A small pool of threads for calls that block the OS thread (name resolution),
+//! so that no worker ever blocks on them.
+//!
+//! Invariant: a coroutine that hands a job to the pool is suspended (parked) until
+//! the job's result is in its slot; the job owns everything it uses (`'static`), so a
+//! coroutine unwound while it waits leaves nothing dangling. The pool starts threads
+//! on demand, up to [`MAX_THREADS`]; a thread with nothing to do for
+//! [`IDLE_TIMEOUT`] exits. Jobs beyond the threads wait in a queue, in order.
+
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The most threads the pool runs at once.
+pub(crate) const MAX_THREADS: usize = 16;
+/// How long an idle pool thread waits for a job before it exits.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    state: Mutex<State>,
+    available: Condvar,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+}
+
+static POOL: Pool = Pool {
+    state: Mutex::new(State {
+        queue: VecDeque::new(),
+        threads: 0,
+        idle: 0,
+    }),
+    available: Condvar::new(),
+};
+
+/// Runs `f` on the pool and suspends the calling coroutine until it returns; outside
+/// a coroutine, runs `f` on the calling thread. A panic in `f` continues in the
+/// caller.
+pub(crate) fn run<T, F>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if crate::scheduler::current_task().is_none() {
+        return f();
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let me = crate::current();
+    let job_slot = slot.clone();
+    submit(Box::new(move || {
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        *job_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        me.unpark();
+    }));
+    loop {
+        if let Some(result) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return result.unwrap_or_else(|payload| panic::resume_unwind(payload));
+        }
+        crate::park();
+    }
+}
+
+fn submit(job: Job) {
+    let mut state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
+    state.queue.push_back(job);
+    if state.idle > 0 {
+        POOL.available.notify_one();
+        return;
+    }
+    if state.threads < MAX_THREADS {
+        let spawned = std::thread::Builder::new()
+            .name("stackweave-blocking".into())
+            .spawn(work);
+        if spawned.is_ok() {
+            state.threads += 1;
+        }
+        // If no thread could be started, the job waits for a running one; with
+        // none running at all, run it here rather than never.
+        else if state.threads == 0 {
+            let job = state.queue.pop_back().expect("just pushed");
+            drop(state);
+            job();
+        }
+    }
+}
+
+fn work() {
+    let mut state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(job) = state.queue.pop_front() {
+            drop(state);
+            job();
+            state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        state.idle += 1;
+        let (next, timeout) = POOL
+            .available
+            .wait_timeout(state, IDLE_TIMEOUT)
+            .unwrap_or_else(|e| e.into_inner());
+        state = next;
+        state.idle -= 1;
+        if timeout.timed_out() && state.queue.is_empty() {
+            state.threads -= 1;
+            return;
+        }
+    }
+}

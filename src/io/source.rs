@@ -1,0 +1,232 @@
+//! A non-blocking file descriptor made blocking-style: the retry loop that every
+//! socket type of this crate goes through.
+//!
+//! Invariant: the descriptor is always in non-blocking mode. Every operation tries
+//! its system call first and waits only on `WouldBlock`: inside a coroutine on the
+//! reactor (suspending only that coroutine, see `reactor::scheduled_io` for why no
+//! edge is lost), on a thread with `poll(2)`. A source is deregistered from its
+//! worker's `Poll` before its descriptor is closed.
+
+use crate::reactor::scheduled_io::ScheduledIo;
+use crate::reactor::{self, Direction};
+use crate::scheduler;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// An I/O object `T` with its registration slot and its timeouts.
+pub(crate) struct Source<T: AsFd> {
+    io: ManuallyDrop<T>,
+    slot: &'static ScheduledIo,
+    /// Read and write timeouts in nanoseconds; 0 is none.
+    timeouts: [AtomicU64; 2],
+    /// `set_nonblocking(true)`: `WouldBlock` goes back to the caller.
+    nonblocking: AtomicBool,
+}
+
+impl<T: AsFd> Source<T> {
+    /// Wraps `io`, switching its descriptor to non-blocking mode.
+    pub(crate) fn new(io: T) -> io::Result<Source<T>> {
+        set_nonblocking(io.as_fd().as_raw_fd())?;
+        Ok(Source {
+            io: ManuallyDrop::new(io),
+            slot: ScheduledIo::allocate(),
+            timeouts: [AtomicU64::new(0), AtomicU64::new(0)],
+            nonblocking: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
+    /// Deregisters and returns the I/O object (still in non-blocking mode).
+    pub(crate) fn into_inner(self) -> T {
+        let mut this = ManuallyDrop::new(self);
+        this.slot.release(this.io.as_fd().as_raw_fd());
+        // SAFETY: `this` is never used or dropped again, so `io` is taken once.
+        unsafe { ManuallyDrop::take(&mut this.io) }
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, waiting for `dir`
+    /// readiness in between, up to the `dir` timeout (`ErrorKind::TimedOut`).
+    pub(crate) fn do_io<R>(
+        &self,
+        dir: Direction,
+        op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.do_io_until(dir, None, op)
+    }
+
+    /// As [`do_io`](Self::do_io), with an explicit deadline (the `dir` timeout is
+    /// then not used).
+    pub(crate) fn do_io_until<R>(
+        &self,
+        dir: Direction,
+        deadline: Option<Instant>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut deadline = deadline;
+        let mut task = None;
+        loop {
+            let seen = self.slot.tick(dir);
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+            if self.nonblocking.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if deadline.is_none() {
+                if let Some(timeout) = self.timeout(dir) {
+                    deadline = Instant::now().checked_add(timeout);
+                }
+            }
+            if task.is_none() {
+                task = Some(scheduler::current_task());
+            }
+            match task.as_ref().expect("set above") {
+                Some(task) => {
+                    self.slot
+                        .wait(self.io.as_fd().as_raw_fd(), task, dir, seen, deadline)?
+                }
+                None => reactor::block_thread_on(self.io.as_fd().as_raw_fd(), dir, deadline)?,
+            }
+        }
+    }
+
+    /// Waits until the descriptor is ready for `dir` (or `deadline`), without doing
+    /// any I/O. `readiness` is the tick read before the system call that would block.
+    pub(crate) fn wait_ready(
+        &self,
+        dir: Direction,
+        seen: u32,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        match scheduler::current_task() {
+            Some(task) => self
+                .slot
+                .wait(self.io.as_fd().as_raw_fd(), &task, dir, seen, deadline),
+            None => reactor::block_thread_on(self.io.as_fd().as_raw_fd(), dir, deadline),
+        }
+    }
+
+    /// The current readiness tick of `dir` (see [`wait_ready`](Self::wait_ready)).
+    pub(crate) fn tick(&self, dir: Direction) -> u32 {
+        self.slot.tick(dir)
+    }
+
+    /// The timeout of `dir`.
+    pub(crate) fn timeout(&self, dir: Direction) -> Option<Duration> {
+        match self.timeouts[dir as usize].load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Sets the timeout of `dir`; a zero duration is `InvalidInput`, as in std.
+    pub(crate) fn set_timeout(&self, dir: Direction, timeout: Option<Duration>) -> io::Result<()> {
+        let nanos = match timeout {
+            None => 0,
+            Some(d) if d.is_zero() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot set a 0 duration timeout",
+                ))
+            }
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        };
+        self.timeouts[dir as usize].store(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `set_nonblocking`: whether calls return `WouldBlock` instead of waiting.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// A new source over `io` (a duplicate of this one's descriptor) with the same
+    /// timeouts and mode.
+    pub(crate) fn clone_with(&self, io: T) -> io::Result<Source<T>> {
+        let source = Source::new(io)?;
+        for dir in [Direction::Read, Direction::Write] {
+            source.timeouts[dir as usize].store(
+                self.timeouts[dir as usize].load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+        source.set_nonblocking(self.nonblocking.load(Ordering::Relaxed));
+        Ok(source)
+    }
+}
+
+impl<T: AsFd> Drop for Source<T> {
+    fn drop(&mut self) {
+        self.slot.release(self.io.as_fd().as_raw_fd());
+        // SAFETY: dropped once, here; `io` is not used again.
+        unsafe { ManuallyDrop::drop(&mut self.io) };
+    }
+}
+
+impl<T: AsFd + std::fmt::Debug> std::fmt::Debug for Source<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.io.fmt(f)
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`: a write to a closed stream socket is `EPIPE`, never
+/// `SIGPIPE`.
+pub(crate) fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `sendmsg(2)` of several buffers with `MSG_NOSIGNAL`.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is ABI-compatible with iovec on Unix (std guarantees it).
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    // SAFETY: msg points at `bufs`, valid for the call; sendmsg only reads them.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,3 @@
+//! Platform-specific networking, laid out like `std::os`.
+
+pub mod unix;

@@ -1,0 +1,3 @@
+//! Unix-specific networking, like `std::os::unix`.
+
+pub mod net;

@@ -1,0 +1,1 @@
+//! Unix domain sockets with the API of `std::os::unix::net`.

@@ -1,0 +1,216 @@
+//! The readiness state of one registered file descriptor, and the coroutines waiting
+//! on it.
+//!
+//! Invariant (edges are never lost): each direction has a tick that the reactor bumps
+//! *before* it takes that direction's waiters under the lock. A coroutine reads the
+//! tick, tries its system call, and on `WouldBlock` adds itself to the waiters under
+//! the same lock only if the tick has not moved; so an edge that arrives between its
+//! system call and its wait is either seen as a moved tick or finds it in the list.
+//! Spurious wakeups and stale ticks are harmless: a woken coroutine retries the
+//! system call first.
+//!
+//! Invariant (memory): a `ScheduledIo` is never freed. Sources take one from a
+//! process-wide free list and give it back when dropped; its address is the
+//! `mio::Token`, so an event that is already in a worker's event buffer when its
+//! source goes away touches a live (maybe reused) slot, which at worst makes some
+//! waiter retry its system call once.
+
+use crate::scheduler::{self, Request, Shared, Task};
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A direction of readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read = 0,
+    Write = 1,
+}
+
+/// One registration slot (see the module invariants).
+pub(crate) struct ScheduledIo {
+    ticks: [AtomicU32; 2],
+    /// Set once the fd is registered with a worker's `Poll`.
+    registered: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiters: [Vec<Arc<Task>>; 2],
+    /// The runtime and worker whose `Poll` the fd is registered with.
+    registration: Option<(Arc<Shared>, usize)>,
+}
+
+/// Slots are made this many at a time.
+const CHUNK: usize = 64;
+
+static FREE: Mutex<Vec<&'static ScheduledIo>> = Mutex::new(Vec::new());
+
+impl ScheduledIo {
+    fn new() -> ScheduledIo {
+        ScheduledIo {
+            ticks: [AtomicU32::new(0), AtomicU32::new(0)],
+            registered: AtomicBool::new(false),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Takes a slot from the free list (making more when it is empty).
+    pub(crate) fn allocate() -> &'static ScheduledIo {
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(io) = free.pop() {
+            return io;
+        }
+        let chunk: &'static [ScheduledIo] =
+            Box::leak((0..CHUNK).map(|_| ScheduledIo::new()).collect());
+        free.extend(chunk[1..].iter());
+        &chunk[0]
+    }
+
+    /// Deregisters `fd` (which must still be open) and returns the slot to the free
+    /// list. No coroutine may be waiting on it (a waiter borrows the source).
+    pub(crate) fn release(&'static self, fd: RawFd) {
+        let registration = {
+            let mut inner = self.lock();
+            debug_assert!(inner.waiters.iter().all(Vec::is_empty));
+            inner.registration.take()
+        };
+        if let Some((shared, worker)) = registration {
+            // Errors mean the fd is no longer in that epoll set: nothing to undo.
+            let _ = shared.remotes[worker]
+                .registry
+                .deregister(&mut SourceFd(&fd));
+        }
+        self.registered.store(false, Ordering::Release);
+        FREE.lock().unwrap_or_else(|e| e.into_inner()).push(self);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token that names this slot in a `Poll`.
+    fn token(&'static self) -> Token {
+        Token(self as *const ScheduledIo as usize)
+    }
+
+    /// The slot a token names.
+    ///
+    /// # Safety
+    ///
+    /// `token` came from [`ScheduledIo::token`] (not the waker's token).
+    pub(crate) unsafe fn from_token(token: Token) -> &'static ScheduledIo {
+        // SAFETY: the token is the address of a slot, and slots are never freed.
+        unsafe { &*(token.0 as *const ScheduledIo) }
+    }
+
+    /// The current tick of `dir`; read it before the system call that may block.
+    pub(crate) fn tick(&self, dir: Direction) -> u32 {
+        self.ticks[dir as usize].load(Ordering::Acquire)
+    }
+
+    /// Called by the reactor for an event: bumps the ticks of the ready directions,
+    /// then moves their waiters to `wake` (the caller wakes them outside the lock).
+    pub(crate) fn dispatch(&self, read: bool, write: bool, wake: &mut Vec<Arc<Task>>) {
+        if read {
+            self.ticks[0].fetch_add(1, Ordering::AcqRel);
+        }
+        if write {
+            self.ticks[1].fetch_add(1, Ordering::AcqRel);
+        }
+        let mut inner = self.lock();
+        if read {
+            wake.append(&mut inner.waiters[0]);
+        }
+        if write {
+            wake.append(&mut inner.waiters[1]);
+        }
+    }
+
+    /// Registers `fd` with the `Poll` of `task`'s home worker, once.
+    fn ensure_registered(&'static self, fd: RawFd, task: &Arc<Task>) -> io::Result<()> {
+        if self.registered.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        if inner.registration.is_none() {
+            let home = task.home().expect("a running coroutine has a home");
+            task.shared.remotes[home].registry.register(
+                &mut SourceFd(&fd),
+                self.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            inner.registration = Some((task.shared.clone(), home));
+        }
+        self.registered.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Suspends the running coroutine `task` until `dir`'s tick moves from `seen` (an
+    /// edge arrived since the caller's system call) or `deadline` passes
+    /// (`ErrorKind::TimedOut`).
+    pub(crate) fn wait(
+        &'static self,
+        fd: RawFd,
+        task: &Arc<Task>,
+        dir: Direction,
+        seen: u32,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        self.ensure_registered(fd, task)?;
+        {
+            let mut inner = self.lock();
+            if self.tick(dir) != seen {
+                return Ok(());
+            }
+            inner.waiters[dir as usize].push(task.clone());
+        }
+        // Removes the waiter and the timer however this ends (a timeout, or an unwind
+        // out of `suspend_current`).
+        let mut waiting = Waiting {
+            io: self,
+            task,
+            dir,
+            timer: deadline.and_then(|d| scheduler::add_timer(d, task.clone())),
+            listed: true,
+        };
+        loop {
+            scheduler::suspend_current(Request::Wait);
+            if self.tick(dir) != seen {
+                // The event that moved the tick takes (or took) us off the list.
+                waiting.listed = false;
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(super::timed_out());
+            }
+        }
+    }
+}
+
+struct Waiting<'a> {
+    io: &'static ScheduledIo,
+    task: &'a Arc<Task>,
+    dir: Direction,
+    timer: Option<crate::time::queue::TimerKey>,
+    listed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer {
+            scheduler::cancel_timer(timer);
+        }
+        if !self.listed {
+            return;
+        }
+        // A timeout or an unwind: nobody will take us off the list.
+        let mut inner = self.io.lock();
+        inner.waiters[self.dir as usize].retain(|t| !Arc::ptr_eq(t, self.task));
+    }
+}
