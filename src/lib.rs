@@ -4,8 +4,48 @@
 //! function calls — and run it with the efficiency of an event loop. Each coroutine
 //! has its own stack and is switched by hand-written assembly (`arch/`).
 //!
-//! The API mirrors `std::thread`: a thread-per-task program ports by changing its
-//! `use` lines.
+//! The API mirrors `std::thread` and `std::net`: a thread-per-connection program
+//! ports by changing its `use` lines. A complete echo server, one coroutine per
+//! connection:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use stackweave::net::{TcpListener, TcpStream};
+//!
+//! fn serve(mut stream: TcpStream) -> std::io::Result<()> {
+//!     let mut buf = [0; 4096];
+//!     loop {
+//!         let n = stream.read(&mut buf)?; // suspends this coroutine only
+//!         if n == 0 {
+//!             return Ok(()); // the client closed the connection
+//!         }
+//!         stream.write_all(&buf[..n])?;
+//!     }
+//! }
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! stackweave::spawn(move || {
+//!     for stream in listener.incoming() {
+//!         match stream {
+//!             Ok(stream) => {
+//!                 stackweave::spawn(move || serve(stream));
+//!             }
+//!             Err(e) => eprintln!("accept failed: {e}"),
+//!         }
+//!     }
+//! });
+//!
+//! // A client, from a plain thread or from another coroutine alike:
+//! let mut client = TcpStream::connect(addr)?;
+//! client.write_all(b"hello")?;
+//! let mut reply = [0; 5];
+//! client.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Coroutines are cheap enough to have a hundred thousand of them:
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -31,9 +71,15 @@
 //!
 //! What is here:
 //!
-//! * [`spawn`], [`Builder`], [`JoinHandle`], [`current`], [`park`], [`yield_now`],
-//!   [`coroutine_local!`] — coroutines with the API of `std::thread`, on a
-//!   work-stealing [`Runtime`] (or the default one, started on first use);
+//! * [`spawn`], [`Builder`], [`JoinHandle`], [`current`], [`park`], [`park_timeout`],
+//!   [`yield_now`], [`coroutine_local!`] — coroutines with the API of `std::thread`,
+//!   on a work-stealing [`Runtime`] (or the default one, started on first use);
+//! * [`net`] (TCP, UDP, [`ToSocketAddrs`](net::ToSocketAddrs) with DNS off the
+//!   workers) and [`os::unix::net`] (Unix domain sockets) — the API of `std::net`,
+//!   where a call that would block suspends only its coroutine, with timeouts that
+//!   fail with `ErrorKind::TimedOut`; [`io::Pollable`] does the same for any
+//!   pollable descriptor;
+//! * [`time`] — [`sleep`](time::sleep) and [`sleep_until`](time::sleep_until);
 //! * [`generator`] — standalone stackful generators that suspend from any call depth,
 //!   usable without a runtime;
 //! * [`stack`] — the configuration of coroutine stacks (lazily committed, guarded,
@@ -42,7 +88,8 @@
 //! A coroutine never changes OS thread once it has started (its stack may hold
 //! `Rc`s, `MutexGuard`s, thread-local borrows), which is why [`spawn`] is a safe
 //! function: only the `Send` closure of a coroutine that has not started yet can be
-//! stolen by another worker. Networking comes next.
+//! stolen by another worker. Each worker has its own `epoll` reactor and timers;
+//! outside a coroutine, every blocking call blocks the calling thread like std.
 //!
 //! ```
 //! use stackweave::generator::{Generator, GeneratorState, Yielder};

@@ -5,7 +5,8 @@
 //! its system call first and waits only on `WouldBlock`: inside a coroutine on the
 //! reactor (suspending only that coroutine, see `reactor::scheduled_io` for why no
 //! edge is lost), on a thread with `poll(2)`. A source is deregistered from its
-//! worker's `Poll` before its descriptor is closed.
+//! worker's `Poll` before its descriptor is closed. A coroutine that unwinds never
+//! waits: an operation that would fails instead (see `unwinding`).
 
 use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::{self, Direction};
@@ -92,6 +93,7 @@ impl<T: AsFd> Source<T> {
                 task = Some(scheduler::current_task());
             }
             match task.as_ref().expect("set above") {
+                Some(_) if std::thread::panicking() => return Err(unwinding()),
                 Some(task) => {
                     self.slot
                         .wait(self.io.as_fd().as_raw_fd(), task, dir, seen, deadline)?
@@ -102,7 +104,7 @@ impl<T: AsFd> Source<T> {
     }
 
     /// Waits until the descriptor is ready for `dir` (or `deadline`), without doing
-    /// any I/O. `readiness` is the tick read before the system call that would block.
+    /// any I/O. `seen` is the tick read before the system call that would block.
     pub(crate) fn wait_ready(
         &self,
         dir: Direction,
@@ -110,6 +112,7 @@ impl<T: AsFd> Source<T> {
         deadline: Option<Instant>,
     ) -> io::Result<()> {
         match scheduler::current_task() {
+            Some(_) if std::thread::panicking() => Err(unwinding()),
             Some(task) => self
                 .slot
                 .wait(self.io.as_fd().as_raw_fd(), &task, dir, seen, deadline),
@@ -178,6 +181,18 @@ impl<T: AsFd + std::fmt::Debug> std::fmt::Debug for Source<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.io.fmt(f)
     }
+}
+
+/// The error of an operation that would have to wait while its coroutine unwinds
+/// (in a destructor during a panic or a runtime shutdown): a coroutine cannot be
+/// suspended mid-unwind (std's panic state belongs to the OS thread), and blocking
+/// the worker thread could hang it, so the operation fails instead. A `BufWriter`
+/// dropped during a panic loses what the socket could not take at once, no more.
+fn unwinding() -> io::Error {
+    io::Error::other(
+        "stackweave: cannot wait for I/O while the coroutine is unwinding \
+         (a destructor running during a panic or a runtime shutdown)",
+    )
 }
 
 /// Sets `O_NONBLOCK` on `fd`.

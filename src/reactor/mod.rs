@@ -110,6 +110,15 @@ pub(crate) fn block_thread_on(
         // SAFETY: one valid pollfd, for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         if n > 0 {
+            if pfd.revents & libc::POLLNVAL != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
+            if pfd.revents & events == 0 {
+                // Only an error or hang-up condition, which poll(2) reports forever:
+                // let the caller retry its call (which usually reports it), but not
+                // in a busy loop if it still would block.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             return Ok(());
         }
         if n < 0 {

@@ -20,7 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -34,8 +34,10 @@ pub(crate) enum Direction {
 /// One registration slot (see the module invariants).
 pub(crate) struct ScheduledIo {
     ticks: [AtomicU32; 2],
-    /// Set once the fd is registered with a worker's `Poll`.
-    registered: AtomicBool,
+    /// The runtime (`Arc::as_ptr` of its `Shared`) whose worker's `Poll` the fd is
+    /// registered with; null before. Only compared, never dereferenced: the `Arc`
+    /// in `Inner::registration` keeps it alive.
+    registered: AtomicPtr<Shared>,
     inner: Mutex<Inner>,
 }
 
@@ -55,7 +57,7 @@ impl ScheduledIo {
     fn new() -> ScheduledIo {
         ScheduledIo {
             ticks: [AtomicU32::new(0), AtomicU32::new(0)],
-            registered: AtomicBool::new(false),
+            registered: AtomicPtr::new(std::ptr::null_mut()),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -86,7 +88,8 @@ impl ScheduledIo {
                 .registry
                 .deregister(&mut SourceFd(&fd));
         }
-        self.registered.store(false, Ordering::Release);
+        self.registered
+            .store(std::ptr::null_mut(), Ordering::Release);
         FREE.lock().unwrap_or_else(|e| e.into_inner()).push(self);
     }
 
@@ -132,22 +135,35 @@ impl ScheduledIo {
         }
     }
 
-    /// Registers `fd` with the `Poll` of `task`'s home worker, once.
+    /// Registers `fd` with the `Poll` of `task`'s home worker, once per runtime
+    /// that is alive: a source first used on a runtime that has since shut down is
+    /// moved to the caller's. (While both runtimes live, the first one's worker keeps
+    /// the registration and wakes the other's coroutines through their inboxes.)
     fn ensure_registered(&'static self, fd: RawFd, task: &Arc<Task>) -> io::Result<()> {
-        if self.registered.load(Ordering::Acquire) {
+        let ours = Arc::as_ptr(&task.shared).cast_mut();
+        if self.registered.load(Ordering::Acquire) == ours {
             return Ok(());
         }
         let mut inner = self.lock();
-        if inner.registration.is_none() {
-            let home = task.home().expect("a running coroutine has a home");
-            task.shared.remotes[home].registry.register(
-                &mut SourceFd(&fd),
-                self.token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            inner.registration = Some((task.shared.clone(), home));
+        match &inner.registration {
+            Some((shared, _)) if !shared.shutdown.load(Ordering::Acquire) => return Ok(()),
+            Some((shared, worker)) => {
+                // Its runtime is gone: nobody polls that `Poll` any more.
+                let _ = shared.remotes[*worker]
+                    .registry
+                    .deregister(&mut SourceFd(&fd));
+                inner.registration = None;
+            }
+            None => {}
         }
-        self.registered.store(true, Ordering::Release);
+        let home = task.home().expect("a running coroutine has a home");
+        task.shared.remotes[home].registry.register(
+            &mut SourceFd(&fd),
+            self.token(),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        inner.registration = Some((task.shared.clone(), home));
+        self.registered.store(ours, Ordering::Release);
         Ok(())
     }
 
