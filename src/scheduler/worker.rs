@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// Checks for work before a worker sleeps: half busy spins, half `yield_now`s.
 const SPIN_ROUNDS: u32 = 64;
-/// During those rounds, the reactor is polled (without blocking) every this many.
+/// During the busy rounds, the reactor is polled (without blocking) every this many.
 const SPIN_POLL_EVERY: u32 = 8;
 
 /// Per-worker state, owned by the worker thread.
@@ -410,8 +410,11 @@ impl Core {
             if self.has_work() {
                 return;
             }
-            if round % SPIN_POLL_EVERY == SPIN_POLL_EVERY - 1 && self.poll_io(Some(Duration::ZERO))
-            {
+            // Under load a `yield_now` can last a scheduler slice of another process:
+            // poll I/O and timers around each one, so they are not left waiting.
+            let poll_now =
+                round >= SPIN_ROUNDS / 2 || round % SPIN_POLL_EVERY == SPIN_POLL_EVERY - 1;
+            if poll_now && self.poll_io(Some(Duration::ZERO)) {
                 return;
             }
             if round < SPIN_ROUNDS / 2 {

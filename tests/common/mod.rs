@@ -135,3 +135,211 @@ impl Drop for Watchdog {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the networking and time tests.
+// ---------------------------------------------------------------------------
+
+/// A small deterministic pseudo-random generator (splitmix64): tests need varied
+/// sizes and payloads, not cryptographic randomness, and must be reproducible.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.fill(&mut v);
+        v
+    }
+}
+
+/// FNV-1a, 64 bits: the checksum carried by test messages.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Builds a framed test message: `len: u32 LE`, payload, `fnv1a(payload): u64 LE`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(payload.len() + 12);
+    v.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+    v.extend_from_slice(payload);
+    v.extend_from_slice(&fnv1a(payload).to_le_bytes());
+    v
+}
+
+/// Reads one frame written by [`frame`]; `Ok(None)` on a clean end of stream before
+/// the frame starts. A bad length or checksum is `InvalidData`.
+pub fn read_frame(r: &mut impl std::io::Read, max_len: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::{Error, ErrorKind};
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max_len {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut rest = vec![0; len + 8];
+    r.read_exact(&mut rest)?;
+    let sum = u64::from_le_bytes(rest[len..].try_into().unwrap());
+    rest.truncate(len);
+    if fnv1a(&rest) != sum {
+        return Err(Error::new(ErrorKind::InvalidData, "checksum mismatch"));
+    }
+    Ok(Some(rest))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads a valid rlimit; raising the soft limit up to the
+        // hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Sets the soft and hard `RLIMIT_NOFILE` of this process to `n`.
+pub fn set_nofile_limit(n: libc::rlim_t) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit reads a valid rlimit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Sets `SO_LINGER` to {on, 0 s} so that closing `fd` sends a RST instead of a FIN.
+pub fn set_linger_zero(fd: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `linger`, valid for its size, on an fd we hold.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// Calls `listen(2)` again on a listening socket, changing its backlog (Linux allows
+/// this). Tests with bursts of connections raise it; a test that needs a full accept
+/// queue lowers it to 0.
+pub fn set_backlog(fd: std::os::fd::RawFd, backlog: i32) {
+    // SAFETY: listen on a socket fd we hold; no pointers.
+    let rc = unsafe { libc::listen(fd, backlog) };
+    assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn process_cpu_time() -> Duration {
+    // SAFETY: a zeroed rusage is valid; getrusage writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The `p`-th percentile (0..=100) of sorted values.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    assert!(!sorted.is_empty());
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Checks a timeout: `attempt` runs one blocking call that must fail with
+/// `ErrorKind::TimedOut` after `timeout` and returns (the call's result, how long it
+/// took). Every attempt must be `TimedOut` and never early; the upper bound
+/// `timeout + slack` must hold for at least one of `tries` attempts, so that one
+/// scheduling hiccup of a loaded CI machine does not fail the test while a timer
+/// that is systematically late still does. Returns the elapsed times.
+pub fn check_timeout_bounds<T: fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    slack: Duration,
+    tries: usize,
+    mut attempt: impl FnMut() -> (std::io::Result<T>, Duration),
+) -> Vec<Duration> {
+    let mut seen = Vec::new();
+    for _ in 0..tries {
+        let (result, elapsed) = attempt();
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("{what}: expected TimedOut, got {other:?} after {elapsed:?}"),
+        }
+        assert!(
+            elapsed >= timeout,
+            "{what}: timed out early, after {elapsed:?} < {timeout:?}"
+        );
+        seen.push(elapsed);
+        if elapsed <= timeout + slack {
+            println!("{what}: TimedOut after {elapsed:?} (timeout {timeout:?})");
+            return seen;
+        }
+    }
+    panic!("{what}: every attempt timed out later than {timeout:?} + {slack:?}: {seen:?}");
+}
+
+/// Takes a mutex even if a test that held it panicked.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
