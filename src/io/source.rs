@@ -25,7 +25,13 @@ pub(crate) struct Source<T: AsFd> {
     timeouts: [AtomicU64; 2],
     /// `set_nonblocking(true)`: `WouldBlock` goes back to the caller.
     nonblocking: AtomicBool,
+    /// After a short stream read: `DRAINED | tick`, the read tick seen before that
+    /// read (see [`Source::do_read`]); 0 otherwise.
+    drained: AtomicU64,
 }
+
+/// Marks `Source::drained` as set.
+const DRAINED: u64 = 1 << 32;
 
 impl<T: AsFd> Source<T> {
     /// Wraps `io`, switching its descriptor to non-blocking mode.
@@ -36,6 +42,7 @@ impl<T: AsFd> Source<T> {
             slot: ScheduledIo::allocate(),
             timeouts: [AtomicU64::new(0), AtomicU64::new(0)],
             nonblocking: AtomicBool::new(false),
+            drained: AtomicU64::new(0),
         })
     }
 
@@ -63,6 +70,48 @@ impl<T: AsFd> Source<T> {
         op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         self.do_io_until(dir, None, op)
+    }
+
+    /// A stream read into `len` bytes of buffers. Like [`do_io`](Self::do_io), with
+    /// one difference: a read that returned fewer bytes than asked for emptied the
+    /// socket's queue, so the next read waits for new readiness first (if none came
+    /// in between) instead of failing once with `WouldBlock`: one system call less
+    /// per request in a request/response loop (`strace` of the echo server: 0.69
+    /// failed `recvfrom` per request before this). Only for stream sockets, where a
+    /// short read means the queue was empty. Not once the read side is closed: the
+    /// end-of-file may have come with the data the short read returned, and no new
+    /// edge will follow it.
+    pub(crate) fn do_read(
+        &self,
+        len: usize,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut deadline = None;
+        let drained = self.drained.swap(0, Ordering::Relaxed);
+        if drained != 0 && len > 0 && !self.nonblocking.load(Ordering::Relaxed) {
+            let seen = drained as u32;
+            if self.slot.tick(Direction::Read) == seen
+                && !self.slot.is_read_closed()
+                && !std::thread::panicking()
+            {
+                deadline = self
+                    .timeout(Direction::Read)
+                    .and_then(|t| Instant::now().checked_add(t));
+                self.wait_ready(Direction::Read, seen, deadline)?;
+            }
+        }
+        let mut seen = 0;
+        let result = self.do_io_until(Direction::Read, deadline, |io| {
+            seen = self.slot.tick(Direction::Read);
+            op(io)
+        });
+        if let Ok(n) = result {
+            if n > 0 && n < len {
+                self.drained
+                    .store(DRAINED | u64::from(seen), Ordering::Relaxed);
+            }
+        }
+        result
     }
 
     /// As [`do_io`](Self::do_io), with an explicit deadline (the `dir` timeout is

@@ -405,12 +405,12 @@ impl TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.source.do_io(Direction::Read, |mut s| s.read(buf))
+        self.source.do_read(buf.len(), |mut s| s.read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.source
-            .do_io(Direction::Read, |mut s| s.read_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.source.do_read(len, |mut s| s.read_vectored(bufs))
     }
 }
 

@@ -66,6 +66,7 @@ impl Reactor {
             io.dispatch(
                 error || event.is_readable() || event.is_read_closed(),
                 error || event.is_writable() || event.is_write_closed(),
+                error || event.is_read_closed(),
                 &mut self.wake,
             );
         }

@@ -20,7 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ pub(crate) enum Direction {
 /// One registration slot (see the module invariants).
 pub(crate) struct ScheduledIo {
     ticks: [AtomicU32; 2],
+    /// Set once an event said the read side is closed (or in error): from then on a
+    /// read never blocks, whatever the ticks say (see `Source::do_read`).
+    read_closed: AtomicBool,
     /// The runtime (`Arc::as_ptr` of its `Shared`) whose worker's `Poll` the fd is
     /// registered with; null before. Only compared, never dereferenced: the `Arc`
     /// in `Inner::registration` keeps it alive.
@@ -57,6 +60,7 @@ impl ScheduledIo {
     fn new() -> ScheduledIo {
         ScheduledIo {
             ticks: [AtomicU32::new(0), AtomicU32::new(0)],
+            read_closed: AtomicBool::new(false),
             registered: AtomicPtr::new(std::ptr::null_mut()),
             inner: Mutex::new(Inner::default()),
         }
@@ -90,6 +94,7 @@ impl ScheduledIo {
         }
         self.registered
             .store(std::ptr::null_mut(), Ordering::Release);
+        self.read_closed.store(false, Ordering::Relaxed);
         FREE.lock().unwrap_or_else(|e| e.into_inner()).push(self);
     }
 
@@ -117,9 +122,23 @@ impl ScheduledIo {
         self.ticks[dir as usize].load(Ordering::Acquire)
     }
 
+    /// Whether an event said the read side is closed or in error.
+    pub(crate) fn is_read_closed(&self) -> bool {
+        self.read_closed.load(Ordering::Acquire)
+    }
+
     /// Called by the reactor for an event: bumps the ticks of the ready directions,
     /// then moves their waiters to `wake` (the caller wakes them outside the lock).
-    pub(crate) fn dispatch(&self, read: bool, write: bool, wake: &mut Vec<Arc<Task>>) {
+    pub(crate) fn dispatch(
+        &self,
+        read: bool,
+        write: bool,
+        read_closed: bool,
+        wake: &mut Vec<Arc<Task>>,
+    ) {
+        if read_closed {
+            self.read_closed.store(true, Ordering::Release);
+        }
         if read {
             self.ticks[0].fetch_add(1, Ordering::AcqRel);
         }

@@ -291,12 +291,14 @@ impl UnixStream {
 
 impl Read for &UnixStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.source.do_io(Direction::Read, |mut s| s.read(buf))
+        self.source.do_read(buf.len(), |mut s| s.read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         self.source
-            .do_io(Direction::Read, |mut s| s.read_vectored(bufs))
+            .do_read(bufs.iter().map(|b| b.len()).sum(), |mut s| {
+                s.read_vectored(bufs)
+            })
     }
 }
 
