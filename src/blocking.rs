@@ -4,7 +4,7 @@
 //! Invariant: a coroutine that hands a job to the pool is suspended (parked) until
 //! the job's result is in its slot; the job owns everything it uses (`'static`), so a
 //! coroutine unwound while it waits leaves nothing dangling. The pool starts threads
-//! on demand, up to [`MAX_THREADS`]; a thread with nothing to do for
+//! on demand, up to [`MAX_THREADS`] (or the configured maximum); a thread with nothing to do for
 //! [`IDLE_TIMEOUT`] exits. Jobs beyond the threads wait in a queue, in order.
 
 use std::collections::VecDeque;
@@ -12,7 +12,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// The most threads the pool runs at once.
+/// The most threads the pool runs at once, unless configured.
 pub(crate) const MAX_THREADS: usize = 16;
 /// How long an idle pool thread waits for a job before it exits.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +28,8 @@ struct State {
     queue: VecDeque<Job>,
     threads: usize,
     idle: usize,
+    /// Threads running a job.
+    busy: usize,
 }
 
 static POOL: Pool = Pool {
@@ -35,9 +37,48 @@ static POOL: Pool = Pool {
         queue: VecDeque::new(),
         threads: 0,
         idle: 0,
+        busy: 0,
     }),
     available: Condvar::new(),
 };
+
+/// Runs `f` on the blocking thread pool and suspends the calling coroutine until it
+/// returns its value; outside a coroutine, runs `f` on the calling thread. Use it
+/// for whatever would block a worker thread: file I/O, CPU-heavy work, DNS, a
+/// foreign library's blocking call.
+///
+/// The pool is shared by the whole process. It starts threads on demand, up to 16
+/// (or what [`runtime::Builder::blocking_threads`](crate::runtime::Builder::blocking_threads)
+/// last set); past that limit, jobs wait in a FIFO queue (unbounded) and their
+/// coroutines stay suspended until a thread is free. A thread idle for 10 s exits.
+///
+/// A panic in `f` continues in the caller. If the calling coroutine is cancelled or
+/// its runtime shuts down while it waits, `f` still runs to completion on the pool
+/// and its result is dropped.
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| {
+///     // Reading a file blocks the OS thread: do it on the pool.
+///     stackweave::spawn_blocking(|| std::fs::read_to_string("Cargo.toml"))
+/// });
+/// assert!(h.join().unwrap().unwrap().contains("stackweave"));
+/// ```
+pub fn spawn_blocking<T, F>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    run(f)
+}
+
+/// Sets the most threads the pool may run at once (at least 1).
+pub(crate) fn set_max_threads(n: usize) {
+    MAX.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+static MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_THREADS);
 
 /// Runs `f` on the pool and suspends the calling coroutine until it returns; outside
 /// a coroutine, runs `f` on the calling thread. A panic in `f` continues in the
@@ -73,7 +114,7 @@ fn submit(job: Job) {
         POOL.available.notify_one();
         return;
     }
-    if state.threads < MAX_THREADS {
+    if state.threads < MAX.load(std::sync::atomic::Ordering::Relaxed) {
         let spawned = std::thread::Builder::new()
             .name("stackweave-blocking".into())
             .spawn(work);
@@ -93,11 +134,18 @@ fn submit(job: Job) {
 fn work() {
     let mut state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if let Some(job) = state.queue.pop_front() {
-            drop(state);
-            job();
-            state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
-            continue;
+        // Threads started under a higher limit stay, but no more than the current
+        // limit run jobs at once.
+        let max = MAX.load(std::sync::atomic::Ordering::Relaxed);
+        if state.busy < max {
+            if let Some(job) = state.queue.pop_front() {
+                state.busy += 1;
+                drop(state);
+                job();
+                state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.busy -= 1;
+                continue;
+            }
         }
         state.idle += 1;
         let (next, timeout) = POOL

@@ -109,6 +109,7 @@
 mod blocking;
 mod context;
 mod coroutine;
+pub mod future;
 pub mod generator;
 pub mod io;
 pub mod net;
@@ -117,12 +118,14 @@ mod reactor;
 pub mod runtime;
 mod scheduler;
 pub mod stack;
+pub mod sync;
 pub mod time;
 
+pub use blocking::spawn_blocking;
 pub use coroutine::local::LocalKey;
 pub use coroutine::{
-    current, park, park_timeout, spawn, yield_now, Builder, Coroutine, CoroutineId, JoinHandle,
-    Unwound,
+    current, park, park_timeout, spawn, yield_now, Builder, Cancelled, Coroutine, CoroutineId,
+    JoinHandle, Unwound,
 };
 pub use runtime::Runtime;
 

@@ -10,7 +10,11 @@
 //! joiner registers as the packet's waiter under the waiter lock and re-checks `done`
 //! there, so the completion either sees the waiter or the joiner sees `done`.
 
+mod join;
 pub(crate) mod local;
+
+pub use join::JoinHandle;
+use join::Packet;
 
 use crate::runtime;
 use crate::scheduler::{self, current_task, suspend_current, Request, Shared, Task};
@@ -20,8 +24,8 @@ use std::fmt;
 use std::io;
 use std::num::NonZeroU64;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,28 @@ pub struct Unwound;
 impl fmt::Display for Unwound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("coroutine unwound by its runtime's shutdown")
+    }
+}
+
+/// The panic payload of a coroutine that was [cancelled](JoinHandle::cancel): its
+/// [`join`](JoinHandle::join) returns `Err` with this (distinguishable from a panic's
+/// payload with `is::<Cancelled>()`).
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::Cancelled;
+///
+/// let h = stackweave::spawn(|| loop { stackweave::park() });
+/// h.cancel();
+/// assert!(h.join().unwrap_err().is::<Cancelled>());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("coroutine cancelled")
     }
 }
 
@@ -387,15 +413,18 @@ impl Builder {
         let packet = Arc::new(Packet::<T>::new());
         let completion = packet.clone();
         let counters = shared.clone();
-        let start = Box::new(move |run: bool| {
-            let result = if run {
-                let result = panic::catch_unwind(AssertUnwindSafe(f));
-                // Like thread-locals before a thread's join returns.
-                let _ = panic::catch_unwind(local::drop_coroutine_locals);
-                result
-            } else {
-                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
-                Err(Box::new(Unwound) as Box<dyn Any + Send>)
+        let start = Box::new(move |skip: Option<Box<dyn Any + Send>>| {
+            let result = match skip {
+                None => {
+                    let result = panic::catch_unwind(AssertUnwindSafe(f));
+                    // Like thread-locals before a thread's join returns.
+                    let _ = panic::catch_unwind(local::drop_coroutine_locals);
+                    result
+                }
+                Some(payload) => {
+                    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+                    Err(payload)
+                }
             };
             // Counted before the joiner can see the result, so that metrics read
             // after a join include this coroutine.
@@ -422,138 +451,6 @@ struct SpawnGuard<'a>(&'a Arc<Shared>);
 impl Drop for SpawnGuard<'_> {
     fn drop(&mut self) {
         self.0.spawning.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Who waits for a coroutine to finish.
-enum Waiter {
-    Coroutine(Arc<Task>),
-    Thread(thread::Thread),
-}
-
-/// A coroutine's result, on its way to the joiner.
-struct Packet<T> {
-    result: Mutex<Option<thread::Result<T>>>,
-    done: AtomicBool,
-    waiter: Mutex<Option<Waiter>>,
-}
-
-impl<T> Packet<T> {
-    fn new() -> Packet<T> {
-        Packet {
-            result: Mutex::new(None),
-            done: AtomicBool::new(false),
-            waiter: Mutex::new(None),
-        }
-    }
-
-    fn complete(&self, result: thread::Result<T>) {
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.done.store(true, Ordering::Release);
-        let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match waiter {
-            Some(Waiter::Coroutine(task)) => task.wake(),
-            Some(Waiter::Thread(thread)) => thread.unpark(),
-            None => {}
-        }
-    }
-
-    /// Registers the caller as the waiter; false if the result is already there.
-    fn register(&self) -> bool {
-        let mut waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
-        if self.done.load(Ordering::Acquire) {
-            return false;
-        }
-        *waiter = Some(match current_task() {
-            Some(task) => Waiter::Coroutine(task),
-            None => Waiter::Thread(thread::current()),
-        });
-        true
-    }
-}
-
-/// An owned permission to join a coroutine, like [`std::thread::JoinHandle`].
-/// Dropping it detaches the coroutine.
-///
-/// # Examples
-///
-/// ```
-/// let h = stackweave::spawn(|| "result");
-/// assert_eq!(h.join().unwrap(), "result");
-/// ```
-pub struct JoinHandle<T> {
-    packet: Arc<Packet<T>>,
-    coroutine: Coroutine,
-}
-
-impl<T> JoinHandle<T> {
-    /// Waits for the coroutine to finish and returns its result: `Err` with the panic
-    /// payload if it panicked (or [`Unwound`] if its runtime shut down first).
-    ///
-    /// From a coroutine this suspends only the caller; from a thread it blocks the
-    /// thread.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let h = stackweave::spawn(|| panic!("boom"));
-    /// let err = h.join().unwrap_err();
-    /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
-    /// ```
-    pub fn join(self) -> thread::Result<T> {
-        loop {
-            if self.packet.done.load(Ordering::Acquire) {
-                let result = self
-                    .packet
-                    .result
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                return result.expect("a finished coroutine leaves its result once");
-            }
-            if !self.packet.register() {
-                continue;
-            }
-            if !suspend_current(Request::Wait) {
-                thread::park();
-            }
-        }
-    }
-
-    /// Whether the coroutine has finished (its result is ready).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let h = stackweave::spawn(|| {});
-    /// while !h.is_finished() {
-    ///     std::thread::yield_now();
-    /// }
-    /// h.join().unwrap();
-    /// ```
-    pub fn is_finished(&self) -> bool {
-        self.packet.done.load(Ordering::Acquire)
-    }
-
-    /// The coroutine's handle.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let h = stackweave::spawn(|| {});
-    /// println!("spawned {:?}", h.coroutine().id());
-    /// h.join().unwrap();
-    /// ```
-    pub fn coroutine(&self) -> &Coroutine {
-        &self.coroutine
-    }
-}
-
-impl<T> fmt::Debug for JoinHandle<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle")
-            .field("coroutine", &self.coroutine)
-            .finish_non_exhaustive()
     }
 }
 

@@ -59,6 +59,7 @@ pub struct Runtime {
 pub struct Builder {
     workers: Option<usize>,
     stack_size: usize,
+    blocking_threads: Option<usize>,
 }
 
 /// A cloneable, `Send` handle to a runtime: spawns onto it from any thread.
@@ -87,6 +88,7 @@ impl Builder {
         Builder {
             workers: None,
             stack_size: stack::DEFAULT_STACK_SIZE,
+            blocking_threads: None,
         }
     }
 
@@ -102,6 +104,15 @@ impl Builder {
         self
     }
 
+    /// Sets the most threads of the process-wide blocking pool behind
+    /// [`spawn_blocking`](crate::spawn_blocking) and name resolution (default 16,
+    /// at least 1), when the runtime is built. The pool is shared by every runtime
+    /// of the process: the last runtime built with this option sets it.
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking_threads = Some(n);
+        self
+    }
+
     /// Starts the worker threads.
     ///
     /// # Errors
@@ -113,6 +124,9 @@ impl Builder {
             .workers
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
         stack::round_size(self.stack_size)?;
+        if let Some(n) = self.blocking_threads {
+            crate::blocking::set_max_threads(n);
+        }
         coroutine::install_panic_hook();
         let mut locals = Vec::with_capacity(workers);
         let mut remotes = Vec::with_capacity(workers);

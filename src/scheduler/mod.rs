@@ -152,7 +152,8 @@ pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
 }
 
 /// Completes a task that never ran, without running user code: its closure is
-/// dropped and its joiner gets [`Unwound`](crate::Unwound).
+/// dropped and its joiner gets [`Cancelled`](crate::Cancelled) if it was
+/// cancelled, [`Unwound`](crate::Unwound) otherwise.
 ///
 /// The caller holds the right to run the task (took it from a queue) and it has not
 /// started.
@@ -169,7 +170,12 @@ pub(crate) fn complete_unstarted(task: &Arc<Task>) {
         crate::stack::pool::give(stack);
     }
     if let Some(start) = start {
-        start(false);
+        let payload: Box<dyn std::any::Any + Send> = if task.cancelled.load(Ordering::Acquire) {
+            Box::new(crate::Cancelled)
+        } else {
+            Box::new(crate::Unwound)
+        };
+        start(Some(payload));
     }
     task.state.store(task::State::DONE, Ordering::Release);
 }

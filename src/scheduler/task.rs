@@ -72,8 +72,14 @@ pub(crate) enum Request {
 
 /// What a worker hands a coroutine when it resumes it.
 pub(crate) const RESUME: usize = 0;
-/// Resume, but unwind: the runtime is shutting down (or the task is cancelled).
+/// Resume, but unwind: the runtime is shutting down.
 pub(crate) const UNWIND: usize = 1;
+/// Resume, but unwind: the coroutine was cancelled (`JoinHandle::cancel`).
+pub(crate) const CANCEL: usize = 2;
+
+/// How a coroutine's start closure is called: to run it (`None`), or to complete it
+/// without running user code, with this payload as its `join` error.
+pub(crate) type Start = Box<dyn FnOnce(Option<Box<dyn std::any::Any + Send>>) + Send>;
 
 /// No home yet (never run).
 pub(crate) const NO_HOME: usize = usize::MAX;
@@ -89,6 +95,9 @@ pub(crate) struct Task {
     pub(crate) unparked: AtomicBool,
     /// Set to make the coroutine unwind at its next suspension point.
     pub(crate) unwind: AtomicBool,
+    /// Set by `JoinHandle::cancel`: unwind with `Cancelled` at the next suspension
+    /// point (or never start).
+    pub(crate) cancelled: AtomicBool,
     pub(crate) shared: Arc<Shared>,
     worker_part: UnsafeCell<WorkerPart>,
     coroutine_part: UnsafeCell<CoroutinePart>,
@@ -105,10 +114,8 @@ pub(crate) struct WorkerPart {
 /// What the coroutine touches while it runs (module invariant); also the worker,
 /// for a task that never ran.
 pub(crate) struct CoroutinePart {
-    /// The closure, until the first run takes it. Called with `true` to run the
-    /// coroutine, or with `false` to complete it without running user code (the
-    /// runtime shut down before it started). It never unwinds.
-    pub(crate) start: Option<Box<dyn FnOnce(bool) + Send>>,
+    /// The closure, until the first run takes it (see [`Start`]). It never unwinds.
+    pub(crate) start: Option<Start>,
     /// The coroutine's way back to its worker, set when it starts.
     pub(crate) suspender: Option<Suspender>,
     /// `coroutine_local!` values.
@@ -156,18 +163,14 @@ impl Task {
     }
 
     /// A new, unstarted task.
-    pub(crate) fn new(
-        owner: Owner,
-        shared: Arc<Shared>,
-        stack: Stack,
-        start: Box<dyn FnOnce(bool) + Send>,
-    ) -> Task {
+    pub(crate) fn new(owner: Owner, shared: Arc<Shared>, stack: Stack, start: Start) -> Task {
         Task {
             owner,
             state: AtomicU8::new(State::SCHEDULED),
             home: AtomicUsize::new(NO_HOME),
             unparked: AtomicBool::new(false),
             unwind: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
             shared,
             worker_part: UnsafeCell::new(WorkerPart {
                 stack: Some(stack),

@@ -7,10 +7,10 @@
 //! because a coroutine runs on its home worker's thread; no borrow of the core's
 //! queues is held across a `resume`.
 
-use super::task::{Request, State, Task, WorkerPart, RESUME, UNWIND};
+use super::task::{Request, State, Task, WorkerPart, CANCEL, RESUME, UNWIND};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
 use crate::context::{self, Context, Suspender};
-use crate::coroutine::Unwound;
+use crate::coroutine::{Cancelled, Unwound};
 use crate::reactor::Reactor;
 use crate::stack;
 use crate::time::queue::{TimerKey, TimerQueue};
@@ -126,9 +126,10 @@ pub(crate) fn cancel_timer(key: TimerKey) {
 
 /// Switches the running coroutine out to its worker with `request` and returns true
 /// when the worker resumes it (possibly spuriously: callers wait in a loop); unwinds
-/// (with [`Unwound`]) if the runtime asks it to. Returns false at once when called
-/// outside a coroutine, so callers fall back to blocking the thread without a
-/// second look-up.
+/// with [`Unwound`] if the runtime shuts down, or with [`Cancelled`] if the
+/// coroutine was cancelled (then without switching out at all). Returns false at
+/// once when called outside a coroutine, so callers fall back to blocking the
+/// thread without a second look-up.
 ///
 /// Aborts the process if the coroutine is unwinding (see
 /// `blocked_while_unwinding`).
@@ -143,20 +144,28 @@ pub(crate) fn suspend_current(request: Request) -> bool {
         if std::thread::panicking() {
             blocked_while_unwinding(task);
         }
+        if task.cancelled.load(Ordering::Acquire) {
+            return Some(None);
+        }
         // SAFETY: we are the running coroutine: its part is ours (task module
         // invariant); this short borrow ends before the switch.
-        unsafe { task.coroutine_part().suspender }
+        Some(unsafe { task.coroutine_part().suspender })
     })
     .flatten();
-    let Some(suspender) = suspender else {
-        return false;
+    let suspender = match suspender {
+        None => return false,
+        // Cancelled: unwind from here, a blocking point, without waiting.
+        Some(None) => panic::resume_unwind(Box::new(Cancelled)),
+        Some(Some(suspender)) => suspender,
     };
     // SAFETY: we run on the coroutine's stack: `current` is set only while its
     // context runs, and code on a worker's own stack never reaches here (it has no
     // current task).
     let value = unsafe { suspender.suspend(request as usize) };
-    if value == UNWIND {
-        panic::resume_unwind(Box::new(Unwound));
+    match value {
+        UNWIND => panic::resume_unwind(Box::new(Unwound)),
+        CANCEL => panic::resume_unwind(Box::new(Cancelled)),
+        _ => {}
     }
     true
 }
@@ -453,6 +462,8 @@ impl Core {
         let context: *mut Context = part.context.as_mut().expect("started");
         let value = if task.unwind.load(Ordering::Acquire) {
             UNWIND
+        } else if task.cancelled.load(Ordering::Acquire) {
+            CANCEL
         } else {
             RESUME
         };
@@ -493,8 +504,9 @@ impl Core {
     /// Returns false if the task was only completed (the runtime is shutting down and
     /// it never started).
     fn start(&self, task: &Arc<Task>, part: &mut WorkerPart) -> bool {
-        if task.unwind.load(Ordering::Acquire) {
-            // Never started and the runtime is going away: complete it unrun.
+        if task.unwind.load(Ordering::Acquire) || task.cancelled.load(Ordering::Acquire) {
+            // Never started, and the runtime is going away or it was cancelled:
+            // complete it unrun.
             super::complete_unstarted(task);
             return false;
         }
@@ -574,7 +586,12 @@ impl context::Entry for TaskEntry {
             part.start.take().expect("a coroutine starts once")
         };
         // The closure catches its own panics (see `coroutine::spawn`).
-        start(value != UNWIND);
+        let skip: Option<Box<dyn std::any::Any + Send>> = match value {
+            UNWIND => Some(Box::new(Unwound)),
+            CANCEL => Some(Box::new(Cancelled)),
+            _ => None,
+        };
+        start(skip);
         0
     }
 }

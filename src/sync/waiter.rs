@@ -60,7 +60,7 @@ impl Waiter {
     /// Blocks the caller (who must be the waiter's coroutine or thread) until it is
     /// notified or `deadline` passes; returns whether it was notified. May unwind
     /// (shutdown, cancellation) when a coroutine.
-    fn block(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn block(&self, deadline: Option<Instant>) -> bool {
         match &self.who {
             Who::Task(_) => match deadline {
                 None => {

@@ -1,0 +1,231 @@
+//! Joining a coroutine: its result on the way to whoever waits for it, from a
+//! coroutine, a thread or an `async` task, and cancelling it.
+//!
+//! Invariant: the result is stored before `done` is set, and the waiter registered
+//! under the waiter lock is taken and woken after `done` is set; a joiner checks
+//! `done` again under that lock before it waits, so it is never left waiting for a
+//! result that is already there.
+
+use super::{Coroutine, Kind};
+use crate::scheduler::{current_task, suspend_current, Request, Task};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread;
+
+/// Who waits for a coroutine to finish.
+enum Waiter {
+    Coroutine(Arc<Task>),
+    Thread(thread::Thread),
+    /// An `async` task awaiting the [`JoinHandle`].
+    Future(std::task::Waker),
+}
+
+/// A coroutine's result, on its way to the joiner.
+pub(super) struct Packet<T> {
+    result: Mutex<Option<thread::Result<T>>>,
+    done: AtomicBool,
+    waiter: Mutex<Option<Waiter>>,
+}
+
+impl<T> Packet<T> {
+    pub(super) fn new() -> Packet<T> {
+        Packet {
+            result: Mutex::new(None),
+            done: AtomicBool::new(false),
+            waiter: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn complete(&self, result: thread::Result<T>) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        self.done.store(true, Ordering::Release);
+        let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match waiter {
+            Some(Waiter::Coroutine(task)) => task.wake(),
+            Some(Waiter::Thread(thread)) => thread.unpark(),
+            Some(Waiter::Future(waker)) => waker.wake(),
+            None => {}
+        }
+    }
+
+    /// Registers the caller as the waiter; false if the result is already there.
+    fn register(&self) -> bool {
+        let mut waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if self.done.load(Ordering::Acquire) {
+            return false;
+        }
+        *waiter = Some(match current_task() {
+            Some(task) => Waiter::Coroutine(task),
+            None => Waiter::Thread(thread::current()),
+        });
+        true
+    }
+}
+
+/// An owned permission to join a coroutine, like [`std::thread::JoinHandle`].
+/// Dropping it detaches the coroutine.
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| "result");
+/// assert_eq!(h.join().unwrap(), "result");
+/// ```
+pub struct JoinHandle<T> {
+    pub(super) packet: Arc<Packet<T>>,
+    pub(super) coroutine: Coroutine,
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the coroutine to finish and returns its result: `Err` with the panic
+    /// payload if it panicked ([`Unwound`](crate::Unwound) if its runtime shut down first,
+    /// [`Cancelled`](crate::Cancelled) if it was cancelled).
+    ///
+    /// From a coroutine this suspends only the caller; from a thread it blocks the
+    /// thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| panic!("boom"));
+    /// let err = h.join().unwrap_err();
+    /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
+    /// ```
+    pub fn join(self) -> thread::Result<T> {
+        loop {
+            if self.packet.done.load(Ordering::Acquire) {
+                let result = self
+                    .packet
+                    .result
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                return result.expect("a finished coroutine leaves its result once");
+            }
+            if !self.packet.register() {
+                continue;
+            }
+            if !suspend_current(Request::Wait) {
+                thread::park();
+            }
+        }
+    }
+
+    /// Cancels the coroutine: at its next blocking point — an I/O wait, `sleep`,
+    /// `park`, a channel or lock wait, `join`, `yield_now` — it unwinds its stack
+    /// (destructors run) instead of waiting, on its home worker, and its
+    /// [`join`](Self::join) returns `Err` with a [`Cancelled`](crate::Cancelled)
+    /// payload. A coroutine that has not started yet never runs. One that never
+    /// reaches a blocking point again (an endless computation) is not interrupted;
+    /// one that has finished is not affected. Calling it more than once is
+    /// harmless.
+    ///
+    /// A coroutine that catches the unwind (`catch_unwind`) and blocks again is
+    /// unwound again there. As with any unwind, a destructor must not block while it
+    /// runs (the process aborts with a message saying so), and a
+    /// [`sync::Mutex`](crate::sync::Mutex) held by the cancelled coroutine is
+    /// poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stackweave::Cancelled;
+    ///
+    /// struct Cleanup(std::sync::mpsc::Sender<&'static str>);
+    /// impl Drop for Cleanup {
+    ///     fn drop(&mut self) {
+    ///         let _ = self.0.send("cleaned up");
+    ///     }
+    /// }
+    ///
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let h = stackweave::spawn(move || {
+    ///     let _guard = Cleanup(tx);
+    ///     stackweave::time::sleep(Duration::from_secs(3600)); // cancelled here
+    /// });
+    /// std::thread::sleep(Duration::from_millis(10));
+    /// h.cancel();
+    /// assert!(h.join().unwrap_err().is::<Cancelled>());
+    /// assert_eq!(rx.recv().unwrap(), "cleaned up");
+    /// ```
+    pub fn cancel(&self) {
+        if let Kind::Task(task) = &self.coroutine.inner {
+            task.cancelled.store(true, Ordering::Release);
+            task.wake();
+        }
+    }
+
+    /// Whether the coroutine has finished (its result is ready).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| {});
+    /// while !h.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// h.join().unwrap();
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.packet.done.load(Ordering::Acquire)
+    }
+
+    /// The coroutine's handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let h = stackweave::spawn(|| {});
+    /// println!("spawned {:?}", h.coroutine().id());
+    /// h.join().unwrap();
+    /// ```
+    pub fn coroutine(&self) -> &Coroutine {
+        &self.coroutine
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("coroutine", &self.coroutine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `JoinHandle` is also a future: `async` code can await a coroutine (its output is
+/// what [`join`](JoinHandle::join) returns). Awaiting it suspends only the awaiting
+/// task; the coroutine runs on its runtime meanwhile.
+///
+/// # Examples
+///
+/// ```
+/// let h = stackweave::spawn(|| 6 * 7);
+/// // Any executor will do; here, stackweave's own bridge.
+/// let answer = stackweave::future::block_on(h);
+/// assert_eq!(answer.unwrap(), 42);
+/// ```
+impl<T> Future for JoinHandle<T> {
+    type Output = thread::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<thread::Result<T>> {
+        let packet = &self.packet;
+        if !packet.done.load(Ordering::Acquire) {
+            let mut waiter = packet.waiter.lock().unwrap_or_else(|e| e.into_inner());
+            if !packet.done.load(Ordering::Acquire) {
+                *waiter = Some(Waiter::Future(cx.waker().clone()));
+                return Poll::Pending;
+            }
+        }
+        let result = packet
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Poll::Ready(result.expect("a JoinHandle is not polled after it completed"))
+    }
+}

@@ -1,0 +1,622 @@
+//! The one channel core behind [`mpsc`](super::mpsc), [`mpmc`](super::mpmc) and
+//! [`select!`](crate::select).
+//!
+//! A channel is a `std::sync::Mutex` around its buffer (`queue`, at most `cap`
+//! messages; `cap == Some(0)` is a rendezvous channel with no buffer at all), its
+//! handle counts, and two lines of parked operations: receivers waiting for a
+//! message (`recvq`) and senders waiting for room (`sendq`, each with its message).
+//!
+//! A parked operation is an [`Entry`]: the [`Token`] of the coroutine or thread that
+//! waits (one token for all the operations of a `select!`), which of its operations
+//! this is (`oper`), and a [`Packet`], the one-message slot through which the
+//! operation is completed. Whoever completes a parked operation does so in one
+//! critical section of the entry's channel: it first *claims* the token (a
+//! compare-and-swap from "waiting" to "operation `oper` done": it succeeds once per
+//! token, ever), and only if that succeeds moves the message (into the packet of a
+//! parked receiver, or out of the packet of a parked sender into the caller or into
+//! the buffer), takes the entry off its line, and wakes the waiter with
+//! [`Waiter::notify`]. An entry whose token cannot be claimed any more (its owner
+//! already completed another operation, gave up, or was unwound) is stale: it is
+//! dropped from the line without touching its packet.
+//!
+//! Invariant (under the channel's lock):
+//!
+//! * every message is in exactly one place: the buffer, the packet of a parked
+//!   sender, the packet of a receiver whose token was claimed for it, or the hands
+//!   of the caller; it moves between them only under the lock, and into or out of a
+//!   parked operation's packet only by the party that claimed its token;
+//! * a live (claimable) receiver is parked only while the buffer is empty and no
+//!   live sender is parked, and a live sender only while the buffer is full (always,
+//!   for a rendezvous channel) and no live receiver is parked: an operation parks
+//!   only after it found, under the same lock, that it cannot complete, and every
+//!   operation that changes that first completes a live parked counterpart (a send
+//!   hands its message to the first live parked receiver rather than buffer it; a
+//!   receive that frees a buffer slot moves the first live parked sender's message
+//!   in; the last sender or receiver to go claims every parked operation of the
+//!   other side, which then fails with "disconnected");
+//! * a waiter that stops waiting (timeout, unwind, or another operation of its
+//!   `select!` completed) first settles its token (claims it as "aborted", or learns
+//!   which operation was claimed), then, under each channel's lock, takes its
+//!   entries off the lines and reads its packets: from then on nobody else touches
+//!   them. A parked sender gets its message back unless its token was claimed.
+//!
+//! So a message is never lost or duplicated, a wakeup is never lost (every claim
+//! completes an operation, and every claimed waiter collects its result), and a
+//! token's operations complete at most one of them. No user code runs under the
+//! lock: messages are never dropped there (messages a disconnected receiver
+//! discards are dropped after it is released).
+
+use super::waiter::{lock, Waiter};
+use std::collections::VecDeque;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The token is not claimed: its owner is (about to be) waiting.
+const WAITING: usize = 0;
+/// Its owner gave up (timeout, unwind, or it found an operation ready itself).
+const ABORTED: usize = 1;
+/// Operation `oper` was completed by somebody else: `SELECTED + oper`.
+const SELECTED: usize = 2;
+
+/// What a waiting coroutine or thread is waiting for: the claim on it.
+pub(crate) struct Token {
+    selected: AtomicUsize,
+    waiter: Arc<Waiter>,
+}
+
+impl Token {
+    /// A fresh, unclaimed token for the calling coroutine (or thread).
+    pub(crate) fn new() -> Arc<Token> {
+        Arc::new(Token {
+            selected: AtomicUsize::new(WAITING),
+            waiter: Waiter::current(),
+        })
+    }
+
+    /// Claims the token for its operation `oper`; false if it was claimed already.
+    fn try_select(&self, oper: usize) -> bool {
+        self.selected
+            .compare_exchange(
+                WAITING,
+                SELECTED + oper,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Whether nobody claimed it yet.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.selected.load(Ordering::Acquire) == WAITING
+    }
+
+    /// Gives up: `None` when that worked (no operation of the token will complete
+    /// now), or the operation somebody claimed it for first.
+    pub(crate) fn abort(&self) -> Option<usize> {
+        match self
+            .selected
+            .compare_exchange(WAITING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => None,
+            Err(ABORTED) => None,
+            Err(sel) => Some(sel - SELECTED),
+        }
+    }
+
+    /// Waits (the caller must be the token's coroutine or thread) until an
+    /// operation claims the token, or gives up at `deadline`; returns the claimed
+    /// operation, or `None` after giving up. May unwind (coroutine shutdown or
+    /// cancellation): the caller must then [`abort`](Token::abort) and leave.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<usize> {
+        if self.waiter.block(deadline) {
+            // Only the claimer notifies, after its claim.
+            let sel = self.selected.load(Ordering::Acquire);
+            debug_assert!(sel >= SELECTED);
+            return Some(sel - SELECTED);
+        }
+        self.abort()
+    }
+
+    /// Completes the claim: wakes the owner.
+    fn wake(&self) {
+        self.waiter.notify();
+    }
+}
+
+/// The one-message slot of a parked operation. Only touched under the lock of the
+/// channel the operation is parked on (its own mutex only keeps this safe code).
+pub(crate) struct Packet<T>(Mutex<Option<T>>);
+
+impl<T> Packet<T> {
+    pub(crate) fn new(msg: Option<T>) -> Arc<Packet<T>> {
+        Arc::new(Packet(Mutex::new(msg)))
+    }
+
+    fn put(&self, msg: T) {
+        *lock(&self.0) = Some(msg);
+    }
+
+    /// Takes the message out, if any. Without the channel lock only while the
+    /// packet is not parked.
+    pub(crate) fn take(&self) -> Option<T> {
+        lock(&self.0).take()
+    }
+}
+
+/// One parked operation.
+struct Entry<T> {
+    token: Arc<Token>,
+    oper: usize,
+    packet: Arc<Packet<T>>,
+}
+
+impl<T> Entry<T> {
+    /// Whether another party than `me` could claim it now.
+    fn is_live(&self, me: &Token) -> bool {
+        !ptr::eq(&*self.token, me) && self.token.is_waiting()
+    }
+}
+
+/// Which line of parked operations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Side {
+    Send,
+    Recv,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    /// `None`: unbounded.
+    cap: Option<usize>,
+    senders: usize,
+    receivers: usize,
+    recvq: VecDeque<Entry<T>>,
+    sendq: VecDeque<Entry<T>>,
+}
+
+impl<T> State<T> {
+    fn line(&mut self, side: Side) -> &mut VecDeque<Entry<T>> {
+        match side {
+            Side::Send => &mut self.sendq,
+            Side::Recv => &mut self.recvq,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.cap.is_none_or(|cap| self.queue.len() < cap)
+    }
+
+    /// Claims the first live parked operation on `side` (dropping the stale ones
+    /// before it) and returns it, off its line. (The caller has nothing parked: a
+    /// select completes operations itself only before it parks any.)
+    fn claim(&mut self, side: Side) -> Option<Entry<T>> {
+        let line = self.line(side);
+        while let Some(entry) = line.pop_front() {
+            if entry.token.try_select(entry.oper) {
+                return Some(entry);
+            }
+            // Stale: its owner settled its token and will not look for it here.
+        }
+        None
+    }
+
+    fn try_send(&mut self, msg: T) -> Result<(), TrySendError<T>> {
+        if self.receivers == 0 {
+            return Err(TrySendError::Disconnected(msg));
+        }
+        if let Some(entry) = self.claim(Side::Recv) {
+            entry.packet.put(msg);
+            entry.token.wake();
+            return Ok(());
+        }
+        if self.has_room() {
+            self.queue.push_back(msg);
+            return Ok(());
+        }
+        Err(TrySendError::Full(msg))
+    }
+
+    fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        if let Some(msg) = self.queue.pop_front() {
+            // A slot is free: the first parked sender's message takes it.
+            if let Some(entry) = self.claim(Side::Send) {
+                let moved = entry
+                    .packet
+                    .take()
+                    .expect("a parked sender has its message");
+                self.queue.push_back(moved);
+                entry.token.wake();
+            }
+            return Ok(msg);
+        }
+        // Empty buffer: a parked sender (rendezvous) hands over directly.
+        if let Some(entry) = self.claim(Side::Send) {
+            let msg = entry
+                .packet
+                .take()
+                .expect("a parked sender has its message");
+            entry.token.wake();
+            return Ok(msg);
+        }
+        if self.senders == 0 {
+            Err(TryRecvError::Disconnected)
+        } else {
+            Err(TryRecvError::Empty)
+        }
+    }
+
+    /// Whether an operation on `side` by `me` could complete now (`me`'s own
+    /// parked operations do not count: it never completes with itself).
+    fn is_ready(&self, side: Side, me: &Token) -> bool {
+        match side {
+            Side::Recv => {
+                !self.queue.is_empty()
+                    || self.senders == 0
+                    || self.sendq.iter().any(|e| e.is_live(me))
+            }
+            Side::Send => {
+                self.receivers == 0 || self.has_room() || self.recvq.iter().any(|e| e.is_live(me))
+            }
+        }
+    }
+
+    fn park(&mut self, side: Side, token: &Arc<Token>, oper: usize, packet: &Arc<Packet<T>>) {
+        self.line(side).push_back(Entry {
+            token: token.clone(),
+            oper,
+            packet: packet.clone(),
+        });
+    }
+
+    fn unpark(&mut self, side: Side, token: &Arc<Token>, oper: usize) {
+        let line = self.line(side);
+        if let Some(i) = line
+            .iter()
+            .position(|e| Arc::ptr_eq(&e.token, token) && e.oper == oper)
+        {
+            line.remove(i);
+        }
+    }
+
+    /// Claims every parked operation on `side` (they fail: disconnected).
+    fn disconnect(&mut self, side: Side) {
+        while let Some(entry) = self.claim(side) {
+            entry.token.wake();
+        }
+    }
+}
+
+/// A channel: the shared core of both handles.
+pub(crate) struct Chan<T> {
+    state: Mutex<State<T>>,
+}
+
+/// How a blocking send failed; the message comes back.
+pub(crate) enum SendFailed<T> {
+    Disconnected(T),
+    Timeout(T),
+}
+
+impl<T> Chan<T> {
+    /// A channel with one sender and one receiver handle counted.
+    fn new(cap: Option<usize>) -> Arc<Chan<T>> {
+        Arc::new(Chan {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                cap,
+                senders: 1,
+                receivers: 1,
+                recvq: VecDeque::new(),
+                sendq: VecDeque::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        lock(&self.state).try_send(msg)
+    }
+
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        lock(&self.state).try_recv()
+    }
+
+    /// Sends, waiting for room (or, rendezvous, for a receiver) until `deadline`.
+    pub(crate) fn send(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendFailed<T>> {
+        let mut state = lock(&self.state);
+        let msg = match state.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(msg)) => return Err(SendFailed::Disconnected(msg)),
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(SendFailed::Timeout(msg));
+        }
+        let token = Token::new();
+        let packet = Packet::new(Some(msg));
+        state.park(Side::Send, &token, 0, &packet);
+        drop(state);
+        let sel = self.wait(Side::Send, &token, 0, &packet, deadline);
+        match (sel, self.leave(Side::Send, &token, 0, &packet)) {
+            (Some(_), None) => Ok(()),
+            (Some(_), Some(msg)) => Err(SendFailed::Disconnected(msg)),
+            (None, Some(msg)) => Err(SendFailed::Timeout(msg)),
+            (None, None) => unreachable!("an unclaimed sender keeps its message"),
+        }
+    }
+
+    /// Receives, waiting for a message until `deadline`.
+    pub(crate) fn recv(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let mut state = lock(&self.state);
+        match state.try_recv() {
+            Ok(msg) => return Ok(msg),
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RecvTimeoutError::Timeout);
+        }
+        let token = Token::new();
+        let packet = Packet::new(None);
+        state.park(Side::Recv, &token, 0, &packet);
+        drop(state);
+        let sel = self.wait(Side::Recv, &token, 0, &packet, deadline);
+        match (sel, self.leave(Side::Recv, &token, 0, &packet)) {
+            (Some(_), Some(msg)) => Ok(msg),
+            (Some(_), None) => Err(RecvTimeoutError::Disconnected),
+            (None, _) => Err(RecvTimeoutError::Timeout),
+        }
+    }
+
+    /// Waits on the token of one parked operation; on an unwind, leaves first.
+    fn wait(
+        &self,
+        side: Side,
+        token: &Arc<Token>,
+        oper: usize,
+        packet: &Arc<Packet<T>>,
+        deadline: Option<Instant>,
+    ) -> Option<usize> {
+        struct Abandon<'a, T> {
+            chan: &'a Chan<T>,
+            side: Side,
+            token: &'a Arc<Token>,
+            oper: usize,
+            packet: &'a Arc<Packet<T>>,
+        }
+        impl<T> Drop for Abandon<'_, T> {
+            fn drop(&mut self) {
+                self.token.abort();
+                // The message (if any) is dropped by the caller's unwind, unlocked.
+                let _msg = self
+                    .chan
+                    .leave(self.side, self.token, self.oper, self.packet);
+            }
+        }
+        let abandon = Abandon {
+            chan: self,
+            side,
+            token,
+            oper,
+            packet,
+        };
+        let sel = token.wait(deadline);
+        std::mem::forget(abandon);
+        sel
+    }
+
+    /// Whether `side` could complete now for the token `me` (whose own parked
+    /// operations do not count); if not, parks the operation `oper` of `token`.
+    /// Returns whether it parked.
+    pub(crate) fn park_unless_ready(
+        &self,
+        side: Side,
+        token: &Arc<Token>,
+        oper: usize,
+        packet: &Arc<Packet<T>>,
+    ) -> bool {
+        let mut state = lock(&self.state);
+        if state.is_ready(side, token) {
+            return false;
+        }
+        state.park(side, token, oper, packet);
+        true
+    }
+
+    /// Leaves after the token was settled (claimed or aborted): takes the entry off
+    /// its line if it is still there, and returns what is in the packet.
+    pub(crate) fn leave(
+        &self,
+        side: Side,
+        token: &Arc<Token>,
+        oper: usize,
+        packet: &Packet<T>,
+    ) -> Option<T> {
+        let mut state = lock(&self.state);
+        state.unpark(side, token, oper);
+        packet.take()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        lock(&self.state).cap
+    }
+}
+
+/// A counted sending handle: the channel disconnects for receivers when the last
+/// one is dropped.
+pub(crate) struct Tx<T>(Arc<Chan<T>>);
+
+/// A counted receiving handle: the channel disconnects for senders (and drops its
+/// buffered messages) when the last one is dropped.
+pub(crate) struct Rx<T>(Arc<Chan<T>>);
+
+/// A new channel holding at most `cap` messages (`None`: unbounded; `Some(0)`:
+/// rendezvous).
+pub(crate) fn new<T>(cap: Option<usize>) -> (Tx<T>, Rx<T>) {
+    let chan = Chan::new(cap);
+    (Tx(chan.clone()), Rx(chan))
+}
+
+impl<T> std::ops::Deref for Tx<T> {
+    type Target = Chan<T>;
+    fn deref(&self) -> &Chan<T> {
+        &self.0
+    }
+}
+
+impl<T> std::ops::Deref for Rx<T> {
+    type Target = Chan<T>;
+    fn deref(&self) -> &Chan<T> {
+        &self.0
+    }
+}
+
+impl<T> Clone for Tx<T> {
+    fn clone(&self) -> Tx<T> {
+        lock(&self.0.state).senders += 1;
+        Tx(self.0.clone())
+    }
+}
+
+impl<T> Clone for Rx<T> {
+    fn clone(&self) -> Rx<T> {
+        lock(&self.0.state).receivers += 1;
+        Rx(self.0.clone())
+    }
+}
+
+impl<T> Drop for Tx<T> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.senders -= 1;
+        if state.senders == 0 {
+            state.disconnect(Side::Recv);
+        }
+    }
+}
+
+impl<T> Drop for Rx<T> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.receivers -= 1;
+        if state.receivers == 0 {
+            state.disconnect(Side::Send);
+            // Like std: a channel nobody can receive from drops what it holds,
+            // now (outside the lock: the messages' destructors are user code).
+            let discarded = std::mem::take(&mut state.queue);
+            drop(state);
+            drop(discarded);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocol's race windows, driven step by step: what a waiter sees when a
+    //! claim lands between its wakeup (or timeout) and its abort.
+
+    use super::*;
+
+    fn parked(chan: &Chan<u32>, side: Side, msg: Option<u32>) -> (Arc<Token>, Arc<Packet<u32>>) {
+        let token = Token::new();
+        let packet = Packet::new(msg);
+        assert!(chan.park_unless_ready(side, &token, 0, &packet));
+        (token, packet)
+    }
+
+    #[test]
+    fn a_receiver_claimed_before_it_aborts_gets_the_message() {
+        let (tx, rx) = new::<u32>(Some(0));
+        let (token, packet) = parked(&rx, Side::Recv, None);
+        assert!(tx.try_send(5).is_ok(), "handed to the parked receiver");
+        // It timed out just now: the abort must report the claim...
+        assert_eq!(token.abort(), Some(0));
+        // ... and the message is in its packet, nowhere else.
+        assert_eq!(rx.leave(Side::Recv, &token, 0, &packet), Some(5));
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        // A late wait returns the claim at once, even past its deadline.
+        assert_eq!(token.wait(Some(Instant::now())), Some(0));
+    }
+
+    #[test]
+    fn a_sender_claimed_before_it_aborts_has_sent() {
+        let (tx, rx) = new::<u32>(Some(0));
+        let (token, packet) = parked(&tx, Side::Send, Some(7));
+        assert_eq!(rx.try_recv().ok(), Some(7));
+        assert_eq!(token.abort(), Some(0));
+        assert_eq!(tx.leave(Side::Send, &token, 0, &packet), None, "taken");
+    }
+
+    #[test]
+    fn an_aborted_operation_is_never_completed() {
+        let (tx, rx) = new::<u32>(Some(0));
+        let (token, packet) = parked(&rx, Side::Recv, None);
+        assert_eq!(token.abort(), None);
+        // Its entry is still on the line, but stale: the send does not use it.
+        assert!(matches!(tx.try_send(1), Err(TrySendError::Full(1))));
+        assert_eq!(rx.leave(Side::Recv, &token, 0, &packet), None);
+
+        let (token, packet) = parked(&tx, Side::Send, Some(2));
+        assert_eq!(token.abort(), None);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        assert_eq!(tx.leave(Side::Send, &token, 0, &packet), Some(2), "kept");
+    }
+
+    #[test]
+    fn own_parked_operations_do_not_make_an_operation_ready() {
+        let (tx, rx) = new::<u32>(Some(0));
+        let (token, packet) = parked(&tx, Side::Send, Some(3));
+        // The same select's receive on the same channel parks too...
+        let recv_packet = Packet::new(None);
+        assert!(rx.park_unless_ready(Side::Recv, &token, 1, &recv_packet));
+        // ... while anyone else's is ready.
+        let other = Token::new();
+        assert!(!rx.park_unless_ready(Side::Recv, &other, 0, &Packet::new(None)));
+        assert_eq!(token.abort(), None);
+        assert_eq!(rx.leave(Side::Recv, &token, 1, &recv_packet), None);
+        assert_eq!(tx.leave(Side::Send, &token, 0, &packet), Some(3));
+    }
+
+    #[test]
+    fn disconnection_claims_parked_operations() {
+        let (tx, rx) = new::<u32>(Some(1));
+        let (token, packet) = parked(&rx, Side::Recv, None);
+        let tx2 = tx.clone();
+        drop(tx);
+        assert!(token.is_waiting(), "a sender is left");
+        drop(tx2);
+        assert_eq!(token.abort(), Some(0));
+        assert_eq!(rx.leave(Side::Recv, &token, 0, &packet), None);
+
+        let (tx, rx) = new::<u32>(Some(1));
+        tx.try_send(0).ok().unwrap();
+        let (token, packet) = parked(&tx, Side::Send, Some(4));
+        drop(rx);
+        assert_eq!(token.abort(), Some(0));
+        assert_eq!(
+            tx.leave(Side::Send, &token, 0, &packet),
+            Some(4),
+            "given back"
+        );
+    }
+
+    #[test]
+    fn a_freed_slot_takes_the_first_parked_senders_message() {
+        let (tx, rx) = new::<u32>(Some(1));
+        tx.try_send(0).ok().unwrap();
+        let (t1, p1) = parked(&tx, Side::Send, Some(1));
+        let (t2, p2) = parked(&tx, Side::Send, Some(2));
+        assert_eq!(t1.abort(), None); // the first one gave up: skipped
+        assert_eq!(rx.try_recv().ok(), Some(0));
+        assert_eq!(t2.abort(), Some(0));
+        assert_eq!(tx.leave(Side::Send, &t2, 0, &p2), None);
+        assert_eq!(tx.leave(Side::Send, &t1, 0, &p1), Some(1));
+        assert_eq!(rx.try_recv().ok(), Some(2));
+    }
+}

@@ -1,0 +1,495 @@
+//! [`Mutex`]: `std::sync::Mutex` whose `lock` suspends only the calling coroutine.
+//!
+//! Invariant: the state word holds `LOCKED` while a guard exists, and `WAITERS`
+//! whenever the wait list is not empty. `WAITERS` is set and cleared only under the
+//! list's lock (set by a waiter just before it queues, in the same critical section;
+//! cleared by an unlock that finds the list empty), so an unlock that sees no
+//! `WAITERS` has nobody to wake, and one that sees it takes the list's lock and
+//! wakes the first waiter. Lock and unlock without waiters are one atomic
+//! compare-and-swap each; waiting goes through `waiter::wait_for`, so no wakeup is
+//! lost. A woken waiter competes with newcomers for the lock (like `std`'s mutex, it
+//! is not FIFO-fair); a waiter that loses queues again.
+
+use super::waiter::{self, WaitList};
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::thread;
+
+/// Set while the mutex is locked.
+const LOCKED: u8 = 1;
+/// Set while the wait list may hold waiters (always, when it does).
+const WAITERS: u8 = 2;
+
+/// A mutual exclusion primitive for coroutines and threads, with the API of
+/// [`std::sync::Mutex`].
+///
+/// [`lock`](Mutex::lock) on a locked mutex suspends only the calling coroutine (other
+/// coroutines of its worker keep running), or blocks the calling thread outside a
+/// coroutine; so coroutines and threads can share one mutex. Because a coroutine never
+/// changes OS thread, a [`MutexGuard`] may be held across a suspension
+/// ([`yield_now`](crate::yield_now), a socket read, a nested lock…).
+///
+/// Locking the mutex again from the coroutine that holds it deadlocks that coroutine.
+/// An unlock wakes the longest waiter, which then competes with newcomers for the lock
+/// (not FIFO-fair, like std's mutex: an uncontended lock and unlock stay one atomic
+/// operation each).
+///
+/// # Poisoning
+///
+/// As in `std`: a guard dropped while its coroutine (or thread) is unwinding from a
+/// panic poisons the mutex, and every later [`lock`](Mutex::lock) or
+/// [`try_lock`](Mutex::try_lock) returns an error that still carries the guard
+/// ([`PoisonError::into_inner`]). [`clear_poison`](Mutex::clear_poison) resets the
+/// flag.
+///
+/// **Cancellation poisons too.** A coroutine that is
+/// [cancelled](crate::JoinHandle::cancel) or unwound by its runtime's shutdown while
+/// it holds a guard is unwound (with the [`Cancelled`](crate::Cancelled) or
+/// [`Unwound`](crate::Unwound) payload) from its next blocking point, and that point
+/// may be in the middle of a critical section: between two updates that must go
+/// together, with a `yield_now`, a nested lock or a socket write between them. The
+/// data may be half-updated exactly as after a panic, and the mutex cannot tell the
+/// difference, so it treats the unwind like any other one: it poisons. Code that knows its data is
+/// consistent at every blocking point takes the data back with
+/// [`PoisonError::into_inner`] or [`clear_poison`](Mutex::clear_poison).
+///
+/// A coroutine cannot suspend while it unwinds (the runtime aborts the process if it
+/// tries), so a destructor that runs during an unwind must not wait for a contended
+/// mutex: use [`try_lock`](Mutex::try_lock) there.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::sync::{Arc, Mutex};
+///
+/// let counter = Arc::new(Mutex::new(0));
+/// let handles: Vec<_> = (0..10)
+///     .map(|_| {
+///         let counter = counter.clone();
+///         stackweave::spawn(move || {
+///             let mut n = counter.lock().unwrap();
+///             stackweave::yield_now(); // still holding the lock
+///             *n += 1;
+///         })
+///     })
+///     .collect();
+/// for h in handles {
+///     h.join().unwrap();
+/// }
+/// assert_eq!(*counter.lock().unwrap(), 10);
+/// ```
+pub struct Mutex<T: ?Sized> {
+    state: AtomicU8,
+    poison: Poison,
+    waiters: std::sync::Mutex<WaitList>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the mutex owns its `T` and hands out access to it to one guard at a time,
+// whatever thread that guard is on; moving the mutex moves the `T`, so `T: Send` is
+// what both need (as for `std::sync::Mutex`).
+unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
+// SAFETY: `&Mutex<T>` gives `&mut T` to one guard at a time (the state word's
+// `LOCKED` bit), possibly on another thread: `T: Send` suffices, as in std.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
+
+// As in std: poisoning is how a mutex reports an unwind, so it is unwind safe.
+impl<T: ?Sized> UnwindSafe for Mutex<T> {}
+impl<T: ?Sized> RefUnwindSafe for Mutex<T> {}
+
+/// The access to a [`Mutex`]'s data, as in `std`: unlocks the mutex when dropped
+/// (poisoning it if dropped during an unwind).
+///
+/// Like `std::sync::MutexGuard` it is not `Send`; within a coroutine it may be held
+/// across suspensions, since a coroutine never changes thread.
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let m = stackweave::sync::Mutex::new(0);
+/// send(m.lock().unwrap()); // error: `MutexGuard` is not `Send`
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::sync::Mutex;
+///
+/// let m = Mutex::new(vec![1]);
+/// {
+///     let mut guard = m.lock().unwrap();
+///     guard.push(2); // DerefMut
+/// } // unlocked here
+/// assert_eq!(*m.lock().unwrap(), [1, 2]);
+/// ```
+#[must_use = "if unused the Mutex will immediately unlock"]
+pub struct MutexGuard<'a, T: ?Sized + 'a> {
+    pub(super) mutex: &'a Mutex<T>,
+    panicking: Panicking,
+    /// Not `Send`, like std's guard.
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: a shared guard only gives out `&T`, so sharing it across threads is sharing
+// `&T`: `T: Sync`, as for std's guard.
+unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
+
+impl<T> Mutex<T> {
+    /// Creates an unlocked mutex holding `value`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::Mutex;
+    ///
+    /// static COUNT: Mutex<u32> = Mutex::new(0);
+    /// *COUNT.lock().unwrap() += 1;
+    /// assert_eq!(*COUNT.lock().unwrap(), 1);
+    /// ```
+    pub const fn new(value: T) -> Mutex<T> {
+        Mutex {
+            state: AtomicU8::new(0),
+            poison: Poison::new(),
+            waiters: std::sync::Mutex::new(WaitList::new()),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Consumes the mutex and returns its data; `Err` (still holding the data) if it
+    /// is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::Mutex;
+    ///
+    /// let m = Mutex::new(String::from("data"));
+    /// assert_eq!(m.into_inner().unwrap(), "data");
+    /// ```
+    pub fn into_inner(self) -> LockResult<T> {
+        let poisoned = self.poison.get();
+        let data = self.data.into_inner();
+        poison_result(poisoned, data)
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Locks the mutex, suspending the calling coroutine (or blocking the calling
+    /// thread) until it is free; like [`std::sync::Mutex::lock`].
+    ///
+    /// # Errors
+    ///
+    /// If the mutex is poisoned (a holder unwound, see [Poisoning](Mutex#poisoning));
+    /// the error still holds the guard.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::{Arc, Mutex};
+    ///
+    /// let m = Arc::new(Mutex::new(0));
+    /// let m2 = m.clone();
+    /// stackweave::spawn(move || *m2.lock().unwrap() = 10).join().unwrap();
+    /// assert_eq!(*m.lock().unwrap(), 10);
+    /// ```
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        if self
+            .state
+            .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        MutexGuard::new(self)
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        waiter::wait_for(
+            &self.waiters,
+            |list| list,
+            None,
+            |_| {
+                // Under the list's lock: take the lock, or announce a waiter (which
+                // `wait_for` queues before releasing the list's lock).
+                let mut state = self.state.load(Ordering::Relaxed);
+                loop {
+                    let result = if state & LOCKED == 0 {
+                        let locked = state | LOCKED;
+                        match self.state.compare_exchange(
+                            state,
+                            locked,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) => return Some(()),
+                            Err(actual) => actual,
+                        }
+                    } else if state & WAITERS != 0 {
+                        return None;
+                    } else {
+                        let waiting = state | WAITERS;
+                        match self.state.compare_exchange(
+                            state,
+                            waiting,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) => return None,
+                            Err(actual) => actual,
+                        }
+                    };
+                    state = result;
+                }
+            },
+        );
+    }
+
+    /// Locks the mutex if it is free, without waiting; like
+    /// [`std::sync::Mutex::try_lock`].
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] if it is locked, [`TryLockError::Poisoned`] (with
+    /// the guard) if it was free but is poisoned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::{Mutex, TryLockError};
+    ///
+    /// let m = Mutex::new(1);
+    /// let guard = m.try_lock().unwrap();
+    /// assert!(matches!(m.try_lock(), Err(TryLockError::WouldBlock)));
+    /// drop(guard);
+    /// assert_eq!(*m.try_lock().unwrap(), 1);
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & LOCKED != 0 {
+                return Err(TryLockError::WouldBlock);
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state | LOCKED,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(MutexGuard::new(self)?),
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Whether the mutex is poisoned; like [`std::sync::Mutex::is_poisoned`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::{Arc, Mutex};
+    ///
+    /// let m = Arc::new(Mutex::new(0));
+    /// let m2 = m.clone();
+    /// let result = stackweave::spawn(move || {
+    ///     let _guard = m2.lock().unwrap();
+    ///     panic!("while holding the lock");
+    /// })
+    /// .join();
+    /// assert!(result.is_err());
+    /// assert!(m.is_poisoned());
+    /// ```
+    pub fn is_poisoned(&self) -> bool {
+        self.poison.get()
+    }
+
+    /// Clears the poisoned state; like [`std::sync::Mutex::clear_poison`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::{Arc, Mutex};
+    ///
+    /// let m = Arc::new(Mutex::new(0));
+    /// let m2 = m.clone();
+    /// let _ = stackweave::spawn(move || {
+    ///     let _guard = m2.lock().unwrap();
+    ///     panic!();
+    /// })
+    /// .join();
+    /// assert!(m.is_poisoned());
+    /// let guard = m.lock().unwrap_or_else(|e| {
+    ///     m.clear_poison();
+    ///     e.into_inner()
+    /// });
+    /// drop(guard);
+    /// assert!(!m.is_poisoned());
+    /// ```
+    pub fn clear_poison(&self) {
+        self.poison.clear();
+    }
+
+    /// A mutable reference to the data, without locking (the `&mut` proves nobody
+    /// else can); like [`std::sync::Mutex::get_mut`].
+    ///
+    /// # Errors
+    ///
+    /// If the mutex is poisoned; the error holds the reference.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::sync::Mutex;
+    ///
+    /// let mut m = Mutex::new(0);
+    /// *m.get_mut().unwrap() = 10;
+    /// assert_eq!(*m.lock().unwrap(), 10);
+    /// ```
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        let poisoned = self.poison.get();
+        poison_result(poisoned, self.data.get_mut())
+    }
+
+    /// Unlocks: clears `LOCKED`, and wakes the first waiter if there is one.
+    fn unlock(&self) {
+        if self
+            .state
+            .compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            self.unlock_contended();
+        }
+    }
+
+    #[cold]
+    fn unlock_contended(&self) {
+        let mut list = waiter::lock(&self.waiters);
+        // The state is `LOCKED | WAITERS` and stays so while we hold the list's lock:
+        // only the holder (us) clears `LOCKED`, and `WAITERS` changes under this lock.
+        list.notify_one();
+        let next = if list.is_empty() { 0 } else { WAITERS };
+        self.state.store(next, Ordering::Release);
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Mutex<T> {
+        Mutex::new(T::default())
+    }
+}
+
+impl<T> From<T> for Mutex<T> {
+    fn from(value: T) -> Mutex<T> {
+        Mutex::new(value)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Mutex");
+        match self.try_lock() {
+            Ok(guard) => d.field("data", &&*guard),
+            Err(TryLockError::Poisoned(err)) => d.field("data", &&**err.get_ref()),
+            Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
+        };
+        d.field("poisoned", &self.poison.get());
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: ?Sized> MutexGuard<'a, T> {
+    /// Wraps a lock just taken.
+    fn new(mutex: &'a Mutex<T>) -> LockResult<MutexGuard<'a, T>> {
+        let guard = MutexGuard {
+            mutex,
+            panicking: Panicking::now(),
+            _not_send: PhantomData,
+        };
+        poison_result(mutex.poison.get(), guard)
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock (`LOCKED`), so no `&mut T` exists
+        // elsewhere; the reference lives no longer than the guard.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, the only way to the data, and `&mut self`
+        // makes this the only reference through the guard.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.poison.poison_if_unwinding(self.panicking);
+        self.mutex.unlock();
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// The poison flag of a lock, with std's rule: a guard created while not unwinding
+/// and dropped while unwinding poisons.
+pub(super) struct Poison(AtomicBool);
+
+/// Whether the thread was unwinding when a guard was created.
+#[derive(Clone, Copy)]
+pub(super) struct Panicking(bool);
+
+impl Panicking {
+    pub(super) fn now() -> Panicking {
+        Panicking(thread::panicking())
+    }
+}
+
+impl Poison {
+    pub(super) const fn new() -> Poison {
+        Poison(AtomicBool::new(false))
+    }
+
+    pub(super) fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// Called by a guard's drop (before it unlocks).
+    pub(super) fn poison_if_unwinding(&self, at_creation: Panicking) {
+        if !at_creation.0 && thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `Ok(value)`, or `Err` carrying it when poisoned.
+pub(super) fn poison_result<T>(poisoned: bool, value: T) -> LockResult<T> {
+    if poisoned {
+        Err(PoisonError::new(value))
+    } else {
+        Ok(value)
+    }
+}
