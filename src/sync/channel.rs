@@ -61,19 +61,26 @@ const ABORTED: usize = 1;
 /// Operation `oper` was completed by somebody else: `SELECTED + oper`.
 const SELECTED: usize = 2;
 
-/// What a waiting coroutine or thread is waiting for: the claim on it.
+/// What a waiting coroutine or thread is waiting for: the claim on it. The waiter
+/// (who to wake, and whether it was) is embedded, not shared separately: one
+/// allocation per wait, not two.
 pub(crate) struct Token {
     selected: AtomicUsize,
-    waiter: Arc<Waiter>,
+    waiter: Waiter,
 }
 
 impl Token {
     /// A fresh, unclaimed token for the calling coroutine (or thread).
     pub(crate) fn new() -> Arc<Token> {
-        Arc::new(Token {
+        Arc::new(Token::unshared())
+    }
+
+    /// The same, to embed in a larger shared value ([`Single`]).
+    fn unshared() -> Token {
+        Token {
             selected: AtomicUsize::new(WAITING),
-            waiter: Waiter::current(),
-        })
+            waiter: Waiter::current_inline(),
+        }
     }
 
     /// Claims the token for its operation `oper`; false if it was claimed already.
@@ -124,6 +131,15 @@ impl Token {
     fn wake(&self) {
         self.waiter.notify();
     }
+
+    /// Whether the claimer's wakeup arrived: then everything the claimer did
+    /// before [`wake`](Token::wake) (under the channel lock: taking the entry off
+    /// its line, moving the message) happens-before what the caller does next. The
+    /// flag is set only by `wake`, which only a claimer calls, after its claim; its
+    /// `swap` is `AcqRel` and this load `Acquire`, so they synchronize.
+    fn was_woken(&self) -> bool {
+        self.waiter.is_notified()
+    }
 }
 
 /// The one-message slot of a parked operation. Only touched under the lock of the
@@ -146,17 +162,59 @@ impl<T> Packet<T> {
     }
 }
 
+/// A blocking send or receive (not a select): its token and its one packet in one
+/// allocation. Its operation is always operation 0 of the token.
+struct Single<T> {
+    token: Token,
+    packet: Packet<T>,
+}
+
+impl<T> Single<T> {
+    fn new(msg: Option<T>) -> Arc<Single<T>> {
+        Arc::new(Single {
+            token: Token::unshared(),
+            packet: Packet(Mutex::new(msg)),
+        })
+    }
+}
+
 /// One parked operation.
-struct Entry<T> {
-    token: Arc<Token>,
-    oper: usize,
-    packet: Arc<Packet<T>>,
+enum Entry<T> {
+    /// A blocking send or receive, the only operation of its token.
+    Single(Arc<Single<T>>),
+    /// Operation `oper` of a select's token.
+    Select {
+        token: Arc<Token>,
+        oper: usize,
+        packet: Arc<Packet<T>>,
+    },
 }
 
 impl<T> Entry<T> {
+    fn token(&self) -> &Token {
+        match self {
+            Entry::Single(single) => &single.token,
+            Entry::Select { token, .. } => token,
+        }
+    }
+
+    fn oper(&self) -> usize {
+        match self {
+            Entry::Single(_) => 0,
+            Entry::Select { oper, .. } => *oper,
+        }
+    }
+
+    fn packet(&self) -> &Packet<T> {
+        match self {
+            Entry::Single(single) => &single.packet,
+            Entry::Select { packet, .. } => packet,
+        }
+    }
+
     /// Whether another party than `me` could claim it now.
     fn is_live(&self, me: &Token) -> bool {
-        !ptr::eq(&*self.token, me) && self.token.is_waiting()
+        !ptr::eq(self.token(), me) && self.token().is_waiting()
     }
 }
 
@@ -195,7 +253,7 @@ impl<T> State<T> {
     fn claim(&mut self, side: Side) -> Option<Entry<T>> {
         let line = self.line(side);
         while let Some(entry) = line.pop_front() {
-            if entry.token.try_select(entry.oper) {
+            if entry.token().try_select(entry.oper()) {
                 return Some(entry);
             }
             // Stale: its owner settled its token and will not look for it here.
@@ -208,8 +266,8 @@ impl<T> State<T> {
             return Err(TrySendError::Disconnected(msg));
         }
         if let Some(entry) = self.claim(Side::Recv) {
-            entry.packet.put(msg);
-            entry.token.wake();
+            entry.packet().put(msg);
+            entry.token().wake();
             return Ok(());
         }
         if self.has_room() {
@@ -224,21 +282,21 @@ impl<T> State<T> {
             // A slot is free: the first parked sender's message takes it.
             if let Some(entry) = self.claim(Side::Send) {
                 let moved = entry
-                    .packet
+                    .packet()
                     .take()
                     .expect("a parked sender has its message");
                 self.queue.push_back(moved);
-                entry.token.wake();
+                entry.token().wake();
             }
             return Ok(msg);
         }
         // Empty buffer: a parked sender (rendezvous) hands over directly.
         if let Some(entry) = self.claim(Side::Send) {
             let msg = entry
-                .packet
+                .packet()
                 .take()
                 .expect("a parked sender has its message");
-            entry.token.wake();
+            entry.token().wake();
             return Ok(msg);
         }
         if self.senders == 0 {
@@ -263,19 +321,15 @@ impl<T> State<T> {
         }
     }
 
-    fn park(&mut self, side: Side, token: &Arc<Token>, oper: usize, packet: &Arc<Packet<T>>) {
-        self.line(side).push_back(Entry {
-            token: token.clone(),
-            oper,
-            packet: packet.clone(),
-        });
+    fn park(&mut self, side: Side, entry: Entry<T>) {
+        self.line(side).push_back(entry);
     }
 
-    fn unpark(&mut self, side: Side, token: &Arc<Token>, oper: usize) {
+    fn unpark(&mut self, side: Side, token: &Token, oper: usize) {
         let line = self.line(side);
         if let Some(i) = line
             .iter()
-            .position(|e| Arc::ptr_eq(&e.token, token) && e.oper == oper)
+            .position(|e| ptr::eq(e.token(), token) && e.oper() == oper)
         {
             line.remove(i);
         }
@@ -284,7 +338,7 @@ impl<T> State<T> {
     /// Claims every parked operation on `side` (they fail: disconnected).
     fn disconnect(&mut self, side: Side) {
         while let Some(entry) = self.claim(side) {
-            entry.token.wake();
+            entry.token().wake();
         }
     }
 }
@@ -334,12 +388,11 @@ impl<T> Chan<T> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(SendFailed::Timeout(msg));
         }
-        let token = Token::new();
-        let packet = Packet::new(Some(msg));
-        state.park(Side::Send, &token, 0, &packet);
+        let single = Single::new(Some(msg));
+        state.park(Side::Send, Entry::Single(single.clone()));
         drop(state);
-        let sel = self.wait(Side::Send, &token, 0, &packet, deadline);
-        match (sel, self.leave(Side::Send, &token, 0, &packet)) {
+        let sel = self.wait(Side::Send, &single.token, 0, &single.packet, deadline);
+        match (sel, self.leave_single(Side::Send, &single)) {
             (Some(_), None) => Ok(()),
             (Some(_), Some(msg)) => Err(SendFailed::Disconnected(msg)),
             (None, Some(msg)) => Err(SendFailed::Timeout(msg)),
@@ -358,12 +411,11 @@ impl<T> Chan<T> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RecvTimeoutError::Timeout);
         }
-        let token = Token::new();
-        let packet = Packet::new(None);
-        state.park(Side::Recv, &token, 0, &packet);
+        let single = Single::new(None);
+        state.park(Side::Recv, Entry::Single(single.clone()));
         drop(state);
-        let sel = self.wait(Side::Recv, &token, 0, &packet, deadline);
-        match (sel, self.leave(Side::Recv, &token, 0, &packet)) {
+        let sel = self.wait(Side::Recv, &single.token, 0, &single.packet, deadline);
+        match (sel, self.leave_single(Side::Recv, &single)) {
             (Some(_), Some(msg)) => Ok(msg),
             (Some(_), None) => Err(RecvTimeoutError::Disconnected),
             (None, _) => Err(RecvTimeoutError::Timeout),
@@ -374,17 +426,17 @@ impl<T> Chan<T> {
     fn wait(
         &self,
         side: Side,
-        token: &Arc<Token>,
+        token: &Token,
         oper: usize,
-        packet: &Arc<Packet<T>>,
+        packet: &Packet<T>,
         deadline: Option<Instant>,
     ) -> Option<usize> {
         struct Abandon<'a, T> {
             chan: &'a Chan<T>,
             side: Side,
-            token: &'a Arc<Token>,
+            token: &'a Token,
             oper: usize,
-            packet: &'a Arc<Packet<T>>,
+            packet: &'a Packet<T>,
         }
         impl<T> Drop for Abandon<'_, T> {
             fn drop(&mut self) {
@@ -421,7 +473,14 @@ impl<T> Chan<T> {
         if state.is_ready(side, token) {
             return false;
         }
-        state.park(side, token, oper, packet);
+        state.park(
+            side,
+            Entry::Select {
+                token: token.clone(),
+                oper,
+                packet: packet.clone(),
+            },
+        );
         true
     }
 
@@ -430,13 +489,36 @@ impl<T> Chan<T> {
     pub(crate) fn leave(
         &self,
         side: Side,
-        token: &Arc<Token>,
+        token: &Token,
         oper: usize,
         packet: &Packet<T>,
     ) -> Option<T> {
         let mut state = lock(&self.state);
         state.unpark(side, token, oper);
         packet.take()
+    }
+
+    /// [`leave`](Chan::leave) for a blocking send or receive whose token was
+    /// settled, without the channel lock when the claimer's wakeup was seen.
+    ///
+    /// Why that is enough: the token was claimed (only a claimer wakes, and only
+    /// after its claim), and a claim is made only by [`State::claim`], which takes
+    /// the entry off its line first; a `Single` token has no other entry. The
+    /// claimer then moved the message into or out of the packet and woke the token,
+    /// all in one critical section, in that order. `was_woken` reads the flag that
+    /// wakeup set, with `Acquire` against the `AcqRel` swap that set it: so the
+    /// entry's removal and the packet's final contents happen-before the `take`
+    /// below, and nobody touches the packet afterwards (the claimer's clone of the
+    /// `Arc` only keeps the allocation alive). The packet's own mutex still guards
+    /// each access. Not woken (timed out, or claimed but the wakeup not seen yet:
+    /// the claimer may still be mid-way), it takes the lock as before, which waits
+    /// out any claimer's critical section.
+    fn leave_single(&self, side: Side, single: &Single<T>) -> Option<T> {
+        if single.token.was_woken() {
+            debug_assert!(!single.token.is_waiting());
+            return single.packet.take();
+        }
+        self.leave(side, &single.token, 0, &single.packet)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -30,14 +30,21 @@ enum Who {
 impl Waiter {
     /// A waiter for the calling coroutine (or thread).
     pub(crate) fn current() -> Arc<Waiter> {
+        Arc::new(Waiter::current_inline())
+    }
+
+    /// A waiter for the calling coroutine (or thread), not yet shared: for
+    /// embedding in a larger shared value (the channel core's token), which saves
+    /// an allocation per wait.
+    pub(crate) fn current_inline() -> Waiter {
         let who = match scheduler::current_task() {
             Some(task) => Who::Task(task),
             None => Who::Thread(thread::current()),
         };
-        Arc::new(Waiter {
+        Waiter {
             notified: AtomicBool::new(false),
             who,
-        })
+        }
     }
 
     /// Notifies the waiter; false if it already was.
