@@ -242,3 +242,104 @@ fn a_coroutine_that_catches_the_cancellation_is_unwound_again_at_its_next_block(
     assert!(h.join().unwrap_err().is::<Cancelled>());
     assert_eq!(caught.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn cancelling_channel_receivers_and_senders_unwinds_them_and_keeps_the_channel_usable() {
+    use stackweave::sync::mpsc;
+    let (tx, rx) = mpsc::sync_channel::<u64>(0);
+    let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
+    // Senders blocked on a rendezvous channel nobody receives from.
+    {
+        let tx = tx.clone();
+        cancel_blocked("sync_channel(0) send", 100, move |ready| {
+            ready();
+            let _ = tx.send(1);
+        });
+    }
+    // Receivers blocked on empty channels.
+    cancel_blocked("recv", 100, |ready| {
+        let (_tx, rx) = mpsc::channel::<u64>();
+        ready();
+        let _ = rx.recv();
+    });
+    // After the cancelled senders left, the channel still works, and none of their
+    // messages was delivered.
+    let rx = rx.lock().unwrap().take().unwrap();
+    let h = stackweave::spawn(move || tx.send(7));
+    assert_eq!(rx.recv().unwrap(), 7);
+    h.join().unwrap().unwrap();
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn cancelling_a_select_unwinds_it() {
+    use stackweave::sync::mpmc;
+    let (_tx, rx) = mpmc::unbounded::<u64>();
+    let (_tx2, rx2) = mpmc::bounded::<u64>(1);
+    cancel_blocked("select", 100, move |ready| {
+        let (rx, rx2) = (rx.clone(), rx2.clone());
+        ready();
+        stackweave::select! {
+            recv(rx) -> _ => {},
+            recv(rx2) -> _ => {},
+        }
+    });
+}
+
+#[test]
+fn cancelling_lock_waiters_unwinds_them_and_leaves_the_locks_usable() {
+    use stackweave::sync::{Condvar, Mutex, Semaphore};
+    let m = Arc::new(Mutex::new(0u32));
+    let held = m.lock().unwrap();
+    {
+        let m = m.clone();
+        cancel_blocked("mutex lock", 100, move |ready| {
+            ready();
+            let _ = m.lock();
+        });
+    }
+    drop(held);
+    assert!(!m.is_poisoned(), "waiters never held it");
+    *m.lock().unwrap() += 1;
+
+    let pair = Arc::new((Mutex::new(false), Condvar::new()));
+    {
+        let pair = pair.clone();
+        cancel_blocked("condvar wait", 100, move |ready| {
+            let (lock, cv) = &*pair;
+            let guard = lock.lock().unwrap();
+            ready();
+            let _ = cv.wait_while(guard, |done| !*done);
+        });
+    }
+    assert!(
+        pair.0.try_lock().is_ok(),
+        "the condvar waiters released the mutex"
+    );
+
+    let sem = Arc::new(Semaphore::new(0));
+    {
+        let sem = sem.clone();
+        cancel_blocked("semaphore acquire", 100, move |ready| {
+            ready();
+            let _ = sem.acquire();
+        });
+    }
+    sem.add_permits(1);
+    assert!(
+        sem.try_acquire().is_some(),
+        "a cancelled waiter did not take the permit"
+    );
+}
+
+#[test]
+fn cancelling_a_coroutine_waiting_on_a_future_or_the_blocking_pool_unwinds_it() {
+    cancel_blocked("future::block_on", 50, |ready| {
+        ready();
+        stackweave::future::block_on(std::future::pending::<()>());
+    });
+    cancel_blocked("spawn_blocking", 4, |ready| {
+        ready();
+        stackweave::spawn_blocking(|| std::thread::sleep(Duration::from_millis(300)));
+    });
+}
