@@ -1,22 +1,36 @@
 //! [`Mutex`]: `std::sync::Mutex` whose `lock` suspends only the calling coroutine.
 //!
-//! Invariant: the state word holds `LOCKED` while a guard exists, and `WAITERS`
-//! whenever the wait list is not empty. `WAITERS` is set and cleared only under the
-//! list's lock (set by a waiter just before it queues, in the same critical section;
-//! cleared by an unlock that finds the list empty), so an unlock that sees no
-//! `WAITERS` has nobody to wake, and one that sees it takes the list's lock and
-//! wakes the first waiter. Lock and unlock without waiters are one atomic
-//! compare-and-swap each; waiting goes through `waiter::wait_for`, so no wakeup is
-//! lost. A woken waiter competes with newcomers for the lock (like `std`'s mutex, it
-//! is not FIFO-fair); a waiter that loses queues again.
+//! Invariant: the state word holds `LOCKED` while a guard exists (or while the lock
+//! is on its way to a woken waiter: `HANDED`), and `WAITERS` whenever the wait list
+//! is not empty. `WAITERS`, `HANDOFF` and `HANDED` change only under the list's lock
+//! (`WAITERS` is set by a waiter just before it queues, in the same critical
+//! section, and cleared by an unlock that finds the list empty). `WOKEN` is owned by
+//! the one waiter an unlock took off the list to retry: set (under the list's lock)
+//! only when it is clear, cleared only by that waiter (when it takes the lock, when
+//! it queues again, or, unwound, passed on to the next waiter if the lock is free).
+//! Lock and unlock without waiters are one atomic compare-and-swap each; every
+//! waiter is taken off the list and notified under the list's lock, and an unlock
+//! skips waking only while a woken waiter is still retrying, so no wakeup is lost.
+//!
+//! A woken waiter competes with newcomers for the lock (like `std`'s mutex, it is
+//! not FIFO-fair): a coroutine retries a few times, yielding in between (the holder
+//! may be a coroutine of its own worker, so it never busy-spins), while unlocks
+//! leave the lock to it rather than wake others. If newcomers keep taking the lock
+//! first, it queues again at the front and sets `HANDOFF`, and the next unlock hands
+//! the lock over to it directly (keeps `LOCKED` set, adds `HANDED`, and wakes it),
+//! so barging is bounded. A waiter unwound (cancelled) after it was woken passes on
+//! what it got: the lock itself if it was handed over (it never held a guard, so
+//! this does not poison), otherwise the wakeup.
 
-use super::waiter::{self, WaitList};
+use super::waiter::{self, WaitList, Waiter};
+use crate::scheduler::{self, Request};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::thread;
 
@@ -24,6 +38,18 @@ use std::thread;
 const LOCKED: u8 = 1;
 /// Set while the wait list may hold waiters (always, when it does).
 const WAITERS: u8 = 2;
+/// Set (with `WAITERS`) while a woken waiter that kept losing the lock to newcomers
+/// waits again, first in line: the next unlock hands the lock over to it.
+const HANDOFF: u8 = 4;
+/// Set (with `LOCKED`) while the lock was handed over to a woken waiter that has not
+/// collected it yet.
+const HANDED: u8 = 8;
+/// Set while a waiter that an unlock woke is retrying (off the list); unlocks then
+/// leave the lock to it instead of waking another. Never set with `HANDED`.
+const WOKEN: u8 = 16;
+/// How many times a woken coroutine retries (yielding in between) before it queues
+/// again and asks for a hand-over.
+const WOKEN_SPINS: u32 = 8;
 
 /// A mutual exclusion primitive for coroutines and threads, with the API of
 /// [`std::sync::Mutex`].
@@ -37,7 +63,8 @@ const WAITERS: u8 = 2;
 /// Locking the mutex again from the coroutine that holds it deadlocks that coroutine.
 /// An unlock wakes the longest waiter, which then competes with newcomers for the lock
 /// (not FIFO-fair, like std's mutex: an uncontended lock and unlock stay one atomic
-/// operation each).
+/// operation each); a woken waiter that loses once is handed the lock by the next
+/// unlock, so none waits forever behind newcomers.
 ///
 /// # Poisoning
 ///
@@ -209,44 +236,125 @@ impl<T: ?Sized> Mutex<T> {
 
     #[cold]
     fn lock_contended(&self) {
-        waiter::wait_for(
-            &self.waiters,
-            |list| list,
-            None,
-            |_| {
-                // Under the list's lock: take the lock, or announce a waiter (which
-                // `wait_for` queues before releasing the list's lock).
-                let mut state = self.state.load(Ordering::Relaxed);
-                loop {
-                    let result = if state & LOCKED == 0 {
-                        let locked = state | LOCKED;
-                        match self.state.compare_exchange(
-                            state,
-                            locked,
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        ) {
-                            Ok(_) => return Some(()),
-                            Err(actual) => actual,
-                        }
-                    } else if state & WAITERS != 0 {
-                        return None;
-                    } else {
-                        let waiting = state | WAITERS;
-                        match self.state.compare_exchange(
-                            state,
-                            waiting,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        ) {
-                            Ok(_) => return None,
-                            Err(actual) => actual,
-                        }
-                    };
-                    state = result;
+        if self.try_barge(false) {
+            return;
+        }
+        let mut list = waiter::lock(&self.waiters);
+        if self.acquire_or_announce(false) {
+            return;
+        }
+        let mut starving = false;
+        loop {
+            let waiter = Waiter::current();
+            if starving {
+                list.push_front(waiter.clone());
+            } else {
+                list.push(waiter.clone());
+            }
+            drop(list);
+            let leave = Leave {
+                mutex: self,
+                waiter: &waiter,
+            };
+            waiter.block(None);
+            // Notified: an unlock (or a waiter passing its notification on) took us
+            // off the list, under the list's lock, and either handed us the lock or
+            // set `WOKEN` for us.
+            if self.state.load(Ordering::Relaxed) & HANDED != 0 {
+                list = waiter::lock(&self.waiters);
+                if self.take_handed() {
+                    std::mem::forget(leave);
+                    return;
                 }
-            },
-        );
+                drop(list);
+            }
+            // Woken: retry, yielding in between (a coroutine only: the holder may be
+            // a coroutine of this worker, which must get to run), while unlocks
+            // leave us (`WOKEN`) to it rather than wake another waiter.
+            let mut spins = 0;
+            while spins < WOKEN_SPINS {
+                if self.try_barge(true) {
+                    std::mem::forget(leave);
+                    return;
+                }
+                if !scheduler::suspend_current(Request::Yield) {
+                    break;
+                }
+                spins += 1;
+            }
+            std::mem::forget(leave);
+            // Newcomers kept taking it first: wait again, at the front, and ask for
+            // the next unlock to hand the lock over.
+            list = waiter::lock(&self.waiters);
+            starving = true;
+            if self.acquire_or_announce(true) {
+                return;
+            }
+        }
+    }
+
+    /// Without the list's lock: takes the lock if it is free (clearing `WOKEN` when
+    /// the caller is the woken waiter). Returns whether it took it.
+    fn try_barge(&self, woken: bool) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        while state & LOCKED == 0 {
+            let next = if woken {
+                (state | LOCKED) & !WOKEN
+            } else {
+                state | LOCKED
+            };
+            match self.state.compare_exchange_weak(
+                state,
+                next,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
+        }
+        false
+    }
+
+    /// Under the list's lock: takes the lock if it is free, or announces a waiter
+    /// (`WAITERS`, and `HANDOFF` if `starving`), which the caller then queues before
+    /// releasing the list's lock. A `starving` caller is the woken waiter: either
+    /// way it clears `WOKEN`. Returns whether it took the lock.
+    fn acquire_or_announce(&self, starving: bool) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let next = if state & LOCKED == 0 {
+                state | LOCKED
+            } else if starving {
+                state | WAITERS | HANDOFF
+            } else {
+                state | WAITERS
+            };
+            let next = if starving { next & !WOKEN } else { next };
+            if next == state {
+                return false;
+            }
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return next & LOCKED != state & LOCKED,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Under the list's lock, by a waiter taken off the list: whether an unlock
+    /// handed it the lock (`HANDED`); then it holds it now.
+    fn take_handed(&self) -> bool {
+        // `Acquire`: the hand-over is the previous holder's unlock.
+        if self.state.load(Ordering::Acquire) & HANDED == 0 {
+            return false;
+        }
+        // Only under the list's lock can `HANDED` (or `WAITERS`, `HANDOFF`) change,
+        // and `LOCKED` stays set: a plain clear is enough.
+        self.state.fetch_and(!HANDED, Ordering::Relaxed);
+        true
     }
 
     /// Locks the mutex if it is free, without waiting; like
@@ -367,12 +475,100 @@ impl<T: ?Sized> Mutex<T> {
 
     #[cold]
     fn unlock_contended(&self) {
+        let mut state = self.state.load(Ordering::Relaxed);
+        // A woken waiter is retrying: just unlock; it takes the lock (or a newcomer
+        // does, and unlocks it in turn).
+        while state & WOKEN != 0 {
+            match self.state.compare_exchange_weak(
+                state,
+                state & !LOCKED,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
         let mut list = waiter::lock(&self.waiters);
-        // The state is `LOCKED | WAITERS` and stays so while we hold the list's lock:
-        // only the holder (us) clears `LOCKED`, and `WAITERS` changes under this lock.
-        list.notify_one();
-        let next = if list.is_empty() { 0 } else { WAITERS };
+        self.release(&mut list);
+    }
+
+    /// Under the list's lock, by the holder: releases the lock. Unless a woken
+    /// waiter is retrying already (`WOKEN`: then it just unlocks), it takes the
+    /// first waiter off the list and either hands the lock over to it, if it asked
+    /// for that (`HANDOFF`: `LOCKED` stays set, with `HANDED`, so that no newcomer
+    /// can take it first), or wakes it to retry (`WOKEN`).
+    fn release(&self, list: &mut WaitList) {
+        // `LOCKED` is ours, so nobody changes the state but under the list's lock,
+        // which we hold: a plain store is enough.
+        let state = self.state.load(Ordering::Relaxed);
+        let waiting = |n: usize| if list.len() > n { WAITERS } else { 0 };
+        let (next, wake) = if state & WOKEN != 0 {
+            (WOKEN | waiting(0), false)
+        } else if list.is_empty() {
+            (0, false)
+        } else if state & HANDOFF != 0 {
+            (LOCKED | HANDED | waiting(1), true)
+        } else {
+            (WOKEN | waiting(1), true)
+        };
         self.state.store(next, Ordering::Release);
+        if wake {
+            let first = list.pop_front().expect("a waiter is queued");
+            let notified = first.notify();
+            debug_assert!(notified, "a queued waiter is not notified yet");
+        }
+    }
+
+    /// Under the list's lock, by the woken waiter (`WOKEN` is its own) that stops
+    /// retrying without the lock (it is unwound): passes `WOKEN` on to the next
+    /// waiter if the lock is free now (else the holder's unlock wakes one).
+    fn pass_on_woken(&self, list: &mut WaitList) {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let wake = state & LOCKED == 0 && !list.is_empty();
+            let next = if wake { state } else { state & !WOKEN };
+            if next == state && !wake {
+                return;
+            }
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if wake {
+                        let first = list.pop_front().expect("a waiter is queued");
+                        let notified = first.notify();
+                        debug_assert!(notified, "a queued waiter is not notified yet");
+                    }
+                    return;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+/// On an unwind out of a wait or a retry (cancellation, shutdown): take the waiter
+/// off the list; or, if it was taken off already (notified), pass on what it got:
+/// the lock itself if it was handed over (it never held a guard, so this does not
+/// poison), else the wakeup (`WOKEN`).
+struct Leave<'a, T: ?Sized> {
+    mutex: &'a Mutex<T>,
+    waiter: &'a Arc<Waiter>,
+}
+
+impl<T: ?Sized> Drop for Leave<'_, T> {
+    fn drop(&mut self) {
+        let mut list = waiter::lock(&self.mutex.waiters);
+        if list.remove(self.waiter) || !self.waiter.is_notified() {
+            return;
+        }
+        if self.mutex.take_handed() {
+            self.mutex.release(&mut list);
+        } else {
+            self.mutex.pass_on_woken(&mut list);
+        }
     }
 }
 

@@ -117,6 +117,16 @@ impl WaitList {
         self.waiters.push_back(waiter);
     }
 
+    /// Queues `waiter` first in line (a waiter that already waited its turn).
+    pub(crate) fn push_front(&mut self, waiter: Arc<Waiter>) {
+        self.waiters.push_front(waiter);
+    }
+
+    /// Takes the first waiter off the list, without notifying it.
+    pub(crate) fn pop_front(&mut self) -> Option<Arc<Waiter>> {
+        self.waiters.pop_front()
+    }
+
     /// Notifies the first waiter; false if there was none.
     pub(crate) fn notify_one(&mut self) -> bool {
         while let Some(waiter) = self.waiters.pop_front() {
