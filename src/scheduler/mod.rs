@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 pub(crate) use task::{Request, Task};
 pub(crate) use worker::{
-    add_timer, cancel_timer, current_task, start as start_workers, suspend_current,
+    add_timer, cancel_timer, current_task, others_ready, start as start_workers, suspend_current,
 };
 
 use idle::{Idle, Parker};

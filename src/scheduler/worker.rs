@@ -113,6 +113,12 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     .flatten()
 }
 
+/// Whether other coroutines are ready to run on this thread's worker (false outside
+/// a worker).
+pub(crate) fn others_ready() -> bool {
+    with_core(|core| !core.run_queue.borrow().is_empty()).unwrap_or(false)
+}
+
 /// Arms a timer on this worker that wakes `task` at `deadline`. Called by the
 /// running coroutine `task` (so on its home worker); `None` outside a worker.
 pub(crate) fn add_timer(deadline: Instant, task: Arc<Task>) -> Option<TimerKey> {

@@ -47,6 +47,7 @@
 //! discards are dropped after it is released).
 
 use super::waiter::{lock, Waiter};
+use crate::scheduler::{self, Request};
 use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -410,6 +411,20 @@ impl<T> Chan<T> {
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RecvTimeoutError::Timeout);
+        }
+        if scheduler::others_ready() {
+            // Other coroutines of this worker are ready (often the one that will
+            // send next, as in a request/reply pair): let them run once before
+            // parking. A message that arrives meanwhile is taken without the cost
+            // of parking, claiming and waking.
+            drop(state);
+            scheduler::suspend_current(Request::Yield);
+            state = lock(&self.state);
+            match state.try_recv() {
+                Ok(msg) => return Ok(msg),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
         }
         let single = Single::new(None);
         state.park(Side::Recv, Entry::Single(single.clone()));
