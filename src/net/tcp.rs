@@ -1,10 +1,10 @@
 //! TCP: [`TcpListener`] and [`TcpStream`], with the API of `std::net`.
 
 use super::addr::{each_addr, ToSocketAddrs};
-use crate::io::source::{self, Source};
+use crate::io::source::Source;
 use crate::reactor::Direction;
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io;
 use std::net::{self, Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -397,64 +397,81 @@ impl TcpStream {
         self.source.set_nonblocking(nonblocking);
         Ok(())
     }
-
-    fn fd(&self) -> RawFd {
-        self.source.get_ref().as_raw_fd()
-    }
 }
 
-impl Read for &TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.source.do_read(buf.len(), |mut s| s.read(buf))
-    }
+/// `Read` and `Write` for a stream socket type and for shared references to it, over
+/// its `source` field: reads through `Source::do_read`, writes with `MSG_NOSIGNAL`.
+macro_rules! stream_io_impls {
+    ($ours:ident) => {
+        impl std::io::Read for &$ours {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.source
+                    .do_read(buf.len(), |mut s| std::io::Read::read(&mut s, buf))
+            }
 
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.source.do_read(len, |mut s| s.read_vectored(bufs))
-    }
+            fn read_vectored(
+                &mut self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.source
+                    .do_read(len, |mut s| std::io::Read::read_vectored(&mut s, bufs))
+            }
+        }
+
+        impl std::io::Write for &$ours {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                use std::os::fd::AsRawFd;
+                let fd = self.source.get_ref().as_raw_fd();
+                self.source.do_io($crate::reactor::Direction::Write, |_| {
+                    $crate::io::source::send(fd, buf, 0)
+                })
+            }
+
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                use std::os::fd::AsRawFd;
+                let fd = self.source.get_ref().as_raw_fd();
+                self.source.do_io($crate::reactor::Direction::Write, |_| {
+                    $crate::io::source::send_vectored(fd, bufs)
+                })
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl std::io::Read for $ours {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                (&*self).read(buf)
+            }
+
+            fn read_vectored(
+                &mut self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl std::io::Write for $ours {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                (&*self).write(buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
 }
+pub(crate) use stream_io_impls;
 
-impl Write for &TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.fd();
-        self.source
-            .do_io(Direction::Write, |_| source::send(fd, buf, 0))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = self.fd();
-        self.source
-            .do_io(Direction::Write, |_| source::send_vectored(fd, bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_io_impls!(TcpStream);
 
 macro_rules! fd_impls {
     ($ours:ident, $std:ty) => {

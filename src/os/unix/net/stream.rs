@@ -1,10 +1,10 @@
 //! [`UnixStream`], with the API of `std::os::unix::net::UnixStream`.
 
 use super::SocketAddr;
-use crate::io::source::{self, Source};
+use crate::io::source::Source;
 use crate::reactor::Direction;
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net;
@@ -283,66 +283,9 @@ impl UnixStream {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.source.get_ref().shutdown(how)
     }
-
-    fn fd(&self) -> RawFd {
-        self.source.get_ref().as_raw_fd()
-    }
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.source.do_read(buf.len(), |mut s| s.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.source
-            .do_read(bufs.iter().map(|b| b.len()).sum(), |mut s| {
-                s.read_vectored(bufs)
-            })
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.fd();
-        self.source
-            .do_io(Direction::Write, |_| source::send(fd, buf, 0))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = self.fd();
-        self.source
-            .do_io(Direction::Write, |_| source::send_vectored(fd, bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+crate::net::tcp::stream_io_impls!(UnixStream);
 
 impl From<OwnedFd> for UnixStream {
     /// Wraps a connected Unix stream socket, switching it to non-blocking mode.
