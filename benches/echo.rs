@@ -824,24 +824,6 @@ fn one_run(kind: Server, cfg: &Config) -> Result<RunResult, String> {
     Ok(result)
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".to_string())
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--echo-server") {
@@ -862,11 +844,11 @@ fn main() {
     println!(
         "machine: {} CPUs ({}), Linux {}, load average {} before the run",
         thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
+        harness::cpu_model(),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "?".into()),
-        load_average()
+        harness::load_average()
     );
     println!(
         "echo: {CONNECTIONS} connections x {MSG}-byte request/response ping-pong over \
@@ -955,7 +937,7 @@ fn main() {
     println!(
         "\ntotal time {:.1} s; load average {} after the run",
         total.elapsed().as_secs_f64(),
-        load_average()
+        harness::load_average()
     );
 }
 

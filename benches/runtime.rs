@@ -349,13 +349,6 @@ fn status_bytes(field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The first three fields of `/proc/loadavg`.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
-}
-
 /// RSS and page-table bytes now.
 fn memory_now() -> (f64, f64) {
     (
@@ -1197,7 +1190,7 @@ fn main() {
     );
     // Other processes' load changes cross-CPU wake-up latencies a lot on 2 CPUs:
     // an idle CPU has to be woken from halt first.
-    println!("load average before the run: {}", load_average());
+    println!("load average before the run: {}", harness::load_average());
     if cfg!(debug_assertions) {
         println!("warning: built without optimizations; the numbers mean little");
     }

@@ -747,24 +747,6 @@ fn thread_mutex(n: u64) -> Result<Measure, String> {
 
 // ---------------------------------------------------------------------------------
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
 fn main() {
     let (cfg, mode) = match harness::quick_mode() {
         Some(why) => (Config::QUICK, why),
@@ -932,9 +914,9 @@ fn main() {
 
     println!(
         "machine: {}; {} CPUs; load average before the run: {}",
-        cpu_model(),
+        harness::cpu_model(),
         thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average()
+        harness::load_average()
     );
     println!(
         "stackweave: switch backend {}; may: {} workers, core pinning off",
@@ -968,7 +950,7 @@ fn main() {
     print_table(&contenders);
     print_notes(&contenders);
     print_goal(&contenders);
-    println!("\nload average after the run: {}", load_average());
+    println!("\nload average after the run: {}", harness::load_average());
     println!("total time {:.1} s", total.elapsed().as_secs_f64());
     // A hung sample thread (if any) must not keep the process alive.
     std::process::exit(0);

@@ -140,11 +140,7 @@ fn main() {
         "timers: {} mode, {rounds} rounds, {} CPUs, load {}",
         quick.unwrap_or("full"),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split(' ')
-            .next()
-            .unwrap_or("?")
+        harness::load_average()
     );
     let sw1 = stackweave::Runtime::builder().workers(1).build().unwrap();
     let sw2 = stackweave::Runtime::builder().workers(2).build().unwrap();

@@ -28,3 +28,25 @@ pub fn summary(samples: &[f64]) -> (f64, f64, f64) {
     };
     (median, v[0], v[n - 1])
 }
+
+/// The first three fields of `/proc/loadavg` ("?" where it cannot be read).
+#[allow(dead_code)] // not every bench prints it
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+/// The CPU's model name from `/proc/cpuinfo` ("?" where it cannot be read).
+#[allow(dead_code)] // not every bench prints it
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".to_string())
+}
