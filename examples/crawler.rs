@@ -226,11 +226,13 @@ fn serve_connection(
                 // The "remote site" thinks: only this connection's coroutine waits.
                 stackweave::time::sleep(latency);
             }
-            stream.write_all(&response)?;
+            // Counted before the write: once a client has its response, the count
+            // includes it.
             match page {
-                Some(_) => stats.pages_served.fetch_add(1, Ordering::Relaxed),
-                None => stats.bad_requests.fetch_add(1, Ordering::Relaxed),
+                Some(_) => stats.pages_served.fetch_add(1, Ordering::SeqCst),
+                None => stats.bad_requests.fetch_add(1, Ordering::SeqCst),
             };
+            stream.write_all(&response)?;
             if close {
                 return Ok(());
             }

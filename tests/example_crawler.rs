@@ -48,10 +48,7 @@ fn coroutine_crawl_visits_every_page_once() {
     assert_eq!(crawl.visited, all_pages(pages));
     assert_eq!(crawl.fetches, pages as u64);
     assert_eq!(crawl.latency.len(), pages as u64);
-    assert_eq!(
-        site.stats.pages_served.load(Ordering::Relaxed),
-        pages as u64
-    );
+    assert_eq!(site.stats.pages_served.load(Ordering::SeqCst), pages as u64);
     assert_eq!(site.stats.bad_requests.load(Ordering::Relaxed), 0);
     // Keep-alive: at most one connection per fetcher.
     assert!(site.stats.connections.load(Ordering::Relaxed) <= 100);
@@ -66,10 +63,7 @@ fn thread_per_fetch_crawl_visits_every_page_once() {
     assert!(crawl.errors.is_empty(), "errors: {:?}", crawl.errors);
     assert_eq!(crawl.visited, all_pages(pages));
     assert_eq!(crawl.fetches, pages as u64);
-    assert_eq!(
-        site.stats.pages_served.load(Ordering::Relaxed),
-        pages as u64
-    );
+    assert_eq!(site.stats.pages_served.load(Ordering::SeqCst), pages as u64);
     // A fresh connection per fetch.
     assert_eq!(site.stats.connections.load(Ordering::Relaxed), pages as u64);
 }
