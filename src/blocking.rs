@@ -70,24 +70,6 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    run(f)
-}
-
-/// Sets the most threads the pool may run at once (at least 1).
-pub(crate) fn set_max_threads(n: usize) {
-    MAX.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
-}
-
-static MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_THREADS);
-
-/// Runs `f` on the pool and suspends the calling coroutine until it returns; outside
-/// a coroutine, runs `f` on the calling thread. A panic in `f` continues in the
-/// caller.
-pub(crate) fn run<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
     if crate::scheduler::current_task().is_none() {
         return f();
     }
@@ -106,6 +88,13 @@ where
         crate::park();
     }
 }
+
+/// Sets the most threads the pool may run at once (at least 1).
+pub(crate) fn set_max_threads(n: usize) {
+    MAX.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+static MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_THREADS);
 
 fn submit(job: Job) {
     let mut state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());

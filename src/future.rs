@@ -9,13 +9,11 @@
 //! and `block_on` clears it before each poll; so a wakeup that arrives during a
 //! poll makes the next wait return at once, and none is lost.
 
-use crate::scheduler::{self, Request, Task};
+use crate::sync::waiter::Waiter;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 
 /// Runs `future` to completion and returns its output. In a coroutine, the
 /// coroutine is suspended while the future is pending (other coroutines run on its
@@ -38,52 +36,25 @@ use std::thread::{self, Thread};
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    let signal = Arc::new(Signal {
-        woken: AtomicBool::new(false),
-        who: match scheduler::current_task() {
-            Some(task) => Who::Task(task),
-            None => Who::Thread(thread::current()),
-        },
-    });
-    let waker = Waker::from(signal.clone());
+    let waiter = Arc::new(Waiter::current_inline());
+    let waker = Waker::from(waiter.clone());
     let mut cx = Context::from_waker(&waker);
     loop {
-        signal.woken.store(false, Ordering::Release);
+        waiter.rearm();
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;
         }
-        while !signal.woken.load(Ordering::Acquire) {
-            match &signal.who {
-                Who::Task(_) => {
-                    scheduler::suspend_current(Request::Wait);
-                }
-                Who::Thread(_) => thread::park(),
-            }
-        }
+        waiter.block(None);
     }
 }
 
-struct Signal {
-    woken: AtomicBool,
-    who: Who,
-}
-
-enum Who {
-    Task(Arc<Task>),
-    Thread(Thread),
-}
-
-impl Wake for Signal {
+/// The future's waker notifies the coroutine (or thread) blocked in `block_on`.
+impl Wake for Waiter {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+        self.notify();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.woken.swap(true, Ordering::AcqRel) {
-            match &self.who {
-                Who::Task(task) => task.wake(),
-                Who::Thread(thread) => thread.unpark(),
-            }
-        }
+        self.notify();
     }
 }

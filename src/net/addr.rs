@@ -59,7 +59,7 @@ already_resolved!(
 
 /// Resolves `host` on the blocking pool (or on this thread outside a coroutine).
 fn resolve(host: String) -> io::Result<vec::IntoIter<SocketAddr>> {
-    crate::blocking::run(move || {
+    crate::spawn_blocking(move || {
         std::net::ToSocketAddrs::to_socket_addrs(&host).map(|a| a.collect::<Vec<_>>())
     })
     .map(Vec::into_iter)
@@ -90,7 +90,7 @@ impl ToSocketAddrs for (&str, u16) {
             return Ok(vec![SocketAddr::new(ip, port)].into_iter());
         }
         let host = host.to_owned();
-        crate::blocking::run(move || {
+        crate::spawn_blocking(move || {
             std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
                 .map(|a| a.collect::<Vec<_>>())
         })

@@ -6,7 +6,7 @@
 //! of waiters per primitive, see `waiter.rs`) whose invariant is that a wakeup is
 //! never lost, even when a waiter times out or is unwound.
 
-mod waiter;
+pub(crate) mod waiter;
 
 mod channel;
 pub mod select;

@@ -1,6 +1,6 @@
 //! Waiting in line: the one way every primitive of `stackweave::sync` blocks.
 //!
-//! Invariant: a [`Waiter`] is notified at most once, and a notification is never
+//! Invariant: a [`Waiter`] in a list is notified at most once, and a notification is never
 //! lost: a waiter that gives up (timeout) or is unwound (runtime shutdown,
 //! cancellation) while a notification is already on its way hands it on to the next
 //! waiter in its list ([`wait_for`] does this, under the primitive's lock). A
@@ -57,6 +57,12 @@ impl Waiter {
             Who::Thread(thread) => thread.unpark(),
         }
         true
+    }
+
+    /// Clears the notification so that the waiter can wait again. Only for a waiter
+    /// that is in no list: `future::block_on` re-arms its own before every poll.
+    pub(crate) fn rearm(&self) {
+        self.notified.store(false, Ordering::Release);
     }
 
     /// Whether it was notified.
