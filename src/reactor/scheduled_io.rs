@@ -205,26 +205,31 @@ impl ScheduledIo {
             }
             inner.waiters[dir as usize].push(task.clone());
         }
-        // Removes the waiter and the timer however this ends (a timeout, or an unwind
-        // out of `suspend_current`).
+        // Removes the waiter however this ends (a timeout, or an unwind out of
+        // `suspend_current`).
         let mut waiting = Waiting {
             io: self,
             task,
             dir,
-            timer: deadline.and_then(|d| scheduler::add_timer(d, task.clone())),
             listed: true,
         };
-        loop {
-            scheduler::suspend_current(Request::Wait);
-            if self.tick(dir) != seen {
-                // The event that moved the tick takes (or took) us off the list.
-                waiting.listed = false;
-                return Ok(());
+        let moved = || self.tick(dir) != seen;
+        let ready = match deadline {
+            None => {
+                while !moved() {
+                    scheduler::suspend_current(Request::Wait);
+                }
+                true
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(super::timed_out());
-            }
+            // The timer and its cancellation are `suspend_until`'s.
+            Some(deadline) => crate::time::suspend_until(deadline, moved).unwrap_or(false),
+        };
+        if !ready {
+            return Err(super::timed_out());
         }
+        // The event that moved the tick takes (or took) us off the list.
+        waiting.listed = false;
+        Ok(())
     }
 }
 
@@ -232,15 +237,11 @@ struct Waiting<'a> {
     io: &'static ScheduledIo,
     task: &'a Arc<Task>,
     dir: Direction,
-    timer: Option<crate::time::queue::TimerKey>,
     listed: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Some(timer) = self.timer {
-            scheduler::cancel_timer(timer);
-        }
         if !self.listed {
             return;
         }
