@@ -1,0 +1,382 @@
+//! The comparison's outputs: the table on stdout (with the goals), `results.csv`,
+//! `results.json` and `chart.svg`.
+//!
+//! Ratios everywhere read "how many times better stackweave is": the rival's value
+//! over stackweave's where lower is better (time, memory), stackweave's over the
+//! rival's where higher is better (requests per second). Above 1.00x stackweave wins.
+
+use crate::harness::summary;
+use crate::rows::{number, Row};
+use crate::servers::Rival;
+use crate::{CellResult, RowResult, RunInfo};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Median, minimum and maximum of a cell's main value; `None` without samples.
+fn stats(cell: &CellResult) -> Option<(f64, f64, f64)> {
+    let v: Vec<f64> = cell.samples.iter().map(|s| s.value).collect();
+    (!v.is_empty()).then(|| summary(&v))
+}
+
+/// Median of one extra metric over a cell's samples.
+fn extra_median(cell: &CellResult, key: &str) -> Option<f64> {
+    let v: Vec<f64> = cell.samples.iter().filter_map(|s| s.extra(key)).collect();
+    (!v.is_empty()).then(|| summary(&v).0)
+}
+
+/// How many times better stackweave is than `rival` in `row` (medians).
+fn advantage(result: &RowResult, rival: usize) -> Option<f64> {
+    let sw = stats(&result.cells[0])?.0;
+    let other = stats(&result.cells[rival])?.0;
+    let r = if result.row.higher_is_better() {
+        sw / other
+    } else {
+        other / sw
+    };
+    r.is_finite().then_some(r)
+}
+
+/// The first error of a cell that has no sample, for its table cell.
+fn failure(cell: &CellResult) -> Option<&str> {
+    if cell.samples.is_empty() {
+        Some(cell.errors.first().map_or("no sample", String::as_str))
+    } else {
+        None
+    }
+}
+
+pub fn print_table(info: &RunInfo, results: &[RowResult], quick: bool) {
+    println!(
+        "stackweave vs tokio, may and std threads; {} round(s), median (min-max); \
+         \"vs\" = how many times better stackweave is (above 1.00x stackweave wins)",
+        info.rounds
+    );
+    for result in results {
+        let row = result.row;
+        println!(
+            "\n-- {} ({}, {} is better)",
+            row.title(quick),
+            row.unit(),
+            if row.higher_is_better() {
+                "higher"
+            } else {
+                "lower"
+            }
+        );
+        for (i, (rival, cell)) in Rival::ALL.iter().zip(&result.cells).enumerate() {
+            let mut line = format!("  {:<10} ", rival.name());
+            match (stats(cell), failure(cell)) {
+                (Some((med, min, max)), _) => {
+                    let _ = write!(line, "{:>9} ({}-{})", number(med), number(min), number(max));
+                    for (key, unit) in row.extras() {
+                        if let Some(v) = extra_median(cell, key) {
+                            let _ = write!(line, "  {key} {} {unit}", number(v));
+                        }
+                    }
+                    if i > 0 {
+                        if let Some(a) = advantage(result, i) {
+                            let _ = write!(line, "  vs {a:.2}x");
+                        }
+                    }
+                    if !cell.errors.is_empty() {
+                        let _ = write!(line, "  ({} failed)", cell.errors.len());
+                    }
+                }
+                (None, why) => {
+                    let _ = write!(line, "FAILED: {}", why.unwrap_or(""));
+                }
+            }
+            println!("{line}");
+        }
+    }
+    println!("\nhow each cell runs:");
+    for result in results {
+        println!("  {}:", result.row.id());
+        for rival in Rival::ALL {
+            println!(
+                "    {:<10} {}",
+                rival.name(),
+                result.row.describe(rival, quick)
+            );
+        }
+    }
+    print_goals(results, quick);
+}
+
+/// The goals of the comparison and whether this run met them.
+fn print_goals(results: &[RowResult], quick: bool) {
+    println!("\ngoals (this run):");
+    for result in results {
+        let row = result.row;
+        if matches!(
+            row,
+            Row::Switch | Row::Spawn | Row::PingPong | Row::Echo | Row::Http100 | Row::Http1000
+        ) {
+            let verdicts: Vec<String> = [1, 2]
+                .iter()
+                .map(|&i| match advantage(result, i) {
+                    Some(a) if a > 1.0 => format!("ahead of {} ({a:.2}x)", Rival::ALL[i].name()),
+                    Some(a) => format!("BEHIND {} ({a:.2}x)", Rival::ALL[i].name()),
+                    None => format!("no comparison with {}", Rival::ALL[i].name()),
+                })
+                .collect();
+            println!("  {:<11} {}", row.id(), verdicts.join(", "));
+        }
+        if row == Row::IdleLarge {
+            let at = row.title(quick);
+            match stats(&result.cells[0]) {
+                Some((med, ..)) => println!(
+                    "  {:<11} {} KiB per idle coroutine ({at}); goal <= 4.5 KiB at 1,000,000: {}",
+                    row.id(),
+                    number(med),
+                    if quick {
+                        "not judged in --quick"
+                    } else if med <= 4.5 {
+                        "met"
+                    } else {
+                        "NOT met"
+                    }
+                ),
+                None => println!("  {:<11} no stackweave sample", row.id()),
+            }
+        }
+    }
+}
+
+/// Writes `results.csv`, `results.json` and `chart.svg` into `dir`.
+pub fn write_files(
+    dir: &Path,
+    info: &RunInfo,
+    results: &[RowResult],
+    quick: bool,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("results.csv", csv(results, quick))?;
+    write("results.json", json(info, results, quick))?;
+    let svg = dir.join("chart.svg");
+    chart(&svg, info, results, quick).map_err(|e| format!("{}: {e}", svg.display()))?;
+    println!(
+        "\nwrote {0}/results.csv, {0}/results.json and {0}/chart.svg",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// One line per row, rival and metric (the main value and every extra).
+fn csv(results: &[RowResult], quick: bool) -> String {
+    let mut out =
+        String::from("row,title,metric,unit,higher_is_better,rival,median,min,max,samples,error\n");
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    for result in results {
+        let row = result.row;
+        let metrics = std::iter::once(("value", row.unit(), row.higher_is_better()))
+            .chain(row.extras().iter().map(|(k, u)| (*k, *u, false)));
+        for (key, unit, higher) in metrics {
+            for (rival, cell) in Rival::ALL.iter().zip(&result.cells) {
+                let v: Vec<f64> = cell
+                    .samples
+                    .iter()
+                    .filter_map(|s| {
+                        if key == "value" {
+                            Some(s.value)
+                        } else {
+                            s.extra(key)
+                        }
+                    })
+                    .collect();
+                let (med, min, max) = if v.is_empty() {
+                    (String::new(), String::new(), String::new())
+                } else {
+                    let (a, b, c) = summary(&v);
+                    (a.to_string(), b.to_string(), c.to_string())
+                };
+                let _ = writeln!(
+                    out,
+                    "{},{},{key},{unit},{higher},{},{med},{min},{max},{},{}",
+                    row.id(),
+                    quote(&row.title(quick)),
+                    rival.name(),
+                    v.len(),
+                    quote(failure(cell).unwrap_or(""))
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON number (`null` for NaN or infinity).
+fn jn(v: f64) -> String {
+    if v.is_finite() {
+        v.to_string()
+    } else {
+        "null".into()
+    }
+}
+
+fn json(info: &RunInfo, results: &[RowResult], quick: bool) -> String {
+    let mut out = format!(
+        "{{\n  \"machine\": {},\n  \"mode\": {},\n  \"rounds\": {},\n  \"started\": {},\n  \"rows\": [",
+        js(&info.machine),
+        js(&info.mode),
+        info.rounds,
+        js(&info.started)
+    );
+    for (ri, result) in results.iter().enumerate() {
+        let row = result.row;
+        let _ = write!(
+            out,
+            "{}\n    {{\"id\": {}, \"title\": {}, \"unit\": {}, \"higher_is_better\": {}, \"cells\": [",
+            if ri > 0 { "," } else { "" },
+            js(row.id()),
+            js(&row.title(quick)),
+            js(row.unit()),
+            row.higher_is_better()
+        );
+        for (ci, (rival, cell)) in Rival::ALL.iter().zip(&result.cells).enumerate() {
+            let values: Vec<String> = cell.samples.iter().map(|s| jn(s.value)).collect();
+            let extras: Vec<String> = row
+                .extras()
+                .iter()
+                .filter_map(|(k, u)| {
+                    extra_median(cell, k).map(|m| {
+                        format!("{}: {{\"median\": {}, \"unit\": {}}}", js(k), jn(m), js(u))
+                    })
+                })
+                .collect();
+            let (med, min, max) = stats(cell).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+            let _ = write!(
+                out,
+                "{}\n      {{\"rival\": {}, \"setup\": {}, \"samples\": [{}], \"median\": {}, \"min\": {}, \"max\": {}, \"vs\": {}, \"extras\": {{{}}}, \"errors\": [{}]}}",
+                if ci > 0 { "," } else { "" },
+                js(rival.name()),
+                js(&row.describe(*rival, quick)),
+                values.join(", "),
+                jn(med),
+                jn(min),
+                jn(max),
+                if ci == 0 { "null".into() } else { advantage(result, ci).map_or("null".into(), jn) },
+                extras.join(", "),
+                cell.errors.iter().map(|e| js(e)).collect::<Vec<_>>().join(", ")
+            );
+        }
+        out.push_str("\n    ]}");
+    }
+    out.push_str("\n  ]\n}\n");
+    out
+}
+
+/// Bars per row: each rival's performance relative to stackweave (1 = same, above:
+/// the rival is better), on a log scale; a cross where a rival failed.
+fn chart(
+    path: &Path,
+    info: &RunInfo,
+    results: &[RowResult],
+    quick: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+    const COLORS: [RGBColor; 3] = [
+        RGBColor(230, 120, 30),  // tokio
+        RGBColor(50, 150, 80),   // may
+        RGBColor(130, 130, 130), // threads
+    ];
+    let (lo, hi) = (0.001f64, 100f64);
+    let n = results.len().max(1);
+    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Rivals relative to stackweave (= 1; higher is better for the rival) - {}",
+                info.machine
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("rival / stackweave (performance)")
+        .y_label_formatter(&|v| format!("{v}x"))
+        .draw()?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 1.0), (n as f64, 1.0)],
+            BLACK.stroke_width(2),
+        )))?
+        .label("stackweave")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
+    let width = 0.25;
+    for (k, color) in COLORS.iter().enumerate() {
+        let rival = k + 1;
+        let mut bars = Vec::new();
+        let mut crosses = Vec::new();
+        for (i, result) in results.iter().enumerate() {
+            let x0 = i as f64 + 0.125 + k as f64 * width;
+            match advantage(result, rival) {
+                Some(a) => {
+                    let perf = (1.0 / a).clamp(lo * 1.01, hi * 0.99);
+                    bars.push(Rectangle::new(
+                        [(x0, 1.0), (x0 + width * 0.9, perf)],
+                        color.filled(),
+                    ));
+                }
+                None => crosses.push((x0 + width * 0.45, 1.0)),
+            }
+        }
+        chart
+            .draw_series(bars)?
+            .label(Rival::ALL[rival].name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        chart.draw_series(
+            crosses
+                .into_iter()
+                .map(|p| Cross::new(p, 6, color.stroke_width(2))),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    let label_style =
+        TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, result) in results.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, lo));
+        root.draw(&Text::new(
+            result.row.short(quick),
+            (x, y + 8),
+            label_style.clone(),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}

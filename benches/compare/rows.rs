@@ -1,0 +1,421 @@
+//! The rows of the comparison: what each measures, in which unit, at which sizes,
+//! and what exactly runs for each rival (the text under the table). A sample runs
+//! in its own child process and reports one line, `RESULT value=… key=…`.
+
+use crate::servers::Rival;
+use crate::{net, tasks};
+use std::io::Write;
+use std::time::Duration;
+
+/// One workload.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Row {
+    Switch,
+    Yield,
+    Spawn,
+    PingPong,
+    IdleSmall,
+    IdleLarge,
+    Echo,
+    Http100,
+    Http1000,
+    IdleConns,
+}
+
+/// How big a sample is: full or `--quick`.
+pub struct Sizes {
+    /// Switch and yield rows (threads run a tenth of it).
+    pub round_trips: u64,
+    /// Spawn + join: tasks in all, in waves of `spawn_wave` (threads: a tenth).
+    pub spawn_total: u64,
+    pub spawn_wave: u64,
+    /// Channel round trips (threads: a tenth).
+    pub ping_pongs: u64,
+    /// Idle tasks alive at once, for the two memory rows.
+    pub idle_small: u64,
+    pub idle_large: u64,
+    /// Echo load: unmeasured warm-up, then the measured window.
+    pub warmup: Duration,
+    pub measure: Duration,
+    /// wrk: seconds of the measured run (after a 1 s warm-up run when full).
+    pub wrk_secs: u64,
+    pub wrk_warmup: bool,
+    /// Idle connections held open against one server.
+    pub idle_conns: usize,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                round_trips: 100_000,
+                spawn_total: 20_000,
+                spawn_wave: 10_000,
+                ping_pongs: 10_000,
+                idle_small: 10_000,
+                idle_large: 100_000,
+                warmup: Duration::from_millis(200),
+                measure: Duration::from_millis(500),
+                wrk_secs: 1,
+                wrk_warmup: false,
+                idle_conns: 1_000,
+            }
+        } else {
+            Sizes {
+                round_trips: 1_000_000,
+                spawn_total: 100_000,
+                spawn_wave: 10_000,
+                ping_pongs: 100_000,
+                idle_small: 100_000,
+                idle_large: 1_000_000,
+                warmup: Duration::from_millis(500),
+                measure: Duration::from_secs(3),
+                wrk_secs: 3,
+                wrk_warmup: true,
+                idle_conns: 10_000,
+            }
+        }
+    }
+}
+
+/// What one sample measured: the row's value and its extra metrics.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub value: f64,
+    pub extras: Vec<(String, f64)>,
+}
+
+impl Sample {
+    pub fn new(value: f64) -> Sample {
+        Sample {
+            value,
+            extras: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: f64) -> Sample {
+        self.extras.push((key.to_string(), value));
+        self
+    }
+
+    pub fn extra(&self, key: &str) -> Option<f64> {
+        self.extras.iter().find(|e| e.0 == key).map(|e| e.1)
+    }
+
+    /// `value=1.5 p99=2.25`: what a sample process prints after `RESULT `.
+    fn to_line(&self) -> String {
+        let mut line = format!("value={}", self.value);
+        for (k, v) in &self.extras {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        line
+    }
+
+    pub fn parse(line: &str) -> Result<Sample, String> {
+        let mut sample = Sample::new(f64::NAN);
+        for field in line.split_whitespace() {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| format!("bad result field {field:?}"))?;
+            let v: f64 = v.parse().map_err(|_| format!("bad number in {field:?}"))?;
+            if k == "value" {
+                sample.value = v;
+            } else {
+                sample.extras.push((k.to_string(), v));
+            }
+        }
+        if sample.value.is_finite() {
+            Ok(sample)
+        } else {
+            Err(format!("no value in the result line {line:?}"))
+        }
+    }
+}
+
+impl Row {
+    pub const ALL: [Row; 10] = [
+        Row::Switch,
+        Row::Yield,
+        Row::Spawn,
+        Row::PingPong,
+        Row::IdleSmall,
+        Row::IdleLarge,
+        Row::Echo,
+        Row::Http100,
+        Row::Http1000,
+        Row::IdleConns,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Row::Switch => "switch",
+            Row::Yield => "yield",
+            Row::Spawn => "spawn",
+            Row::PingPong => "pingpong",
+            Row::IdleSmall => "idle-small",
+            Row::IdleLarge => "idle-large",
+            Row::Echo => "echo",
+            Row::Http100 => "http-100",
+            Row::Http1000 => "http-1000",
+            Row::IdleConns => "idle-conns",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Row> {
+        Row::ALL.into_iter().find(|r| r.id() == id)
+    }
+
+    /// The row's heading, with its sizes.
+    pub fn title(self, quick: bool) -> String {
+        let z = Sizes::new(quick);
+        match self {
+            Row::Switch => "context switch round trip".into(),
+            Row::Yield => "yield_now round trip, 2 tasks on 1 worker".into(),
+            Row::Spawn => format!("spawn + join of {} empty tasks", thousands(z.spawn_total)),
+            Row::PingPong => "channel ping-pong round trip, 2 workers".into(),
+            Row::IdleSmall => format!("RSS per idle task, {} sleeping", thousands(z.idle_small)),
+            Row::IdleLarge => format!("RSS per idle task, {} sleeping", thousands(z.idle_large)),
+            Row::Echo => "TCP echo, 100 connections x 64 B".into(),
+            Row::Http100 => "HTTP/1.1 hello (wrk), 100 connections".into(),
+            Row::Http1000 => "HTTP/1.1 hello (wrk), 1,000 connections".into(),
+            Row::IdleConns => format!(
+                "server RSS per idle connection, {} open",
+                thousands(z.idle_conns as u64)
+            ),
+        }
+    }
+
+    /// A short label for the chart.
+    pub fn short(self, quick: bool) -> String {
+        let z = Sizes::new(quick);
+        match self {
+            Row::Switch => "switch".into(),
+            Row::Yield => "yield".into(),
+            Row::Spawn => "spawn+join".into(),
+            Row::PingPong => "ping-pong".into(),
+            Row::IdleSmall => format!("idle {}", short_count(z.idle_small)),
+            Row::IdleLarge => format!("idle {}", short_count(z.idle_large)),
+            Row::Echo => "echo".into(),
+            Row::Http100 => "http 100".into(),
+            Row::Http1000 => "http 1k".into(),
+            Row::IdleConns => format!("conns {}", short_count(z.idle_conns as u64)),
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Row::Switch | Row::Yield | Row::Spawn | Row::PingPong => "ns",
+            Row::IdleSmall | Row::IdleLarge | Row::IdleConns => "KiB",
+            Row::Echo | Row::Http100 | Row::Http1000 => "req/s",
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Row::Echo | Row::Http100 | Row::Http1000)
+    }
+
+    pub fn needs_wrk(self) -> bool {
+        matches!(self, Row::Http100 | Row::Http1000)
+    }
+
+    /// The extra metrics a sample of this row carries: (key, unit), all "lower is
+    /// better".
+    pub fn extras(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Row::IdleSmall | Row::IdleLarge => &[("page_tables", "KiB")],
+            Row::Echo => &[("p50", "µs"), ("p99", "µs")],
+            Row::Http100 | Row::Http1000 => &[("p50", "ms"), ("p99", "ms")],
+            Row::IdleConns => &[("server_total", "MiB")],
+            _ => &[],
+        }
+    }
+
+    /// One sample as a progress line.
+    pub fn format_sample(self, s: &Sample) -> String {
+        let mut line = format!("{} {}", number(s.value), self.unit());
+        for (k, unit) in self.extras() {
+            if let Some(v) = s.extra(k) {
+                line.push_str(&format!("  {k} {} {unit}", number(v)));
+            }
+        }
+        line
+    }
+
+    /// What runs in this row's cell for `rival`.
+    pub fn describe(self, rival: Rival, quick: bool) -> String {
+        let z = Sizes::new(quick);
+        use Rival::*;
+        match (self, rival) {
+            (Row::Switch, Stackweave) => "Generator::resume + Yielder::suspend".into(),
+            (Row::Switch, Tokio) => {
+                "2 tasks on a current_thread runtime, task::yield_now (the scheduler is the switch)"
+                    .into()
+            }
+            (Row::Switch, May) => "generator crate (may's switch): resume + yield_".into(),
+            (Row::Switch, Threads) => {
+                "2 threads pinned to one CPU, park/unpark hand-off (kernel switch)".into()
+            }
+            (Row::Yield, Stackweave) => "1-worker runtime, stackweave::yield_now".into(),
+            (Row::Yield, Tokio) => "current_thread runtime, task::yield_now".into(),
+            (Row::Yield, May) => "set_workers(1), coroutine::yield_now".into(),
+            (Row::Yield, Threads) => "2 threads pinned to one CPU, thread::yield_now".into(),
+            (Row::Spawn, Threads) => format!(
+                "{} threads in waves of 1,000 (time per thread)",
+                thousands(z.spawn_total / 10)
+            ),
+            (Row::Spawn, _) => format!(
+                "{}: waves of {} spawned, then joined, from inside the runtime",
+                workers(rival),
+                thousands(z.spawn_wave)
+            ),
+            (Row::PingPong, Stackweave) => "2 workers, sync::mpsc (unbounded)".into(),
+            (Row::PingPong, Tokio) => "2 workers, sync::mpsc::unbounded_channel".into(),
+            (Row::PingPong, May) => "2 workers, sync::mpsc".into(),
+            (Row::PingPong, Threads) => "2 threads, std::sync::mpsc".into(),
+            (Row::IdleSmall | Row::IdleLarge, Stackweave) => {
+                "time::sleep; default 256 KiB stack reservation (touched pages only)".into()
+            }
+            (Row::IdleSmall | Row::IdleLarge, Tokio) => "2 workers, time::sleep".into(),
+            (Row::IdleSmall | Row::IdleLarge, May) => {
+                "2 workers, coroutine::sleep; default stack".into()
+            }
+            (Row::IdleSmall | Row::IdleLarge, Threads) => {
+                "thread::sleep; 16 KiB stacks (the minimum)".into()
+            }
+            (Row::Echo, _) => format!(
+                "{}; one mio client thread; {:.1} s warm-up + {:.1} s",
+                rival.describe_server(),
+                z.warmup.as_secs_f64(),
+                z.measure.as_secs_f64()
+            ),
+            (Row::Http100 | Row::Http1000, _) => format!(
+                "{}; httparse; wrk -t2 --latency, {} s{}",
+                rival.describe_server(),
+                z.wrk_secs,
+                if z.wrk_warmup {
+                    " after a 1 s warm-up"
+                } else {
+                    ""
+                }
+            ),
+            (Row::IdleConns, _) => format!(
+                "{}; one echo each, then idle; growth of the server's VmRSS",
+                rival.describe_server()
+            ),
+        }
+    }
+}
+
+fn workers(rival: Rival) -> &'static str {
+    match rival {
+        Rival::Stackweave => "2 workers",
+        Rival::Tokio => "multi-thread, 2 workers",
+        Rival::May => "2 workers, pinning off",
+        Rival::Threads => "threads",
+    }
+}
+
+/// Runs one sample in this (child) process, prints its result line and exits.
+pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
+    let z = Sizes::new(quick);
+    let result = match row {
+        Row::Switch => tasks::switch(rival, &z),
+        Row::Yield => tasks::yield_round_trip(rival, &z),
+        Row::Spawn => tasks::spawn_join(rival, &z),
+        Row::PingPong => tasks::ping_pong(rival, &z),
+        Row::IdleSmall => tasks::idle(rival, z.idle_small),
+        Row::IdleLarge => tasks::idle(rival, z.idle_large),
+        Row::Echo => net::echo(rival, &z),
+        Row::Http100 => net::http(rival, &z, 100),
+        Row::Http1000 => net::http(rival, &z, 1000),
+        Row::IdleConns => net::idle_connections(rival, &z),
+    };
+    match result {
+        Ok(sample) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "RESULT {}", sample.to_line());
+            let _ = out.flush();
+            // Without joining anything: idle tasks sleep for an hour.
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A field of `/proc/PID/status` (`/proc/self/status` for `None`) in bytes.
+pub fn status_bytes(pid: Option<u32>, field: &str) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kib: f64 = line[field.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024.0)
+}
+
+/// The machine's memory in GiB (rounded).
+pub fn mem_total_gib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kib: u64 = m
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((kib + (1 << 19)) >> 20)
+        })
+        .unwrap_or(0)
+}
+
+/// "100,000".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// "100k", "1M".
+fn short_count(n: u64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A number with 3–4 significant digits, thousands separated above 10,000.
+pub fn number(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 10_000.0 {
+        thousands(v.round() as u64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

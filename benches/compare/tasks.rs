@@ -1,0 +1,581 @@
+//! The task rows: switch and yield round trips, spawn + join, channel ping-pong and
+//! RSS per idle task, each for stackweave, tokio, may and threads. Every function
+//! runs inside a sample child process and returns the row's value per operation.
+
+use crate::rows::{status_bytes, Sample, Sizes};
+use crate::servers::Rival;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Nanoseconds per operation.
+fn per_op(elapsed: Duration, ops: u64) -> Sample {
+    Sample::new(elapsed.as_nanos() as f64 / ops as f64)
+}
+
+fn stackweave_rt(workers: usize) -> Result<stackweave::Runtime, String> {
+    stackweave::Runtime::builder()
+        .workers(workers)
+        .build()
+        .map_err(|e| format!("stackweave runtime: {e}"))
+}
+
+fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+fn tokio_current_thread() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+fn may_config(workers: usize) {
+    may::config().set_workers(workers).set_worker_pin(false);
+}
+
+/// Pins the calling thread to the first CPU this process may run on.
+fn pin_to_one_cpu() -> Result<(), String> {
+    // SAFETY: an all-zero cpu_set_t is an empty set, a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a valid, writable cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Err(format!(
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: CPU_ISSET reads a bit of the valid set.
+    let cpu = (0..libc::CPU_SETSIZE as usize)
+        .find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .ok_or("no CPU in the affinity mask")?;
+    // SAFETY: as above; CPU_ZERO/CPU_SET write bits of the valid set.
+    unsafe {
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+    }
+    // SAFETY: `set` is a valid cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_setaffinity(0, size, &set) } != 0 {
+        return Err(format!(
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `a` and `b` on two threads pinned to the same CPU; the time from the start
+/// of both until both are done.
+fn two_pinned_threads(
+    a: impl FnOnce() + Send + 'static,
+    b: impl FnOnce() + Send + 'static,
+) -> Result<Duration, String> {
+    let go = Arc::new(AtomicBool::new(false));
+    let spawn = |f: Box<dyn FnOnce() + Send>, go: Arc<AtomicBool>| {
+        thread::spawn(move || -> Result<(), String> {
+            pin_to_one_cpu()?;
+            while !go.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
+            f();
+            Ok(())
+        })
+    };
+    let ta = spawn(Box::new(a), go.clone());
+    let tb = spawn(Box::new(b), go.clone());
+    thread::sleep(Duration::from_millis(10));
+    let start = Instant::now();
+    go.store(true, Ordering::Release);
+    let ra = ta.join().map_err(|_| "a thread panicked")?;
+    let rb = tb.join().map_err(|_| "a thread panicked")?;
+    let elapsed = start.elapsed();
+    ra?;
+    rb?;
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------------
+// Switch: the cheapest way each rival has to switch to a suspended task and back.
+
+pub fn switch(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let n = z.round_trips;
+    match rival {
+        Rival::Stackweave => {
+            use stackweave::generator::{Generator, GeneratorState, Yielder};
+            let mut g = Generator::new(|y: &Yielder<u64>| {
+                let mut i = 0u64;
+                loop {
+                    i = i.wrapping_add(1);
+                    y.suspend(i);
+                }
+            });
+            let mut last = 0;
+            let mut run = |iters: u64| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    if let GeneratorState::Yielded(i) = black_box(&mut g).resume() {
+                        last = i;
+                    }
+                }
+                start.elapsed()
+            };
+            run(n / 10);
+            let elapsed = run(n);
+            check(last, n + n / 10)?;
+            Ok(per_op(elapsed, n))
+        }
+        Rival::May => {
+            let mut g = generator::Gn::<()>::new_scoped(|mut s| {
+                let mut i = 0u64;
+                loop {
+                    i = i.wrapping_add(1);
+                    s.yield_(i);
+                }
+            });
+            let mut last = 0;
+            let mut run = |iters: u64| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    if let Some(i) = black_box(&mut g).resume() {
+                        last = i;
+                    }
+                }
+                start.elapsed()
+            };
+            run(n / 10);
+            let elapsed = run(n);
+            check(last, n + n / 10)?;
+            Ok(per_op(elapsed, n))
+        }
+        Rival::Tokio => tokio_yields(n),
+        Rival::Threads => {
+            let n = n / 10;
+            let turn = Arc::new(AtomicBool::new(false));
+            let (ta, tb) = (turn.clone(), turn);
+            let (tx, rx) = std::sync::mpsc::channel::<thread::Thread>();
+            let (tx2, rx2) = std::sync::mpsc::channel::<thread::Thread>();
+            let elapsed = two_pinned_threads(
+                move || {
+                    tx.send(thread::current()).ok();
+                    let other = rx2.recv().expect("the other thread");
+                    for _ in 0..n {
+                        ta.store(true, Ordering::Release);
+                        other.unpark();
+                        while ta.load(Ordering::Acquire) {
+                            thread::park();
+                        }
+                    }
+                },
+                move || {
+                    tx2.send(thread::current()).ok();
+                    let other = rx.recv().expect("the other thread");
+                    for _ in 0..n {
+                        while !tb.load(Ordering::Acquire) {
+                            thread::park();
+                        }
+                        tb.store(false, Ordering::Release);
+                        other.unpark();
+                    }
+                },
+            )?;
+            Ok(per_op(elapsed, n))
+        }
+    }
+}
+
+fn check(last: u64, expected: u64) -> Result<(), String> {
+    if last == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "the loop made {last} round trips instead of {expected}"
+        ))
+    }
+}
+
+/// Two tokio tasks on a current_thread runtime yielding `n` times each: `n` round
+/// trips.
+fn tokio_yields(n: u64) -> Result<Sample, String> {
+    let rt = tokio_current_thread()?;
+    rt.block_on(async move {
+        let start = Instant::now();
+        let a = tokio::spawn(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        });
+        let b = tokio::spawn(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        });
+        a.await.map_err(|e| e.to_string())?;
+        b.await.map_err(|e| e.to_string())?;
+        Ok(per_op(start.elapsed(), n))
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Yield: two tasks on one worker switching through the scheduler.
+
+pub fn yield_round_trip(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let n = z.round_trips;
+    match rival {
+        Rival::Stackweave => {
+            let rt = stackweave_rt(1)?;
+            rt.block_on(move || {
+                let start = Instant::now();
+                let body = move || {
+                    for _ in 0..n {
+                        stackweave::yield_now();
+                    }
+                };
+                let a = stackweave::spawn(body);
+                let b = stackweave::spawn(body);
+                a.join().map_err(|_| "a task panicked")?;
+                b.join().map_err(|_| "a task panicked")?;
+                Ok(per_op(start.elapsed(), n))
+            })
+        }
+        Rival::Tokio => tokio_yields(n),
+        Rival::May => {
+            may_config(1);
+            let start = Instant::now();
+            let body = move || {
+                for _ in 0..n {
+                    may::coroutine::yield_now();
+                }
+            };
+            let a = may::go!(body);
+            let b = may::go!(body);
+            a.join().map_err(|_| "a task panicked")?;
+            b.join().map_err(|_| "a task panicked")?;
+            Ok(per_op(start.elapsed(), n))
+        }
+        Rival::Threads => {
+            let n = n / 10;
+            let body = move || {
+                for _ in 0..n {
+                    thread::yield_now();
+                }
+            };
+            Ok(per_op(two_pinned_threads(body, body)?, n))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Spawn + join
+
+pub fn spawn_join(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let (total, wave) = (z.spawn_total, z.spawn_wave);
+    match rival {
+        Rival::Stackweave => {
+            let rt = stackweave_rt(2)?;
+            rt.block_on(move || {
+                let start = Instant::now();
+                for _ in 0..total / wave {
+                    let handles: Vec<_> = (0..wave).map(|_| stackweave::spawn(|| {})).collect();
+                    for h in handles {
+                        h.join().map_err(|_| "a task panicked")?;
+                    }
+                }
+                Ok(per_op(start.elapsed(), total))
+            })
+        }
+        Rival::Tokio => {
+            let rt = tokio_rt(2)?;
+            rt.block_on(async move {
+                // Inside a task on the workers, like the others' spawners.
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    for _ in 0..total / wave {
+                        let handles: Vec<_> = (0..wave).map(|_| tokio::spawn(async {})).collect();
+                        for h in handles {
+                            h.await.map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Ok(per_op(start.elapsed(), total))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+        }
+        Rival::May => {
+            may_config(2);
+            let spawner = may::go!(move || -> Result<Sample, String> {
+                let start = Instant::now();
+                for _ in 0..total / wave {
+                    let handles: Vec<_> = (0..wave).map(|_| may::go!(|| {})).collect();
+                    for h in handles {
+                        h.join().map_err(|_| "a task panicked")?;
+                    }
+                }
+                Ok(per_op(start.elapsed(), total))
+            });
+            spawner.join().map_err(|_| "the spawner panicked")?
+        }
+        Rival::Threads => {
+            let (total, wave) = (total / 10, 1000);
+            let start = Instant::now();
+            for _ in 0..total / wave {
+                let handles: Vec<_> = (0..wave).map(|_| thread::spawn(|| {})).collect();
+                for h in handles {
+                    h.join().map_err(|_| "a thread panicked")?;
+                }
+            }
+            Ok(per_op(start.elapsed(), total))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Channel ping-pong: a value to the other task and back, n times.
+
+pub fn ping_pong(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let n = z.ping_pongs;
+    match rival {
+        Rival::Stackweave => {
+            let rt = stackweave_rt(2)?;
+            rt.block_on(move || {
+                use stackweave::sync::mpsc;
+                let (to_b, from_a) = mpsc::channel::<u64>();
+                let (to_a, from_b) = mpsc::channel::<u64>();
+                let b = stackweave::spawn(move || {
+                    for v in from_a {
+                        if to_a.send(v + 1).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let start = Instant::now();
+                for i in 0..n {
+                    to_b.send(i).map_err(|e| e.to_string())?;
+                    check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
+                }
+                let elapsed = start.elapsed();
+                drop(to_b);
+                b.join().map_err(|_| "the other task panicked")?;
+                Ok(per_op(elapsed, n))
+            })
+        }
+        Rival::Tokio => {
+            let rt = tokio_rt(2)?;
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    use tokio::sync::mpsc;
+                    let (to_b, mut from_a) = mpsc::unbounded_channel::<u64>();
+                    let (to_a, mut from_b) = mpsc::unbounded_channel::<u64>();
+                    let b = tokio::spawn(async move {
+                        while let Some(v) = from_a.recv().await {
+                            if to_a.send(v + 1).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let start = Instant::now();
+                    for i in 0..n {
+                        to_b.send(i).map_err(|e| e.to_string())?;
+                        check_echo(from_b.recv().await.ok_or("closed")?, i)?;
+                    }
+                    let elapsed = start.elapsed();
+                    drop(to_b);
+                    b.await.map_err(|e| e.to_string())?;
+                    Ok(per_op(elapsed, n))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+        }
+        Rival::May => {
+            may_config(2);
+            let a = may::go!(move || -> Result<Sample, String> {
+                use may::sync::mpsc;
+                let (to_b, from_a) = mpsc::channel::<u64>();
+                let (to_a, from_b) = mpsc::channel::<u64>();
+                let b = may::go!(move || {
+                    while let Ok(v) = from_a.recv() {
+                        if to_a.send(v + 1).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let start = Instant::now();
+                for i in 0..n {
+                    to_b.send(i).map_err(|e| e.to_string())?;
+                    check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
+                }
+                let elapsed = start.elapsed();
+                drop(to_b);
+                b.join().map_err(|_| "the other task panicked")?;
+                Ok(per_op(elapsed, n))
+            });
+            a.join().map_err(|_| "the task panicked")?
+        }
+        Rival::Threads => {
+            let n = n / 10;
+            use std::sync::mpsc;
+            let (to_b, from_a) = mpsc::channel::<u64>();
+            let (to_a, from_b) = mpsc::channel::<u64>();
+            let b = thread::spawn(move || {
+                for v in from_a {
+                    if to_a.send(v + 1).is_err() {
+                        break;
+                    }
+                }
+            });
+            let start = Instant::now();
+            for i in 0..n {
+                to_b.send(i).map_err(|e| e.to_string())?;
+                check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
+            }
+            let elapsed = start.elapsed();
+            drop(to_b);
+            b.join().map_err(|_| "the other thread panicked")?;
+            Ok(per_op(elapsed, n))
+        }
+    }
+}
+
+fn check_echo(got: u64, sent: u64) -> Result<(), String> {
+    if got == sent + 1 {
+        Ok(())
+    } else {
+        Err(format!("sent {sent}, got {got} back"))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Idle memory: n tasks sleeping for an hour.
+
+/// How long the tasks sleep; the sample process exits long before.
+const NAP: Duration = Duration::from_secs(3600);
+
+/// Spawns `n` sleeping tasks and reports the growth of this process's RSS per task
+/// (KiB), with page tables (`VmPTE`, not part of RSS) as an extra. The process exits
+/// right after without waking them.
+pub fn idle(rival: Rival, n: u64) -> Result<Sample, String> {
+    let asleep = Arc::new(AtomicU64::new(0));
+    // Every rival keeps its runtime alive until the process exits.
+    let before;
+    match rival {
+        Rival::Stackweave => {
+            let rt = stackweave_rt(2)?;
+            before = baseline();
+            let a = asleep.clone();
+            rt.block_on(move || -> Result<(), String> {
+                for i in 0..n {
+                    let a = a.clone();
+                    stackweave::Builder::new()
+                        .spawn(move || {
+                            a.fetch_add(1, Ordering::Relaxed);
+                            stackweave::time::sleep(NAP);
+                        })
+                        .map_err(|e| format!("spawn #{i}: {e}"))?;
+                }
+                Ok(())
+            })?;
+            std::mem::forget(rt);
+        }
+        Rival::Tokio => {
+            let rt = tokio_rt(2)?;
+            before = baseline();
+            let a = asleep.clone();
+            rt.block_on(async move {
+                for _ in 0..n {
+                    let a = a.clone();
+                    tokio::spawn(async move {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(NAP).await;
+                    });
+                }
+            });
+            std::mem::forget(rt);
+        }
+        Rival::May => {
+            may_config(2);
+            before = baseline();
+            let a = asleep.clone();
+            let spawned = std::panic::catch_unwind(move || {
+                for _ in 0..n {
+                    let a = a.clone();
+                    may::go!(move || {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        may::coroutine::sleep(NAP);
+                    });
+                }
+            });
+            if let Err(p) = spawned {
+                return Err(format!(
+                    "failed after {} coroutines: {}",
+                    asleep.load(Ordering::Relaxed),
+                    panic_text(&*p)
+                ));
+            }
+        }
+        Rival::Threads => {
+            before = baseline();
+            for i in 0..n {
+                let a = asleep.clone();
+                thread::Builder::new()
+                    .stack_size(16 * 1024)
+                    .spawn(move || {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        thread::sleep(NAP);
+                    })
+                    .map_err(|e| format!("thread #{i}: {e}"))?;
+            }
+        }
+    }
+    let limit = Instant::now() + Duration::from_secs(120);
+    while asleep.load(Ordering::Relaxed) < n {
+        if Instant::now() > limit {
+            return Err(format!(
+                "only {} of {n} tasks started within 120 s",
+                asleep.load(Ordering::Relaxed)
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Let the last ones reach their sleep.
+    thread::sleep(Duration::from_millis(200));
+    let (rss, pte) = memory();
+    let per_task = |now: f64, then: f64| (now - then) / n as f64 / 1024.0;
+    Ok(Sample::new(per_task(rss, before.0)).with("page_tables", per_task(pte, before.1)))
+}
+
+/// RSS and page tables of this process, in bytes.
+fn memory() -> (f64, f64) {
+    (
+        status_bytes(None, "VmRSS").unwrap_or(f64::NAN),
+        status_bytes(None, "VmPTE").unwrap_or(f64::NAN),
+    )
+}
+
+/// [`memory`] after returning free heap to the kernel, so the baseline holds no
+/// memory the tasks would reuse without growing RSS.
+fn baseline() -> (f64, f64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    memory()
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let text = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into());
+    text.lines().next().unwrap_or("").to_string()
+}
