@@ -382,3 +382,44 @@ fn curl_gets_the_body() {
     assert_eq!(out.stdout, BODY);
     assert_eq!(server.requests(), 1);
 }
+
+/// `wrk` (when installed: `.ci/run` installs it) loads the server over 20
+/// keep-alive connections: every request answered with a 2xx, no socket errors,
+/// and the server saw only those 20 connections (plus the one wrk opens and closes
+/// at start-up to check the address) for all those requests.
+#[test]
+fn wrk_keeps_its_connections_alive() {
+    let found = std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty());
+    if !found {
+        println!("note: wrk not found, skipping wrk_keeps_its_connections_alive");
+        return;
+    }
+    let server = start();
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c20", "-d1s", "--timeout", "5s"])
+        .arg(format!("http://{}/", server.addr))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {out:?}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    let done: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's report:\n{report}"));
+    assert!(done >= 100, "only {done} requests in 1 s:\n{report}");
+    // wrk counts completed responses; the server may have answered a few more
+    // that were still in flight when wrk stopped.
+    assert!(server.requests() >= done, "{} < {done}", server.requests());
+    let connections = server.stats.connections.load(Ordering::Relaxed);
+    assert!(
+        (20..=21).contains(&connections),
+        "{connections} connections"
+    );
+    assert_eq!(server.stats.failed.load(Ordering::Relaxed), 0);
+}

@@ -501,6 +501,7 @@ pub fn idle(rival: Rival, n: u64) -> Result<Sample, String> {
             std::mem::forget(rt);
         }
         Rival::May => {
+            may_map_check(n)?;
             may_config(2);
             before = baseline();
             let a = asleep.clone();
@@ -535,11 +536,11 @@ pub fn idle(rival: Rival, n: u64) -> Result<Sample, String> {
             }
         }
     }
-    let limit = Instant::now() + Duration::from_secs(120);
+    let limit = Instant::now() + Duration::from_secs(60);
     while asleep.load(Ordering::Relaxed) < n {
         if Instant::now() > limit {
             return Err(format!(
-                "only {} of {n} tasks started within 120 s",
+                "only {} of {n} tasks started within 60 s",
                 asleep.load(Ordering::Relaxed)
             ));
         }
@@ -550,6 +551,26 @@ pub fn idle(rival: Rival, n: u64) -> Result<Sample, String> {
     let (rss, pte) = memory();
     let per_task = |now: f64, then: f64| (now - then) / n as f64 / 1024.0;
     Ok(Sample::new(per_task(rss, before.0)).with("page_tables", per_task(pte, before.1)))
+}
+
+/// may guards each stack with `mprotect`, two memory maps per coroutine; past
+/// `vm.max_map_count` its stack allocation fails and the process hangs or aborts
+/// (seen: a sample that never finished). Refuses up front instead.
+fn may_map_check(n: u64) -> Result<(), String> {
+    let max: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or("cannot read vm.max_map_count")?;
+    let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64);
+    if used + 2 * n + 1000 > max {
+        return Err(format!(
+            "not run: may needs 2 memory maps per coroutine (mprotect guard pages), \
+             {} for {n}; vm.max_map_count is {max} (about {} coroutines)",
+            2 * n,
+            max.saturating_sub(used + 1000) / 2
+        ));
+    }
+    Ok(())
 }
 
 /// RSS and page tables of this process, in bytes.
