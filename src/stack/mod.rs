@@ -1,12 +1,15 @@
 //! Coroutine stacks: reservation, guard pages, pooling, overflow reporting.
 //!
-//! Invariant: a `Stack` owns one private anonymous mapping of
-//! `guard + usable` bytes. The lowest `guard` bytes are inaccessible (a guard
-//! installed with `MADV_GUARD_INSTALL` where the kernel accepts it, `mprotect`
-//! otherwise); the usable part above it is readable and writable and is committed
-//! lazily by the kernel, page by page, as the coroutine touches it. Transparent huge
-//! pages are always turned off for it (`MADV_NOHUGEPAGE`): with THP a single 2 MiB
-//! page can back 32 idle stacks. Dropping a `Stack` unmaps it.
+//! Invariant: a `Stack` owns the address range `[low, low + guard + usable)` of a
+//! private anonymous mapping: either a mapping of its own, or its share of a
+//! *chunk*, one mapping carved into many stacks of one size (see the `chunk`
+//! module; only with `MADV_GUARD_INSTALL` guards, which do not split a mapping).
+//! The lowest `guard` bytes are inaccessible (a guard installed with
+//! `MADV_GUARD_INSTALL` where the kernel accepts it, `mprotect` otherwise); the
+//! usable part above it is readable and writable and is committed lazily by the
+//! kernel, page by page, as the coroutine touches it. Transparent huge pages are
+//! always turned off for it (`MADV_NOHUGEPAGE`): with THP a single 2 MiB page can
+//! back 32 idle stacks. Dropping a `Stack` unmaps its range.
 //!
 //! Every `Stack` also owns a `StackRecord` for the overflow handler, registered on
 //! the creating thread for exactly as long as the mapping exists (a `Stack` is neither
@@ -19,6 +22,7 @@
 //! The public part of this module reports the configuration a program runs with: the
 //! default size, the kind of guard in use and the cap on live stacks it implies.
 
+mod chunk;
 mod overflow;
 pub(crate) mod pool;
 
@@ -140,14 +144,32 @@ pub fn stack_cap() -> Option<usize> {
     Some(maps / 2)
 }
 
+/// Gives back to the kernel the memory of the stacks that wait, unused, in the
+/// process-wide pool, now.
+///
+/// Finished coroutines leave their stacks in pools for the next spawns; a stack the
+/// shared pool did not hand out again for a while (half a second to a second) gives
+/// its memory back by itself. Call this to do it at once, e.g. before measuring
+/// memory. Each thread still keeps a few dozen stacks per size for itself.
+///
+/// # Examples
+///
+/// ```
+/// stackweave::spawn(|| {}).join().unwrap();
+/// stackweave::stack::trim_pool();
+/// ```
+pub fn trim_pool() {
+    pool::trim();
+}
+
 const GUARD_UNKNOWN: u8 = 0;
-const GUARD_INSTALL: u8 = 1;
+pub(super) const GUARD_INSTALL: u8 = 1;
 const GUARD_MPROTECT: u8 = 2;
-static GUARD: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
+pub(super) static GUARD: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
 
 /// `MADV_GUARD_INSTALL` from the Linux UAPI headers (not yet in every libc release).
 #[cfg(target_os = "linux")]
-const MADV_GUARD_INSTALL: libc::c_int = 102;
+pub(super) const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 /// The system page size.
 pub(crate) fn page_size() -> usize {
@@ -205,6 +227,28 @@ impl Stack {
         stack.no_huge_pages();
         stack.install_guard()?;
         Ok(stack)
+    }
+
+    /// A stack on a range of a chunk whose guard is already installed (see the
+    /// `chunk` module).
+    ///
+    /// # Safety
+    ///
+    /// `[low, low + guard + usable)` is a page-aligned range of a live private
+    /// anonymous read-write mapping that nothing else uses or will unmap, with
+    /// `MADV_NOHUGEPAGE` applied and a guard installed on its lowest `guard` bytes.
+    /// The new `Stack` owns the range (and unmaps it when dropped).
+    unsafe fn carved(low: usize, guard: usize, usable: usize) -> Stack {
+        Stack {
+            record: overflow::register(low, guard, usable),
+            reserved: 0,
+        }
+    }
+
+    /// The whole range this stack owns: its low address and its length (guard
+    /// included).
+    fn range(&self) -> (usize, usize) {
+        (self.record.low(), self.record.guard() + self.record.size())
     }
 
     /// Lowest address of the mapping (the start of the guard).
@@ -283,16 +327,6 @@ impl Stack {
         (start, start + self.record.guard())
     }
 
-    /// Gives the physical memory behind the usable part back to the kernel, keeping
-    /// the reservation (and the guard) in place. The next touch faults in zero pages.
-    pub(crate) fn release_memory(&self) {
-        // SAFETY: the usable range belongs to this mapping and no coroutine runs on it
-        // (the pool only calls this on stacks it holds).
-        unsafe {
-            libc::madvise(self.limit().cast(), self.size(), libc::MADV_DONTNEED);
-        }
-    }
-
     fn no_huge_pages(&self) {
         #[cfg(target_os = "linux")]
         // SAFETY: advice on our own mapping; failure only means THP stays as configured.
@@ -334,14 +368,47 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let (low, len) = (self.low(), self.record.guard() + self.record.size());
-        // SAFETY: registered by `new`; this `Stack` was its only user and is going.
+        let (low, len) = self.range();
+        // SAFETY: registered by `new`/`carved`; this `Stack` was its only user and is
+        // going.
         unsafe { overflow::unregister(self.record) };
-        // SAFETY: we own the mapping and nothing runs on it any more (a context never
+        // SAFETY: we own the range and nothing runs on it any more (a context never
         // outlives the stack it borrows).
-        unsafe {
-            libc::munmap(low.cast(), len);
-        }
+        unsafe { unmap(low, len) };
+    }
+}
+
+/// Unmaps `[low, low + len)`, whole stacks that nobody uses any more. Unmapping
+/// part of a chunk splits its mapping in two, which fails when the process is out
+/// of memory maps (`vm.max_map_count`): then the range only gives its memory back
+/// (its guards stay, see `release_range`) and its address space stays reserved,
+/// unused, for the life of the process.
+///
+/// # Safety
+///
+/// The range is made of whole stacks (guards included) that no `Stack` owns any
+/// more and nothing runs on.
+unsafe fn unmap(low: usize, len: usize) {
+    // SAFETY: the caller's contract: the range is ours and unused.
+    if unsafe { libc::munmap(low as *mut libc::c_void, len) } != 0 {
+        // SAFETY: as above; DONTNEED on our own unused range.
+        unsafe { release_range(low, len) };
+    }
+}
+
+/// Gives the physical memory of `[low, low + len)` back to the kernel, keeping the
+/// reservation and the guards: a guard installed with `MADV_GUARD_INSTALL` survives
+/// `MADV_DONTNEED` (measured on Linux 6.18, and documented in `madvise(2)`), so with
+/// such guards the range may span several stacks and the guards between them.
+///
+/// # Safety
+///
+/// The range lies in our own mappings and nothing runs on it; with `mprotect`
+/// guards it holds no guard page.
+unsafe fn release_range(low: usize, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        libc::madvise(low as *mut libc::c_void, len, libc::MADV_DONTNEED);
     }
 }
 
@@ -352,6 +419,60 @@ impl std::fmt::Debug for Stack {
             .field("size", &self.size())
             .finish()
     }
+}
+
+/// Gives back the memory of pooled stacks in as few system calls as possible: with
+/// `MADV_GUARD_INSTALL` guards, stacks that lie next to each other (a chunk's, see
+/// the `chunk` module) are released by one `madvise` over them and the guards
+/// between them, which keeps those guards (see `release_range`). One call flushes
+/// the other CPUs' TLBs once for the whole run instead of once per stack.
+///
+/// Sound with respect to `mprotect` guards: `GUARD` becomes `GUARD_MPROTECT` before
+/// the first `mprotect` guard is made and never changes back, so while it reads
+/// `GUARD_INSTALL` no stack has an `mprotect` guard.
+pub(super) fn release_all(stacks: &[Stack]) {
+    let coalesce = GUARD.load(Ordering::Relaxed) == GUARD_INSTALL;
+    let ranges = stacks.iter().map(|s| {
+        if coalesce {
+            s.range()
+        } else {
+            (s.limit() as usize, s.size())
+        }
+    });
+    for (low, len) in coalesced(ranges.collect()) {
+        // SAFETY: the ranges are pooled stacks of ours, unused; a range spans guards
+        // only when they are `MADV_GUARD_INSTALL` guards (see above).
+        unsafe { release_range(low, len) };
+    }
+}
+
+/// Unmaps pooled stacks, with one `munmap` for each run of neighbouring stacks.
+pub(super) fn unmap_all(stacks: Vec<Stack>) {
+    let mut ranges = Vec::with_capacity(stacks.len());
+    for stack in stacks {
+        let stack = std::mem::ManuallyDrop::new(stack);
+        ranges.push(stack.range());
+        // SAFETY: registered by `new`/`carved`; this `Stack` was its only user and is
+        // forgotten here (its range is unmapped below).
+        unsafe { overflow::unregister(stack.record) };
+    }
+    for (low, len) in coalesced(ranges) {
+        // SAFETY: whole stacks that no `Stack` owns any more, unused.
+        unsafe { unmap(low, len) };
+    }
+}
+
+/// Sorts `(low, len)` ranges and merges those that touch.
+fn coalesced(mut ranges: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+    for (low, len) in ranges {
+        match out.last_mut() {
+            Some((l, n)) if *l + *n == low => *n += len,
+            _ => out.push((low, len)),
+        }
+    }
+    out
 }
 
 /// Rounds a requested size up to whole pages, at least [`MIN_STACK_SIZE`].

@@ -1,144 +1,232 @@
-//! A LIFO pool of stacks, one per thread.
+//! Pools of unused stacks: one per thread, and one shared by the process.
 //!
-//! Invariant: every stack in a pool is unused (no context lives on it, no owner is
-//! set, nothing is reserved at its top). The most recently returned stack waits in
-//! the thread's `spare` slot, so the common create-run-drop cycle takes and gives it
-//! back with a few loads and stores and no search. Older stacks are grouped by size
-//! class; each thread keeps up to [`HOT`] per class with their memory, so reusing
-//! one costs a `Vec` pop. Past that watermark a returned stack moves to the
-//! process-wide overflow pool, keeping its memory for the first [`WARM`] of a
-//! class, giving it back to the kernel (`MADV_DONTNEED`) past that, and unmapped past
-//! [`MAX`] (both done by a reaper thread, off the workers). Any thread finds stacks
-//! there: a
-//! runtime worker that spawns many coroutines takes the stacks that other workers'
-//! finished coroutines gave back. A fresh `mmap` with its guard costs about 10 µs
-//! and an `munmap` as much again (it shoots down other CPUs' TLBs); a pooled stack
-//! costs nanoseconds, an overflow one about a microsecond.
+//! Invariant: every pooled stack is unused (no context lives on it, no owner is set,
+//! nothing is reserved at its top). The most recently returned stack waits in the
+//! thread's `spare` slot, so the common create-run-drop cycle takes and gives it back
+//! with a few loads and stores and no search. Older ones are grouped by size class:
+//! each thread keeps up to [`LOCAL`] per class with their memory; past that it moves
+//! [`BATCH`] of them at once to the shared pool (one lock for many stacks), and it
+//! refills from there a batch at a time. Any thread finds stacks there: a runtime
+//! worker that spawns many coroutines takes the stacks that other workers' finished
+//! coroutines gave back.
 //!
-//! The per-thread pool is const-initialised, so reaching it costs a TLS access and a
+//! The shared pool keeps *warm* stacks (with their memory) and *cold* ones (memory
+//! given back). A stack stays warm for as long as it is likely to be reused soon: a
+//! reaper thread looks every [`TICK`] at how low each class's warm list went since
+//! its last look, and gives back the memory of the stacks below that mark — they
+//! were not needed during a whole tick — in a few `madvise` calls over neighbouring
+//! stacks (see `release_all`). So a burst of coroutines followed by another reuses
+//! the first burst's stacks without a page fault or a system call, and memory
+//! unused for one to two ticks goes back to the kernel (like jemalloc's decay of
+//! dirty pages). The warm list is capped at [`WARM_MAX`] per class; cold stacks past
+//! [`COLD_MAX`] per class are unmapped, also by the reaper. Both are system calls
+//! that shoot down the other CPUs' TLBs, which the workers never make.
+//!
+//! A thread with no pooled stack of a size carves one from its chunk of that size
+//! (see the `chunk` module), or maps one on its own when chunks are not in use. The
+//! per-thread pool is const-initialised, so reaching it costs a TLS access and a
 //! check of its destructor's registration, not a lazy initialisation.
 
+use super::chunk::Chunk;
 use super::Stack;
 use std::cell::RefCell;
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
 /// Stacks per size class each thread keeps with their memory (besides the spare).
-const HOT: usize = 16;
-/// Stacks per size class the overflow pool keeps with their memory: a burst of
-/// spawns on one worker reuses what another worker's finished coroutines left, with
-/// no system call (releasing memory costs an `madvise` and TLB shootdowns).
-const WARM: usize = 1024;
-/// Stacks per size class kept in the process-wide overflow pool.
-const MAX: usize = 4096;
+const LOCAL: usize = 64;
+/// Stacks moved at once between a thread's pool and the shared pool.
+const BATCH: usize = 32;
+/// How often the reaper gives back the memory of warm stacks that were not needed.
+const TICK: Duration = Duration::from_millis(500);
+/// Most warm stacks per size class in the shared pool; past it, a returned stack's
+/// memory is given back at once.
+const WARM_MAX: usize = 1 << 18;
+/// Warm stacks per size class kept without a reaper thread (it could not start).
+const WARM_NO_REAPER: usize = 1024;
+/// Most cold stacks per size class in the shared pool; past it they are unmapped.
+const COLD_MAX: usize = 4096;
 
-/// The process-wide overflow pool: stacks without their memory, by size class.
-static OVERFLOW: Mutex<Vec<(usize, Vec<Stack>)>> = Mutex::new(Vec::new());
+/// One size class of the shared pool.
+struct Class {
+    size: usize,
+    /// Stacks with their memory, most recently returned last.
+    warm: Vec<Stack>,
+    /// The lowest `warm.len()` since the reaper last looked.
+    low_water: usize,
+    /// Stacks whose memory was given back.
+    cold: Vec<Stack>,
+}
 
-/// The stacks of size class `size`, created empty if there is none yet.
-fn class_mut(classes: &mut Vec<(usize, Vec<Stack>)>, size: usize) -> &mut Vec<Stack> {
-    match classes.iter().position(|(s, _)| *s == size) {
-        Some(i) => &mut classes[i].1,
+/// The shared pool, and what the reaper needs to know.
+struct Shared {
+    classes: Vec<Class>,
+    /// Stacks whose memory must be given back now (warm list full).
+    release: Vec<Stack>,
+    /// The reaper waits without a timeout (nothing warm to watch).
+    reaper_asleep: bool,
+}
+
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    classes: Vec::new(),
+    release: Vec::new(),
+    reaper_asleep: false,
+});
+static READY: Condvar = Condvar::new();
+static START: Once = Once::new();
+static REAPER: AtomicBool = AtomicBool::new(false);
+
+fn lock() -> std::sync::MutexGuard<'static, Shared> {
+    SHARED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn class_mut(classes: &mut Vec<Class>, size: usize) -> &mut Class {
+    match classes.iter().position(|c| c.size == size) {
+        Some(i) => &mut classes[i],
         None => {
-            classes.push((size, Vec::new()));
-            &mut classes.last_mut().expect("just pushed").1
+            classes.push(Class {
+                size,
+                warm: Vec::new(),
+                low_water: 0,
+                cold: Vec::new(),
+            });
+            classes.last_mut().expect("just pushed")
         }
     }
 }
 
-fn overflow_take(size: usize) -> Option<Stack> {
-    let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
-    let (_, stacks) = classes.iter_mut().find(|(s, _)| *s == size)?;
-    stacks.pop()
-}
-
-fn overflow_give(stack: Stack) {
-    let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
-    let stacks = class_mut(&mut classes, stack.size());
-    if stacks.len() < WARM {
-        stacks.push(stack);
+/// Moves up to `n` stacks of `size` from the shared pool to `out`, warm ones first.
+fn shared_take(size: usize, n: usize, out: &mut Vec<Stack>) {
+    let mut shared = lock();
+    let Some(class) = shared.classes.iter_mut().find(|c| c.size == size) else {
         return;
-    }
-    drop(classes);
-    reaper::hand_over(stack);
+    };
+    let from_warm = n.min(class.warm.len());
+    out.extend(class.warm.drain(class.warm.len() - from_warm..));
+    class.low_water = class.low_water.min(class.warm.len());
+    let from_cold = (n - from_warm).min(class.cold.len());
+    out.extend(class.cold.drain(class.cold.len() - from_cold..));
 }
 
-/// Gives back the memory of stacks past the warm part of the overflow pool, or
-/// unmaps them past [`MAX`], on a thread of its own.
-///
-/// Both are system calls that shoot down the TLBs of the other CPUs, ~10 µs each:
-/// when a burst of 100,000 coroutines finished, the workers spent a third of their
-/// time in them and the timers of the coroutines still sleeping fired late. A
-/// worker now only pushes the stack on a queue.
-mod reaper {
-    use super::{class_mut, Stack, MAX, OVERFLOW};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Condvar, Mutex, Once};
-
-    static QUEUE: Mutex<Vec<Stack>> = Mutex::new(Vec::new());
-    static READY: Condvar = Condvar::new();
-    static START: Once = Once::new();
-    static RUNNING: AtomicBool = AtomicBool::new(false);
-
-    pub(super) fn hand_over(stack: Stack) {
+/// Moves `stacks` (all of usable size `size`) to the shared pool's warm list.
+fn shared_give(size: usize, stacks: impl Iterator<Item = Stack>, start_reaper: bool) {
+    if start_reaper {
         START.call_once(|| {
             let spawned = std::thread::Builder::new()
                 .name("stackweave-stack-reaper".into())
-                .spawn(run);
-            RUNNING.store(spawned.is_ok(), Ordering::Release);
+                .spawn(reaper);
+            REAPER.store(spawned.is_ok(), Ordering::Release);
         });
-        if !RUNNING.load(Ordering::Acquire) {
-            // The thread could not be started: the caller does the work.
-            reap(stack);
-            return;
-        }
-        let mut queue = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
-        queue.push(stack);
-        if queue.len() == 1 {
-            READY.notify_one();
-        }
     }
-
-    fn run() {
-        let mut batch = Vec::new();
-        loop {
-            {
-                let mut queue = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
-                while queue.is_empty() {
-                    queue = READY.wait(queue).unwrap_or_else(|e| e.into_inner());
-                }
-                std::mem::swap(&mut *queue, &mut batch);
-            }
-            for stack in batch.drain(..) {
-                reap(stack);
-            }
-        }
+    let reaper = REAPER.load(Ordering::Acquire);
+    let cap = if reaper { WARM_MAX } else { WARM_NO_REAPER };
+    let mut shared = lock();
+    let class = class_mut(&mut shared.classes, size);
+    class.warm.extend(stacks);
+    let excess = class.warm.len().saturating_sub(cap);
+    // The oldest ones go: the warm list is taken from its end.
+    let excess: Vec<Stack> = class.warm.drain(..excess).collect();
+    class.low_water = class.low_water.min(class.warm.len());
+    if !reaper {
+        drop(shared);
+        super::release_all(&excess);
+        stash_cold(size, excess);
+        return;
     }
-
-    fn reap(stack: Stack) {
-        let size = stack.size();
-        let len = {
-            let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
-            class_mut(&mut classes, size).len()
-        };
-        if len >= MAX {
-            drop(stack); // unmapped, outside the lock
-            return;
-        }
-        // Keep the reservation, give the memory back (outside the lock).
-        stack.release_memory();
-        let mut classes = OVERFLOW.lock().unwrap_or_else(|e| e.into_inner());
-        // Cold stacks go under the warm ones: takers pop warm stacks first.
-        class_mut(&mut classes, size).insert(0, stack);
+    shared.release.extend(excess);
+    if shared.reaper_asleep || !shared.release.is_empty() {
+        shared.reaper_asleep = false;
+        READY.notify_one();
     }
 }
 
-/// Unused stacks: the last one returned, and the others grouped by usable size, most
-/// recently returned last.
+/// Puts stacks whose memory was given back on their class's cold list, and unmaps
+/// what exceeds [`COLD_MAX`].
+fn stash_cold(size: usize, stacks: Vec<Stack>) {
+    let mut shared = lock();
+    let class = class_mut(&mut shared.classes, size);
+    class.cold.extend(stacks);
+    let excess = class.cold.len().saturating_sub(COLD_MAX);
+    let excess: Vec<Stack> = class.cold.drain(..excess).collect();
+    drop(shared);
+    super::unmap_all(excess);
+}
+
+/// The reaper thread: gives back the memory of warm stacks that were not needed
+/// during a whole tick, and of those the warm list had no room for.
+fn reaper() {
+    let mut last_look = Instant::now();
+    loop {
+        let mut shared = lock();
+        if shared.release.is_empty() {
+            if shared.classes.iter().all(|c| c.warm.is_empty()) {
+                shared.reaper_asleep = true;
+                while shared.reaper_asleep && shared.release.is_empty() {
+                    shared = READY.wait(shared).unwrap_or_else(|e| e.into_inner());
+                }
+                shared.reaper_asleep = false;
+            } else {
+                shared = READY
+                    .wait_timeout(shared, TICK)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        // Unneeded warm stacks: the ones below each class's low-water mark, once a
+        // whole tick has passed since the last look.
+        let mut batches: Vec<(usize, Vec<Stack>)> = Vec::new();
+        if last_look.elapsed() >= TICK {
+            last_look = Instant::now();
+            for class in shared.classes.iter_mut() {
+                let unneeded = class.low_water.min(class.warm.len());
+                if unneeded > 0 {
+                    batches.push((class.size, class.warm.drain(..unneeded).collect()));
+                }
+                class.low_water = class.warm.len();
+            }
+        }
+        let release = std::mem::take(&mut shared.release);
+        drop(shared);
+        for stack in release {
+            let size = stack.size();
+            match batches.iter_mut().find(|(s, _)| *s == size) {
+                Some((_, batch)) => batch.push(stack),
+                None => batches.push((size, vec![stack])),
+            }
+        }
+        for (size, batch) in batches {
+            super::release_all(&batch);
+            stash_cold(size, batch);
+        }
+    }
+}
+
+/// Gives back the memory of every stack in the shared pool now (stacks that threads
+/// keep for themselves, at most [`LOCAL`] + 1 per size class each, keep theirs).
+pub(super) fn trim() {
+    let mut batches: Vec<(usize, Vec<Stack>)> = Vec::new();
+    {
+        let mut shared = lock();
+        for class in shared.classes.iter_mut() {
+            batches.push((class.size, std::mem::take(&mut class.warm)));
+            class.low_water = 0;
+        }
+    }
+    for (size, batch) in batches {
+        super::release_all(&batch);
+        stash_cold(size, batch);
+    }
+}
+
+/// Unused stacks of one thread: the last one returned, the others grouped by usable
+/// size (most recently returned last), and the chunks stacks are carved from.
 #[derive(Default)]
 pub(crate) struct StackPool {
     spare: Option<Stack>,
     classes: Vec<(usize, Vec<Stack>)>,
+    chunks: Vec<Chunk>,
 }
 
 impl StackPool {
@@ -146,6 +234,7 @@ impl StackPool {
         StackPool {
             spare: None,
             classes: Vec::new(),
+            chunks: Vec::new(),
         }
     }
 
@@ -160,20 +249,40 @@ impl StackPool {
 
     #[cold]
     fn reuse_older(&mut self, size: usize) -> Option<Stack> {
-        let local = self
-            .classes
-            .iter_mut()
-            .find(|(s, _)| *s == size)
-            .and_then(|(_, stacks)| stacks.pop());
-        local.or_else(|| overflow_take(size))
+        let i = match self.classes.iter().position(|(s, _)| *s == size) {
+            Some(i) => i,
+            None => {
+                self.classes.push((size, Vec::new()));
+                self.classes.len() - 1
+            }
+        };
+        let stacks = &mut self.classes[i].1;
+        if stacks.is_empty() {
+            shared_take(size, BATCH, stacks);
+        }
+        stacks.pop()
     }
 
     /// A stack of exactly `size` usable bytes (`size` already rounded by
     /// [`super::round_size`]), reused when one is pooled.
     pub(crate) fn get(&mut self, size: usize) -> io::Result<Stack> {
-        match self.reuse(size) {
-            Some(stack) => Ok(stack),
-            None => Stack::new(size),
+        if let Some(stack) = self.reuse(size) {
+            return Ok(stack);
+        }
+        let guard = super::page_size();
+        loop {
+            match self.chunks.iter_mut().position(|c| c.usable() == size) {
+                Some(i) => match self.chunks[i].carve() {
+                    Some(stack) => return Ok(stack),
+                    None => {
+                        self.chunks.swap_remove(i);
+                    }
+                },
+                None => match Chunk::new(guard, size) {
+                    Some(chunk) => self.chunks.push(chunk),
+                    None => return Stack::new(size),
+                },
+            }
         }
     }
 
@@ -189,11 +298,17 @@ impl StackPool {
     #[cold]
     fn put_older(&mut self, stack: Stack) {
         let size = stack.size();
-        let stacks = class_mut(&mut self.classes, size);
-        if stacks.len() < HOT {
-            stacks.push(stack);
-        } else {
-            overflow_give(stack);
+        let stacks = match self.classes.iter().position(|(s, _)| *s == size) {
+            Some(i) => &mut self.classes[i].1,
+            None => {
+                self.classes.push((size, Vec::new()));
+                &mut self.classes.last_mut().expect("just pushed").1
+            }
+        };
+        stacks.push(stack);
+        if stacks.len() > LOCAL {
+            // The oldest ones go; the newest stay, their pages likely in the cache.
+            shared_give(size, stacks.drain(..BATCH), true);
         }
     }
 
@@ -204,6 +319,18 @@ impl StackPool {
     }
 }
 
+impl Drop for StackPool {
+    /// A thread that exits hands its stacks to the shared pool.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            shared_give(spare.size(), std::iter::once(spare), false);
+        }
+        for (size, stacks) in self.classes.drain(..) {
+            shared_give(size, stacks.into_iter(), false);
+        }
+    }
+}
+
 thread_local! {
     static POOL: RefCell<StackPool> = const { RefCell::new(StackPool::new()) };
 }
@@ -211,9 +338,15 @@ thread_local! {
 /// A stack of `size` (rounded) usable bytes from this thread's pool.
 #[inline]
 pub(crate) fn take(size: usize) -> io::Result<Stack> {
-    // Fast path: a pooled stack of exactly the requested size (the default size and
+    // Fast path: the spare, of exactly the requested size (the default size and
     // other whole-page sizes need no rounding).
-    if let Ok(Some(stack)) = POOL.try_with(|p| p.borrow_mut().reuse(size)) {
+    if let Ok(Some(stack)) = POOL.try_with(|p| {
+        let mut pool = p.borrow_mut();
+        match &pool.spare {
+            Some(spare) if spare.size() == size => pool.spare.take(),
+            _ => None,
+        }
+    }) {
         return Ok(stack);
     }
     take_slow(size)
@@ -226,12 +359,17 @@ fn take_slow(size: usize) -> io::Result<Stack> {
         .unwrap_or_else(|_| Stack::new(size))
 }
 
-/// Gives an unused stack back to this thread's pool (or unmaps it while the thread
-/// is exiting).
+/// Gives an unused stack back to this thread's pool (or to the shared pool while
+/// the thread is exiting).
 #[inline]
 pub(crate) fn give(stack: Stack) {
-    // If the pool is gone (thread exit), `stack` is dropped here: unmapped.
-    let _ = POOL.try_with(move |p| p.borrow_mut().put(stack));
+    let mut stack = Some(stack);
+    let _ = POOL.try_with(|p| p.borrow_mut().put(stack.take().expect("once")));
+    if let Some(mut stack) = stack {
+        // This thread's pool is gone (thread exit).
+        stack.reset();
+        shared_give(stack.size(), std::iter::once(stack), false);
+    }
 }
 
 #[cfg(test)]
@@ -256,19 +394,47 @@ mod tests {
     }
 
     #[test]
-    fn pool_is_bounded() {
+    fn pool_is_bounded_and_shares_its_overflow() {
         let mut pool = StackPool::default();
-        // A size no other test uses, so the shared overflow pool is ours here.
+        // A size no other test uses, so the shared pool's class is ours here.
         let size = super::super::MIN_STACK_SIZE + 3 * super::super::page_size();
-        let stacks: Vec<_> = (0..HOT + 10).map(|_| pool.get(size).unwrap()).collect();
+        let n = LOCAL + 10;
+        let stacks: Vec<_> = (0..n).map(|_| pool.get(size).unwrap()).collect();
         for s in stacks {
             pool.put(s);
         }
-        // HOT in the size class, plus the spare; the rest went to the overflow pool,
-        // where the next takes find them.
-        assert_eq!(pool.len(), HOT + 1);
-        let again: Vec<_> = (0..HOT + 10).map(|_| pool.get(size).unwrap()).collect();
-        assert_eq!(pool.len(), 0);
-        drop(again);
+        // At most LOCAL in the size class, plus the spare; a batch went to the shared
+        // pool, where another thread's pool finds it.
+        assert!(pool.len() <= LOCAL + 1);
+        let shared = n - pool.len();
+        assert_eq!(shared, BATCH);
+        let mut other = StackPool::default();
+        let taken: Vec<_> = (0..shared).map(|_| other.reuse(size).unwrap()).collect();
+        assert!(
+            other.reuse(size).is_none(),
+            "the shared pool is empty again"
+        );
+        drop(taken);
+    }
+
+    #[test]
+    fn trimmed_stacks_are_reused_and_zeroed() {
+        let mut pool = StackPool::default();
+        let size = super::super::MIN_STACK_SIZE + 5 * super::super::page_size();
+        let stacks: Vec<_> = (0..LOCAL + BATCH + 1)
+            .map(|_| pool.get(size).unwrap())
+            .collect();
+        for s in &stacks {
+            // SAFETY: the top word of our own unused stack.
+            unsafe { s.top().cast::<u64>().sub(1).write(7) };
+        }
+        for s in stacks {
+            pool.put(s);
+        }
+        trim();
+        let mut other = StackPool::default();
+        let s = other.reuse(size).expect("a cold stack");
+        // SAFETY: as above; its memory was given back, so it reads zero.
+        assert_eq!(unsafe { s.top().cast::<u64>().sub(1).read() }, 0);
     }
 }
