@@ -8,9 +8,11 @@
 
 use super::{Coroutine, Kind};
 use crate::scheduler::{current_task, suspend_current, Request, Task};
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -24,24 +26,38 @@ enum Waiter {
     Future(std::task::Waker),
 }
 
-/// A coroutine's result, on its way to the joiner.
+/// A coroutine's result, on its way to the joiner (inside the coroutine's task).
 pub(super) struct Packet<T> {
-    result: Mutex<Option<thread::Result<T>>>,
+    /// Written once, by [`complete`](Self::complete), before `done` is set; read
+    /// only by the one `JoinHandle`, after it saw `done`.
+    result: UnsafeCell<Option<thread::Result<T>>>,
     done: AtomicBool,
     waiter: Mutex<Option<Waiter>>,
 }
 
+// SAFETY: `result` is written by one thread before the `done` release store and read
+// by the one `JoinHandle` (owned or `&mut`) after an acquire load saw `done`, so the
+// two never overlap and `T` only moves from one thread to another (hence `T: Send`);
+// everything else is atomic or locked.
+unsafe impl<T: Send> Sync for Packet<T> {}
+
 impl<T> Packet<T> {
     pub(super) fn new() -> Packet<T> {
         Packet {
-            result: Mutex::new(None),
+            result: UnsafeCell::new(None),
             done: AtomicBool::new(false),
             waiter: Mutex::new(None),
         }
     }
 
-    pub(super) fn complete(&self, result: thread::Result<T>) {
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    /// Stores the result and wakes the joiner.
+    ///
+    /// # Safety
+    ///
+    /// Called once per packet.
+    pub(super) unsafe fn complete(&self, result: thread::Result<T>) {
+        // SAFETY: the one write (contract), before `done` is set: no reader yet.
+        unsafe { *self.result.get() = Some(result) };
         self.done.store(true, Ordering::Release);
         let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
         match waiter {
@@ -64,6 +80,18 @@ impl<T> Packet<T> {
         });
         true
     }
+
+    /// Takes the result, once `done` was seen set.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the packet's `JoinHandle` (the only reader), through an owned
+    /// or `&mut` handle, and an acquire load saw `done` set.
+    unsafe fn take(&self) -> Option<thread::Result<T>> {
+        // SAFETY: the write happened before `done` was set, which the caller saw; no
+        // other reader exists (contract).
+        unsafe { (*self.result.get()).take() }
+    }
 }
 
 /// An owned permission to join a coroutine, like [`std::thread::JoinHandle`].
@@ -76,11 +104,42 @@ impl<T> Packet<T> {
 /// assert_eq!(h.join().unwrap(), "result");
 /// ```
 pub struct JoinHandle<T> {
-    pub(super) packet: Arc<Packet<T>>,
-    pub(super) coroutine: Coroutine,
+    /// Holds the task, whose body holds the packet.
+    coroutine: Coroutine,
+    /// The `Packet<T>` in the task's body: valid while `coroutine` holds the task.
+    packet: NonNull<Packet<T>>,
+}
+
+// SAFETY: as `Arc<Packet<T>>` would be: the handle reaches the task (`Send + Sync`)
+// and its `Packet<T>` (`Send + Sync` for `T: Send`), and moves a `T` out of it.
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: as above; through `&JoinHandle` only `done` (an atomic) and the task are
+// read.
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
+
+impl<T: 'static> JoinHandle<T> {
+    /// The handle of the coroutine of `task`, whose body's output is a `Packet<T>`.
+    pub(super) fn new(task: Arc<Task>) -> JoinHandle<T> {
+        let packet = NonNull::from(
+            task.body
+                .output()
+                .downcast_ref::<Packet<T>>()
+                .expect("a coroutine of T has a Packet<T>"),
+        );
+        JoinHandle {
+            coroutine: Coroutine::task(task),
+            packet,
+        }
+    }
 }
 
 impl<T> JoinHandle<T> {
+    fn packet(&self) -> &Packet<T> {
+        // SAFETY: the packet lives in the task's allocation, which `self.coroutine`
+        // keeps alive and which never moves.
+        unsafe { self.packet.as_ref() }
+    }
+
     /// Waits for the coroutine to finish and returns its result: `Err` with the panic
     /// payload if it panicked ([`Unwound`](crate::Unwound) if its runtime shut down first,
     /// [`Cancelled`](crate::Cancelled) if it was cancelled).
@@ -96,17 +155,14 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
     /// ```
     pub fn join(self) -> thread::Result<T> {
+        let packet = self.packet();
         loop {
-            if self.packet.done.load(Ordering::Acquire) {
-                let result = self
-                    .packet
-                    .result
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
+            if packet.done.load(Ordering::Acquire) {
+                // SAFETY: we own the handle and saw `done`.
+                let result = unsafe { packet.take() };
                 return result.expect("a finished coroutine leaves its result once");
             }
-            if !self.packet.register() {
+            if !packet.register() {
                 continue;
             }
             if !suspend_current(Request::Wait) {
@@ -172,7 +228,7 @@ impl<T> JoinHandle<T> {
     /// h.join().unwrap();
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.packet.done.load(Ordering::Acquire)
+        self.packet().done.load(Ordering::Acquire)
     }
 
     /// The coroutine's handle.
@@ -213,7 +269,7 @@ impl<T> Future for JoinHandle<T> {
     type Output = thread::Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<thread::Result<T>> {
-        let packet = &self.packet;
+        let packet = self.get_mut().packet();
         if !packet.done.load(Ordering::Acquire) {
             let mut waiter = packet.waiter.lock().unwrap_or_else(|e| e.into_inner());
             if !packet.done.load(Ordering::Acquire) {
@@ -221,11 +277,8 @@ impl<T> Future for JoinHandle<T> {
                 return Poll::Pending;
             }
         }
-        let result = packet
-            .result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        // SAFETY: we hold the handle by `&mut` and saw `done`.
+        let result = unsafe { packet.take() };
         Poll::Ready(result.expect("a JoinHandle is not polled after it completed"))
     }
 }

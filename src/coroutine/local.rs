@@ -7,7 +7,7 @@
 //! coroutine returns, or the thread exits), and no `&mut` to the map is held while
 //! user code runs (`init` or the closure given to `with`).
 
-use crate::scheduler::current_task;
+use crate::scheduler::{with_current_task, Task};
 use std::any::Any;
 use std::cell::UnsafeCell;
 
@@ -164,27 +164,35 @@ thread_local! {
 
 /// Runs `f` with the map of the running coroutine, or of this thread.
 fn with_map<R>(f: impl FnOnce(&mut LocalMap) -> R) -> R {
-    match current_task() {
+    let mut f = Some(f);
+    let in_task = with_current_task(|task| {
+        let f = f.take().expect("once");
         // SAFETY: the running coroutine owns its body's map (module invariant); this
         // `&mut` lives only inside `f`, which runs no user code.
-        Some(task) => f(unsafe { &mut task.coroutine_part().locals }),
-        None => THREAD_MAP.with(|map| {
-            // SAFETY: this thread's map, used only here, by this thread, with no user
-            // code running inside `f`.
-            f(unsafe { &mut *map.get() })
-        }),
+        f(unsafe { &mut task.coroutine_part().locals })
+    });
+    if let Some(result) = in_task {
+        return result;
     }
+    let f = f.take().expect("once");
+    THREAD_MAP.with(|map| {
+        // SAFETY: this thread's map, used only here, by this thread, with no user
+        // code running inside `f`.
+        f(unsafe { &mut *map.get() })
+    })
 }
 
-/// Drops the running coroutine's values (when its closure has returned), repeating
-/// while destructors create new ones.
-pub(crate) fn drop_coroutine_locals() {
+/// Drops the values of `task`, the running coroutine, once its closure has
+/// returned, repeating while destructors create new ones.
+///
+/// # Safety
+///
+/// Called by the coroutine of `task` itself, while it runs.
+pub(crate) unsafe fn drop_task_locals(task: &Task) {
     loop {
-        let map = match current_task() {
-            // SAFETY: as in `with_map`; the map is moved out before its values drop.
-            Some(task) => std::mem::take(unsafe { &mut task.coroutine_part().locals }),
-            None => return,
-        };
+        // SAFETY: as in `with_map` (the caller is the running coroutine); the map is
+        // moved out before its values drop, so no `&mut` is held while they do.
+        let map = std::mem::take(unsafe { &mut task.coroutine_part().locals });
         if map.is_empty() {
             return;
         }

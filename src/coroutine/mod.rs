@@ -5,25 +5,26 @@
 //! ports by changing its `use` lines. Every blocking call here suspends only the
 //! calling coroutine; called from a plain thread, it blocks that thread, like std.
 //!
-//! Invariant: a coroutine's result travels through its `Packet`, written once by the
-//! coroutine (or by the runtime, if it is torn down first) before `done` is set; a
-//! joiner registers as the packet's waiter under the waiter lock and re-checks `done`
+//! Invariant: a coroutine's result travels through its `Packet`, which lives in the
+//! coroutine's task (one allocation with its closure), written once by the coroutine
+//! (or by the runtime, if it is torn down first) before `done` is set; a joiner
+//! registers as the packet's waiter under the waiter lock and re-checks `done`
 //! there, so the completion either sees the waiter or the joiner sees `done`.
 
+mod body;
 mod join;
 pub(crate) mod local;
 
+use body::CoroutineBody;
 pub use join::JoinHandle;
-use join::Packet;
 
 use crate::runtime;
 use crate::scheduler::{self, current_task, suspend_current, Request, Shared, Task};
 use crate::stack::{self, Owner};
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::num::NonZeroU64;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -135,6 +136,15 @@ impl Coroutine {
     fn task(task: Arc<Task>) -> Coroutine {
         Coroutine {
             inner: Kind::Task(task),
+        }
+    }
+
+    /// The task, for a coroutine's handle.
+    #[cfg(test)]
+    pub(crate) fn as_task(&self) -> Option<&Arc<Task>> {
+        match &self.inner {
+            Kind::Task(task) => Some(task),
+            Kind::Thread(..) => None,
         }
     }
 
@@ -401,47 +411,31 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        // Announce the spawn before checking for shutdown: `Runtime::shutdown` sets
-        // the flag, then waits for in-flight spawns before its last sweep of the
-        // injector, so a task is either refused here or completed there.
-        shared.spawning.fetch_add(1, Ordering::SeqCst);
-        let _done = SpawnGuard(shared);
+        // Off the runtime's workers, announce the spawn before checking for shutdown:
+        // `Runtime::shutdown` sets the flag, then waits for in-flight spawns before
+        // its last sweep of the injector, so a task is either refused here or
+        // completed there. On one of its workers the task goes to that worker's own
+        // deque, which the same thread drains at shutdown after its coroutine
+        // suspends: nothing to announce.
+        let _done = if shared.is_own_worker() {
+            None
+        } else {
+            shared.spawning.fetch_add(1, Ordering::SeqCst);
+            Some(SpawnGuard(shared))
+        };
         if shared.shutdown.load(Ordering::SeqCst) {
             return Err(io::Error::other("the runtime is shutting down"));
         }
         let stack = stack::pool::take(self.stack_size.unwrap_or(shared.stack_size))?;
-        let packet = Arc::new(Packet::<T>::new());
-        let completion = packet.clone();
-        let counters = shared.clone();
-        let start = Box::new(move |skip: Option<Box<dyn Any + Send>>| {
-            let result = match skip {
-                None => {
-                    let result = panic::catch_unwind(AssertUnwindSafe(f));
-                    // Like thread-locals before a thread's join returns.
-                    let _ = panic::catch_unwind(local::drop_coroutine_locals);
-                    result
-                }
-                Some(payload) => {
-                    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
-                    Err(payload)
-                }
-            };
-            // Counted before the joiner can see the result, so that metrics read
-            // after a join include this coroutine.
-            counters.completed.fetch_add(1, Ordering::Relaxed);
-            completion.complete(result);
-        });
         let owner = Owner {
             kind: "coroutine",
             id: CoroutineId::next().as_u64(),
             name: self.name.map(String::into_boxed_str),
         };
-        let task = Arc::new(Task::new(owner, shared.clone(), stack, start));
+        let body = CoroutineBody::<F, T>::new(f);
+        let task: Arc<Task> = Arc::new(Task::new(owner, shared.clone(), stack, body));
         shared.schedule_new(task.clone());
-        Ok(JoinHandle {
-            packet,
-            coroutine: Coroutine::task(task),
-        })
+        Ok(JoinHandle::new(task))
     }
 }
 

@@ -141,6 +141,8 @@ impl Builder {
                 run_queue_len: AtomicUsize::new(0),
                 steals: AtomicU64::new(0),
                 parks: AtomicU64::new(0),
+                spawned: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
             });
             locals.push((deque, poll));
         }

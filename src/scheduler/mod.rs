@@ -20,6 +20,7 @@
 //! coroutine yields in a loop — starves neither.
 
 pub(crate) mod idle;
+mod started;
 pub(crate) mod task;
 mod worker;
 
@@ -30,9 +31,10 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub(crate) use task::{Request, Task};
+pub(crate) use task::{context_for, Body, Payload, Request, Task};
 pub(crate) use worker::{
     add_timer, cancel_timer, current_task, others_ready, start as start_workers, suspend_current,
+    with_current_task,
 };
 
 use idle::{Idle, Parker};
@@ -49,6 +51,7 @@ pub(crate) struct Shared {
     /// Spawns between their shutdown check and their push (see `Builder::spawn_on`).
     pub(crate) spawning: AtomicUsize,
     pub(crate) stack_size: usize,
+    /// Spawns and completions counted off the workers (see [`Remote::spawned`]).
     pub(crate) spawned: AtomicU64,
     pub(crate) completed: AtomicU64,
 }
@@ -68,17 +71,42 @@ pub(crate) struct Remote {
     pub(crate) run_queue_len: AtomicUsize,
     pub(crate) steals: AtomicU64,
     pub(crate) parks: AtomicU64,
+    /// Spawns made and coroutines completed on this worker's thread: written only by
+    /// that thread (no read-modify-write, no cache line shared with other writers);
+    /// the metrics add them to the runtime's own counters.
+    pub(crate) spawned: AtomicU64,
+    pub(crate) completed: AtomicU64,
+}
+
+/// Adds one to a counter that only the calling thread writes.
+fn bump_own(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl Shared {
     /// Queues an unstarted task: on this thread's worker deque if this thread is a
     /// worker of this runtime, on the injector otherwise; then wakes one sleeper.
     pub(crate) fn schedule_new(self: &Arc<Shared>, task: Arc<Task>) {
-        self.spawned.fetch_add(1, Ordering::Relaxed);
         if let Err(task) = worker::push_local_new(self, task) {
+            self.spawned.fetch_add(1, Ordering::Relaxed);
             self.injector.push(task);
         }
         self.wake_one();
+    }
+
+    /// Counts a completed coroutine (before its joiner can see the result).
+    pub(crate) fn count_completed(&self) {
+        match worker::worker_index_of(self) {
+            Some(index) => bump_own(&self.remotes[index].completed),
+            None => {
+                self.completed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether the calling thread is one of this runtime's workers.
+    pub(crate) fn is_own_worker(&self) -> bool {
+        worker::worker_index_of(self).is_some()
     }
 
     /// Wakes one sleeping worker, if any, to look for work.
@@ -90,8 +118,16 @@ impl Shared {
 
     /// A snapshot of the counters.
     pub(crate) fn metrics(&self) -> Metrics {
-        let spawned = self.spawned.load(Ordering::Relaxed);
-        let completed = self.completed.load(Ordering::Relaxed);
+        let sum = |own: &AtomicU64, each: fn(&Remote) -> &AtomicU64| {
+            own.load(Ordering::Relaxed)
+                + self
+                    .remotes
+                    .iter()
+                    .map(|r| each(r).load(Ordering::Relaxed))
+                    .sum::<u64>()
+        };
+        let spawned = sum(&self.spawned, |r| &r.spawned);
+        let completed = sum(&self.completed, |r| &r.completed);
         Metrics {
             workers: self.remotes.len(),
             live_coroutines: spawned.saturating_sub(completed) as usize,
@@ -159,23 +195,18 @@ pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
 /// started.
 pub(crate) fn complete_unstarted(task: &Arc<Task>) {
     // SAFETY: the caller holds the right to run the task, which never ran: no
-    // coroutine uses either part.
-    let (stack, start) = unsafe {
-        (
-            task.worker_part().stack.take(),
-            task.coroutine_part().start.take(),
-        )
-    };
+    // coroutine uses its parts.
+    let stack = unsafe { task.worker_part().stack.take() };
     if let Some(stack) = stack {
         crate::stack::pool::give(stack);
-    }
-    if let Some(start) = start {
-        let payload: Box<dyn std::any::Any + Send> = if task.cancelled.load(Ordering::Acquire) {
+        let payload: Payload = if task.cancelled.load(Ordering::Acquire) {
             Box::new(crate::Cancelled)
         } else {
             Box::new(crate::Unwound)
         };
-        start(Some(payload));
+        // SAFETY: the caller holds the right to run the task; it never ran (it still
+        // had its stack, which its first run takes), so its body runs here, once.
+        unsafe { task.body.run(task, Some(payload)) };
     }
     task.state.store(task::State::DONE, Ordering::Release);
 }

@@ -4,20 +4,27 @@
 //!
 //! * The atomics (`state`, `home`, the park token, the cancel flag) may be touched
 //!   from any thread.
-//! * The two non-atomic parts are touched only by the thread that holds the right to
-//!   run the task: the worker that took it from a queue while its state was
+//! * The two non-atomic parts (and the closure in the [`Body`]) are touched only by
+//!   the thread that holds the right to run the task: the worker that took it from a queue while its state was
 //!   `SCHEDULED`. Before its first run that can be any worker (an unstarted task
 //!   holds only its `Send` closure and a stack nothing runs on); from its first run
 //!   on, it is always the task's *home* worker, which it never leaves.
-//!   Within that thread, [`WorkerPart`] (stack, context) belongs to the worker's
-//!   code and [`CoroutinePart`] (start closure, suspender, locals) to the
-//!   coroutine's code while it runs; neither reaches into the other's part, so a
+//!   Within that thread, [`WorkerPart`] (stack, context, started slot) belongs to the
+//!   worker's code and [`CoroutinePart`] (suspender, locals) to the coroutine's code
+//!   while it runs; neither reaches into the other's part, so a
 //!   `&mut` to one never aliases a pointer into the other.
 //! * The state word serialises the two: see [`State`].
+//!
+//! A task is one allocation: the untyped header above and its typed [`Body`] (the
+//! closure, then the result), reached as `Arc<Task>` = `Arc<Task<dyn Body>>`. The
+//! first run builds the context through the body, so the entry knows the body's type
+//! and gets the task as a thin pointer.
 
-use crate::context::{Context, Suspender};
+use crate::context::{self, Context, Suspender};
 use crate::coroutine::local::LocalMap;
+use crate::coroutine::{Cancelled, Unwound};
 use crate::stack::{Owner, Stack};
+use std::any::Any;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -77,15 +84,72 @@ pub(crate) const UNWIND: usize = 1;
 /// Resume, but unwind: the coroutine was cancelled (`JoinHandle::cancel`).
 pub(crate) const CANCEL: usize = 2;
 
-/// How a coroutine's start closure is called: to run it (`None`), or to complete it
-/// without running user code, with this payload as its `join` error.
-pub(crate) type Start = Box<dyn FnOnce(Option<Box<dyn std::any::Any + Send>>) + Send>;
+/// The `join` error of a coroutine completed without running its closure.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// The typed part of a task, stored in the same allocation as its header: the
+/// coroutine's closure until it runs, then its result (see `coroutine::body`).
+pub(crate) trait Body: Send + Sync + 'static {
+    /// Builds the context of the task's first run: [`context_for::<Self>`](context_for).
+    ///
+    /// # Safety
+    ///
+    /// As [`context_for`], with `task` pointing at the `Task<Self>` holding `self`.
+    unsafe fn context(&self, stack: Stack, task: *const ()) -> Context;
+
+    /// Runs the closure (`skip` is `None`), or drops it unrun and completes with
+    /// `skip` as the `join` error; then publishes the result. Never unwinds.
+    ///
+    /// # Safety
+    ///
+    /// Called at most once per task, by the thread holding the right to run it
+    /// (module invariant); with `None`, only by the coroutine itself, on its stack.
+    unsafe fn run(&self, task: &Task, skip: Option<Payload>);
+
+    /// The result slot, for the `JoinHandle` to downcast to its typed packet.
+    fn output(&self) -> &(dyn Any + Send + Sync);
+}
+
+/// A context whose first resume runs the body of the `Task<B>` at `task`.
+///
+/// # Safety
+///
+/// `task` points at a `Task<B>` that stays alive until the context has finished
+/// (its home worker keeps it among its started tasks).
+pub(crate) unsafe fn context_for<B: Body>(stack: Stack, task: *const ()) -> Context {
+    // SAFETY: `TaskEntry<B>` reads `task` as a `Task<B>`: the caller's contract.
+    unsafe { Context::new::<TaskEntry<B>>(stack, task.cast_mut()) }
+}
+
+/// The context entry of a runtime coroutine: runs its body.
+struct TaskEntry<B>(std::marker::PhantomData<B>);
+
+impl<B: Body> context::Entry for TaskEntry<B> {
+    unsafe fn run(value: usize, data: *mut (), suspender: Suspender) -> usize {
+        // SAFETY: `data` is the `Task<B>`, alive while its context runs (`context_for`).
+        let task = unsafe { &*data.cast::<Task<B>>().cast_const() };
+        // SAFETY: we are the running coroutine, so its part is ours; the borrow ends
+        // here.
+        unsafe { task.coroutine_part().suspender = Some(suspender) };
+        let skip: Option<Payload> = match value {
+            UNWIND => Some(Box::new(Unwound)),
+            CANCEL => Some(Box::new(Cancelled)),
+            _ => None,
+        };
+        let dyn_task: &Task = task;
+        // SAFETY: the first (and only) run of the body, by the coroutine on its stack,
+        // on the worker holding the right to run it.
+        unsafe { task.body.run(dyn_task, skip) };
+        0
+    }
+}
 
 /// No home yet (never run).
 pub(crate) const NO_HOME: usize = usize::MAX;
 
-/// One coroutine of a runtime.
-pub(crate) struct Task {
+/// One coroutine of a runtime: the header, then the typed body (last, so that
+/// `Task<B>` unsizes to `Task<dyn Body>`).
+pub(crate) struct Task<B: ?Sized = dyn Body> {
     /// Names it in panics, overflow reports and `Coroutine::name`.
     pub(crate) owner: Owner,
     pub(crate) state: AtomicU8,
@@ -101,6 +165,7 @@ pub(crate) struct Task {
     pub(crate) shared: Arc<Shared>,
     worker_part: UnsafeCell<WorkerPart>,
     coroutine_part: UnsafeCell<CoroutinePart>,
+    pub(crate) body: B,
 }
 
 /// What the worker running the task touches (module invariant).
@@ -109,13 +174,13 @@ pub(crate) struct WorkerPart {
     pub(crate) stack: Option<Stack>,
     /// The running context, from the first run until the task is done.
     pub(crate) context: Option<Context>,
+    /// Its index among its home worker's started tasks, while it is there.
+    pub(crate) slot: usize,
 }
 
 /// What the coroutine touches while it runs (module invariant); also the worker,
 /// for a task that never ran.
 pub(crate) struct CoroutinePart {
-    /// The closure, until the first run takes it (see [`Start`]). It never unwinds.
-    pub(crate) start: Option<Start>,
     /// The coroutine's way back to its worker, set when it starts.
     pub(crate) suspender: Option<Suspender>,
     /// `coroutine_local!` values.
@@ -128,10 +193,10 @@ pub(crate) struct CoroutinePart {
 // values in it that are not `Send` (the context, the locals) are created and dropped
 // on the home worker, which the task never leaves once they exist. Everything else is
 // atomic or immutable.
-unsafe impl Send for Task {}
+unsafe impl<B: ?Sized + Send> Send for Task<B> {}
 // SAFETY: as above: shared references from other threads only reach the atomics and
-// the immutable owner.
-unsafe impl Sync for Task {}
+// the immutable owner, and the body is `Sync` itself.
+unsafe impl<B: ?Sized + Sync> Sync for Task<B> {}
 
 impl Task {
     /// Wakes the task: schedules it if it is idle, or marks a running one to be run
@@ -161,9 +226,11 @@ impl Task {
             }
         }
     }
+}
 
+impl<B: Body> Task<B> {
     /// A new, unstarted task.
-    pub(crate) fn new(owner: Owner, shared: Arc<Shared>, stack: Stack, start: Start) -> Task {
+    pub(crate) fn new(owner: Owner, shared: Arc<Shared>, stack: Stack, body: B) -> Task<B> {
         Task {
             owner,
             state: AtomicU8::new(State::SCHEDULED),
@@ -175,15 +242,18 @@ impl Task {
             worker_part: UnsafeCell::new(WorkerPart {
                 stack: Some(stack),
                 context: None,
+                slot: usize::MAX,
             }),
             coroutine_part: UnsafeCell::new(CoroutinePart {
-                start: Some(start),
                 suspender: None,
                 locals: LocalMap::default(),
             }),
+            body,
         }
     }
+}
 
+impl<B: ?Sized> Task<B> {
     /// The worker's part.
     ///
     /// # Safety

@@ -7,18 +7,19 @@
 //! because a coroutine runs on its home worker's thread; no borrow of the core's
 //! queues is held across a `resume`.
 
+use super::started::Started;
 use super::task::{Request, State, Task, WorkerPart, CANCEL, RESUME, UNWIND};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
-use crate::context::{self, Context, Suspender};
+use crate::context::Context;
 use crate::coroutine::{Cancelled, Unwound};
 use crate::reactor::Reactor;
 use crate::stack;
 use crate::time::queue::{TimerKey, TimerQueue};
 use crossbeam_deque::{Steal, Worker};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,9 +38,9 @@ struct Core {
     /// Started coroutines ready to run.
     run_queue: RefCell<VecDeque<Arc<Task>>>,
     /// Every started, unfinished coroutine whose home this is (for shutdown).
-    started: RefCell<HashMap<u64, Arc<Task>>>,
-    /// The task being run (null between runs).
-    current: Cell<*const Task>,
+    started: RefCell<Started>,
+    /// The task being run (`None` between runs).
+    current: Cell<Option<NonNull<Task>>>,
     tick: Cell<u32>,
     rng: Cell<u64>,
     /// This worker's `Poll` (see the reactor module).
@@ -71,6 +72,7 @@ pub(super) fn push_local_new(shared: &Arc<Shared>, task: Arc<Task>) -> Result<()
     let mut task = Some(task);
     with_core(|core| {
         if Arc::ptr_eq(&core.shared, shared) {
+            super::bump_own(&core.remote().spawned);
             core.deque.push(task.take().expect("once"));
         }
     });
@@ -99,18 +101,30 @@ pub(super) fn push_local_started(home: usize, task: Arc<Task>) -> Result<(), Arc
 /// The task running on this thread, if any.
 pub(crate) fn current_task() -> Option<Arc<Task>> {
     with_core(|core| {
-        let current = core.current.get();
-        if current.is_null() {
-            return None;
-        }
-        // SAFETY: `current` comes from an `Arc<Task>` that `run` holds for as long as
-        // it is set.
-        unsafe {
-            Arc::increment_strong_count(current);
-            Some(Arc::from_raw(current))
-        }
+        let current = core.current.get()?.as_ptr().cast_const();
+        // SAFETY: `current` comes from an `Arc<Task>` that `run_task` holds for as long
+        // as it is set; we take a new strong reference and leave that one alone.
+        let task = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(current) });
+        Some(Arc::clone(&task))
     })
     .flatten()
+}
+
+/// Runs `f` with the task running on this thread, if any, without touching its
+/// reference count.
+pub(crate) fn with_current_task<R>(f: impl FnOnce(&Task) -> R) -> Option<R> {
+    with_core(|core| {
+        let current = core.current.get()?;
+        // SAFETY: alive while set (see `current_task`); `f` runs before we return, on
+        // this thread, while the task keeps running.
+        Some(f(unsafe { current.as_ref() }))
+    })
+    .flatten()
+}
+
+/// The index of this thread's worker, if it is a worker of `shared`'s runtime.
+pub(super) fn worker_index_of(shared: &Shared) -> Option<usize> {
+    with_core(|core| ptr::eq(Arc::as_ptr(&core.shared), shared).then_some(core.index)).flatten()
 }
 
 /// Whether other coroutines are ready to run on this thread's worker (false outside
@@ -141,12 +155,9 @@ pub(crate) fn cancel_timer(key: TimerKey) {
 /// `blocked_while_unwinding`).
 pub(crate) fn suspend_current(request: Request) -> bool {
     let suspender = with_core(|core| {
-        let current = core.current.get();
-        if current.is_null() {
-            return None;
-        }
+        let current = core.current.get()?;
         // SAFETY: `current` is alive while set (see `current_task`).
-        let task = unsafe { &*current };
+        let task = unsafe { current.as_ref() };
         if std::thread::panicking() {
             blocked_while_unwinding(task);
         }
@@ -216,8 +227,8 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>, poll:
         shared,
         deque,
         run_queue: RefCell::new(VecDeque::new()),
-        started: RefCell::new(HashMap::new()),
-        current: Cell::new(ptr::null()),
+        started: RefCell::new(Started::default()),
+        current: Cell::new(None),
         tick: Cell::new(0),
         rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1)),
         reactor: RefCell::new(Reactor::new(poll)),
@@ -473,12 +484,13 @@ impl Core {
         } else {
             RESUME
         };
-        self.current.set(Arc::as_ptr(&task));
+        self.current
+            .set(NonNull::new(Arc::as_ptr(&task).cast_mut()));
         // SAFETY: the context is started, not finished (finished tasks are never
         // queued again) and not running; the coroutine does not touch the worker's
         // part, so this pointer stays valid and unaliased.
         let request = unsafe { (*context).resume(value) };
-        self.current.set(ptr::null());
+        self.current.set(None);
         // SAFETY: the coroutine is suspended or finished: the right is ours again.
         if unsafe { (*context).is_finished() } {
             self.finish(&task);
@@ -521,14 +533,11 @@ impl Core {
         // SAFETY: the owner lives in the task, which outlives the stack's use (the
         // stack goes back to the pool, resetting its owner, in `finish`).
         unsafe { stack.set_owner(&task.owner) };
-        // SAFETY: `TaskEntry` reads the data pointer as the `Task`, which this worker
-        // keeps alive (in `started`) until the context has finished.
-        let context =
-            unsafe { Context::new::<TaskEntry>(stack, Arc::as_ptr(task).cast_mut().cast()) };
+        // SAFETY: the pointer is the task holding this body, which this worker keeps
+        // alive (in `started`) until the context has finished.
+        let context = unsafe { task.body.context(stack, Arc::as_ptr(task).cast()) };
         part.context = Some(context);
-        self.started
-            .borrow_mut()
-            .insert(task.owner.id, task.clone());
+        part.slot = self.started.borrow_mut().insert(task.clone());
         true
     }
 
@@ -538,7 +547,8 @@ impl Core {
         let context = part.context.take().expect("finished task has its context");
         // SAFETY: its entry has returned: nothing lives on the stack any more.
         stack::pool::give(unsafe { context.into_stack() });
-        self.started.borrow_mut().remove(&task.owner.id);
+        let kept = self.started.borrow_mut().remove(part.slot);
+        debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task)));
         task.state.store(State::DONE, Ordering::Release);
     }
 
@@ -546,7 +556,7 @@ impl Core {
     /// complete (without running) the unstarted ones it can reach.
     fn drain_for_shutdown(&self) {
         loop {
-            let started: Vec<Arc<Task>> = self.started.borrow().values().cloned().collect();
+            let started: Vec<Arc<Task>> = self.started.borrow().tasks().cloned().collect();
             for task in &started {
                 task.unwind.store(true, Ordering::Release);
                 task.wake();
@@ -574,30 +584,5 @@ impl Core {
                 std::thread::yield_now();
             }
         }
-    }
-}
-
-/// The context entry of a runtime coroutine: runs the task's start closure.
-struct TaskEntry;
-
-impl context::Entry for TaskEntry {
-    unsafe fn run(value: usize, data: *mut (), suspender: Suspender) -> usize {
-        // SAFETY: `data` is the task, alive while its context runs (`Core::start`).
-        let task = unsafe { &*data.cast::<Task>().cast_const() };
-        // SAFETY: we are the running coroutine, so its part is ours; the borrow ends
-        // here.
-        let start = unsafe {
-            let part = task.coroutine_part();
-            part.suspender = Some(suspender);
-            part.start.take().expect("a coroutine starts once")
-        };
-        // The closure catches its own panics (see `coroutine::spawn`).
-        let skip: Option<Box<dyn std::any::Any + Send>> = match value {
-            UNWIND => Some(Box::new(Unwound)),
-            CANCEL => Some(Box::new(Cancelled)),
-            _ => None,
-        };
-        start(skip);
-        0
     }
 }
