@@ -4,7 +4,7 @@
 //! # Running
 //!
 //! ```text
-//! cargo bench --bench compare                 # full: 3 rounds, ~10 minutes
+//! cargo bench --bench compare                 # full: 5 rounds, ~7 minutes
 //! cargo bench --bench compare -- --quick      # smoke run: 1 round, small sizes, < 2 min
 //! cargo bench --bench compare -- --rounds 5 echo http-100   # chosen rows only
 //! ```
@@ -81,8 +81,9 @@ pub(crate) struct RunInfo {
 fn main() {
     servers::serve_if_asked();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = harness::quick_mode().is_some();
     if let Some(i) = args.iter().position(|a| a == "--sample") {
+        // The parent says which sizes: `--quick` or nothing (full).
+        let quick = args.iter().any(|a| a == "--quick");
         let row = args.get(i + 1).and_then(|r| Row::from_id(r));
         let rival = args.get(i + 2).and_then(|r| Rival::from_name(r));
         match (row, rival) {
@@ -94,7 +95,8 @@ fn main() {
         }
     }
 
-    let mut rounds = if quick { 1 } else { 3 };
+    let quick = harness::quick_mode().is_some();
+    let mut rounds = if quick { 1 } else { 5 };
     let mut out_dir = std::path::PathBuf::from("target/compare");
     let mut wanted = Vec::new();
     let mut it = args.iter();
@@ -271,6 +273,8 @@ fn run_child(row: Row, rival: Rival, quick: bool) -> Result<Sample, String> {
     let status = status?;
     match result {
         Some(line) if status.success() => Sample::parse(&line),
+        // The sample's own error message (it exits with 1 after printing it).
+        _ if status.code() == Some(1) && !last_words.is_empty() => Err(last_words),
         _ => {
             let how = match std::os::unix::process::ExitStatusExt::signal(&status) {
                 Some(sig) => format!("crashed (signal {sig})"),

@@ -157,10 +157,11 @@ pub fn write_files(
     };
     write("results.csv", csv(results, quick))?;
     write("results.json", json(info, results, quick))?;
+    write("results.md", markdown(info, results, quick))?;
     let svg = dir.join("chart.svg");
     chart(&svg, info, results, quick).map_err(|e| format!("{}: {e}", svg.display()))?;
     println!(
-        "\nwrote {0}/results.csv, {0}/results.json and {0}/chart.svg",
+        "\nwrote {0}/results.csv, results.json, results.md and chart.svg",
         dir.display()
     );
     Ok(())
@@ -206,6 +207,46 @@ fn csv(results: &[RowResult], quick: bool) -> String {
             }
         }
     }
+    out
+}
+
+/// The table as Markdown (what README.md shows): per row the medians, each rival's
+/// with stackweave's advantage, failures in words.
+fn markdown(info: &RunInfo, results: &[RowResult], quick: bool) -> String {
+    let mut out = format!(
+        "`cargo bench --bench compare` ({}, {} round(s), medians), {}; {}.\n\n\
+         | workload | unit | stackweave | tokio | may | threads |\n|---|---|---|---|---|---|\n",
+        info.mode, info.rounds, info.started, info.machine
+    );
+    for result in results {
+        let row = result.row;
+        let _ = write!(
+            out,
+            "| {} | {}, {} is better |",
+            row.title(quick),
+            row.unit(),
+            if row.higher_is_better() {
+                "higher"
+            } else {
+                "lower"
+            }
+        );
+        for (i, cell) in result.cells.iter().enumerate() {
+            let text = match (stats(cell), failure(cell)) {
+                (Some((med, ..)), _) if i == 0 => format!("**{}**", number(med)),
+                (Some((med, ..)), _) => match advantage(result, i) {
+                    Some(a) => format!("{} ({a:.2}x)", number(med)),
+                    None => number(med),
+                },
+                (None, why) => format!("fails: {}", why.unwrap_or("no sample").replace('|', "/")),
+            };
+            let _ = write!(out, " {text} |");
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\nIn parentheses: how many times better stackweave is (above 1.00x stackweave wins).\n",
+    );
     out
 }
 
@@ -305,18 +346,16 @@ fn chart(
     ];
     let (lo, hi) = (0.001f64, 100f64);
     let n = results.len().max(1);
-    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!(
-                "Rivals relative to stackweave (= 1; higher is better for the rival) - {}",
-                info.machine
-            ),
+            "Each rival relative to stackweave (the black line): above it the rival wins, \
+             below it stackweave wins",
             ("sans-serif", 16),
         )
         .margin(12)
-        .x_label_area_size(40)
+        .x_label_area_size(50)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())?;
     chart
@@ -377,6 +416,18 @@ fn chart(
             label_style.clone(),
         ))?;
     }
+    let footer = format!(
+        "cargo bench --bench compare ({}, {} round(s), medians), {}; {}",
+        info.mode, info.rounds, info.started, info.machine
+    );
+    let (w, h) = root.dim_in_pixel();
+    root.draw(&Text::new(
+        footer,
+        (w as i32 / 2, h as i32 - 4),
+        TextStyle::from(("sans-serif", 12).into_font())
+            .color(&RGBColor(90, 90, 90))
+            .pos(Pos::new(HPos::Center, VPos::Bottom)),
+    ))?;
     root.present()?;
     Ok(())
 }

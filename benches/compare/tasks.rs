@@ -2,7 +2,7 @@
 //! RSS per idle task, each for stackweave, tokio, may and threads. Every function
 //! runs inside a sample child process and returns the row's value per operation.
 
-use crate::rows::{status_bytes, Sample, Sizes};
+use crate::rows::{status_bytes, thousands, Sample, Sizes};
 use crate::servers::Rival;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -532,7 +532,7 @@ pub fn idle(rival: Rival, n: u64) -> Result<Sample, String> {
                         a.fetch_add(1, Ordering::Relaxed);
                         thread::sleep(NAP);
                     })
-                    .map_err(|e| format!("thread #{i}: {e}"))?;
+                    .map_err(|e| format!("thread #{i}: {e}{}", maps_note()))?;
             }
         }
     }
@@ -564,13 +564,30 @@ fn may_map_check(n: u64) -> Result<(), String> {
     let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64);
     if used + 2 * n + 1000 > max {
         return Err(format!(
-            "not run: may needs 2 memory maps per coroutine (mprotect guard pages), \
-             {} for {n}; vm.max_map_count is {max} (about {} coroutines)",
-            2 * n,
-            max.saturating_sub(used + 1000) / 2
+            "not run: may takes 2 memory maps per coroutine (mprotect guards); \
+             vm.max_map_count {} allows ~{}",
+            thousands(max),
+            thousands(max.saturating_sub(used + 1000) / 2)
         ));
     }
     Ok(())
+}
+
+/// "; 65,470 memory maps in use, vm.max_map_count 65,530": why a thread could not
+/// start (std threads take 4 maps each: stack and guard, signal stack and guard).
+fn maps_note() -> String {
+    let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64);
+    let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match max {
+        Some(max) => format!(
+            " at {} memory maps of vm.max_map_count {}",
+            thousands(used),
+            thousands(max)
+        ),
+        None => String::new(),
+    }
 }
 
 /// RSS and page tables of this process, in bytes.
