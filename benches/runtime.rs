@@ -49,7 +49,7 @@
 //!   them are waiting, then read the process's `VmRSS` (and `VmPTE`, page tables,
 //!   which `VmRSS` does not include) from `/proc/self/status`; the row reports the
 //!   RSS growth over a baseline read just before spawning, per task. Then everything
-//!   is woken and joined. `malloc_trim(0)` runs before the baseline so freed heap of
+//!   is woken and joined. `stack::trim_pool()` and `malloc_trim(0)` run before the baseline so freed memory of
 //!   the previous round is not reused for free. Join handles and bookkeeping are part
 //!   of the cost, for every contender alike.
 //!
@@ -357,9 +357,10 @@ fn memory_now() -> (f64, f64) {
     )
 }
 
-/// Returns freed heap to the kernel, so a baseline does not include memory that the
-/// next spawns would reuse without growing RSS.
+/// Returns freed heap and the memory of pooled stacks to the kernel, so a baseline
+/// does not include memory that the next spawns would reuse without growing RSS.
 fn trim_heap() {
+    stackweave::stack::trim_pool();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
     unsafe {

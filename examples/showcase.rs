@@ -168,6 +168,7 @@ fn raise_fd_limit() -> usize {
 fn idle_connections(addr: std::net::SocketAddr) {
     // Both ends live in this process: two descriptors per connection.
     let n = IDLE_CONNECTIONS.min(raise_fd_limit().saturating_sub(3_000) / 2);
+    stackweave::stack::trim_pool();
     let before = rss_kib();
     let live_before = stackweave::runtime::Handle::current()
         .metrics()
@@ -229,6 +230,10 @@ fn spawn_and_join() {
 
 fn park_many() {
     let parked = Arc::new(AtomicUsize::new(0));
+    // The previous phase's finished coroutines left their stacks, memory included,
+    // in the pool for reuse: give that memory back first, or the parked coroutines
+    // would reuse it and look cheaper than they are.
+    stackweave::stack::trim_pool();
     let before = rss_kib();
     let handles: Vec<_> = (0..COROUTINES)
         .map(|_| {
