@@ -57,11 +57,7 @@ pub fn print_table(info: &RunInfo, results: &[RowResult], quick: bool) {
             "\n-- {} ({}, {} is better)",
             row.title(quick),
             row.unit(),
-            if row.higher_is_better() {
-                "higher"
-            } else {
-                "lower"
-            }
+            row.better()
         );
         for (i, (rival, cell)) in Rival::ALL.iter().zip(&result.cells).enumerate() {
             let mut line = format!("  {:<10} ", rival.name());
@@ -225,11 +221,7 @@ fn markdown(info: &RunInfo, results: &[RowResult], quick: bool) -> String {
             "| {} | {}, {} is better |",
             row.title(quick),
             row.unit(),
-            if row.higher_is_better() {
-                "higher"
-            } else {
-                "lower"
-            }
+            row.better()
         );
         for (i, cell) in result.cells.iter().enumerate() {
             let text = match (stats(cell), failure(cell)) {

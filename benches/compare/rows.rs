@@ -214,6 +214,15 @@ impl Row {
         matches!(self, Row::Echo | Row::Http100 | Row::Http1000)
     }
 
+    /// "higher" or "lower": which way this row's value is better.
+    pub fn better(self) -> &'static str {
+        if self.higher_is_better() {
+            "higher"
+        } else {
+            "lower"
+        }
+    }
+
     pub fn needs_wrk(self) -> bool {
         matches!(self, Row::Http100 | Row::Http1000)
     }

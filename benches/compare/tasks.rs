@@ -340,33 +340,38 @@ pub fn spawn_join(rival: Rival, z: &Sizes) -> Result<Sample, String> {
 // ---------------------------------------------------------------------------------
 // Channel ping-pong: a value to the other task and back, n times.
 
+/// The blocking ping-pong: the same code for every rival with blocking channels, given
+/// its channel constructor and its spawn function.
+macro_rules! blocking_ping_pong {
+    ($n:expr, $channel:expr, $spawn:expr) => {{
+        let n: u64 = $n;
+        let (to_b, from_a) = $channel();
+        let (to_a, from_b) = $channel();
+        let b = $spawn(move || {
+            while let Ok(v) = from_a.recv() {
+                if to_a.send(v + 1).is_err() {
+                    break;
+                }
+            }
+        });
+        let start = Instant::now();
+        for i in 0..n {
+            to_b.send(i).map_err(|e| e.to_string())?;
+            check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
+        }
+        let elapsed = start.elapsed();
+        drop(to_b);
+        b.join().map_err(|_| "the other task panicked")?;
+        Ok(per_op(elapsed, n))
+    }};
+}
+
 pub fn ping_pong(rival: Rival, z: &Sizes) -> Result<Sample, String> {
     let n = z.ping_pongs;
     match rival {
-        Rival::Stackweave => {
-            let rt = stackweave_rt(2)?;
-            rt.block_on(move || {
-                use stackweave::sync::mpsc;
-                let (to_b, from_a) = mpsc::channel::<u64>();
-                let (to_a, from_b) = mpsc::channel::<u64>();
-                let b = stackweave::spawn(move || {
-                    for v in from_a {
-                        if to_a.send(v + 1).is_err() {
-                            break;
-                        }
-                    }
-                });
-                let start = Instant::now();
-                for i in 0..n {
-                    to_b.send(i).map_err(|e| e.to_string())?;
-                    check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
-                }
-                let elapsed = start.elapsed();
-                drop(to_b);
-                b.join().map_err(|_| "the other task panicked")?;
-                Ok(per_op(elapsed, n))
-            })
-        }
+        Rival::Stackweave => stackweave_rt(2)?.block_on(move || {
+            blocking_ping_pong!(n, stackweave::sync::mpsc::channel::<u64>, stackweave::spawn)
+        }),
         Rival::Tokio => {
             let rt = tokio_rt(2)?;
             rt.block_on(async move {
@@ -398,49 +403,12 @@ pub fn ping_pong(rival: Rival, z: &Sizes) -> Result<Sample, String> {
         Rival::May => {
             may_config(2);
             let a = may::go!(move || -> Result<Sample, String> {
-                use may::sync::mpsc;
-                let (to_b, from_a) = mpsc::channel::<u64>();
-                let (to_a, from_b) = mpsc::channel::<u64>();
-                let b = may::go!(move || {
-                    while let Ok(v) = from_a.recv() {
-                        if to_a.send(v + 1).is_err() {
-                            break;
-                        }
-                    }
-                });
-                let start = Instant::now();
-                for i in 0..n {
-                    to_b.send(i).map_err(|e| e.to_string())?;
-                    check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
-                }
-                let elapsed = start.elapsed();
-                drop(to_b);
-                b.join().map_err(|_| "the other task panicked")?;
-                Ok(per_op(elapsed, n))
+                blocking_ping_pong!(n, may::sync::mpsc::channel::<u64>, |f| may::go!(f))
             });
             a.join().map_err(|_| "the task panicked")?
         }
         Rival::Threads => {
-            let n = n / 10;
-            use std::sync::mpsc;
-            let (to_b, from_a) = mpsc::channel::<u64>();
-            let (to_a, from_b) = mpsc::channel::<u64>();
-            let b = thread::spawn(move || {
-                for v in from_a {
-                    if to_a.send(v + 1).is_err() {
-                        break;
-                    }
-                }
-            });
-            let start = Instant::now();
-            for i in 0..n {
-                to_b.send(i).map_err(|e| e.to_string())?;
-                check_echo(from_b.recv().map_err(|e| e.to_string())?, i)?;
-            }
-            let elapsed = start.elapsed();
-            drop(to_b);
-            b.join().map_err(|_| "the other thread panicked")?;
-            Ok(per_op(elapsed, n))
+            blocking_ping_pong!(n / 10, std::sync::mpsc::channel::<u64>, thread::spawn)
         }
     }
 }
