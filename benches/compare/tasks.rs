@@ -117,20 +117,10 @@ pub fn switch(rival: Rival, z: &Sizes) -> Result<Sample, String> {
                     y.suspend(i);
                 }
             });
-            let mut last = 0;
-            let mut run = |iters: u64| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    if let GeneratorState::Yielded(i) = black_box(&mut g).resume() {
-                        last = i;
-                    }
-                }
-                start.elapsed()
-            };
-            run(n / 10);
-            let elapsed = run(n);
-            check(last, n + n / 10)?;
-            Ok(per_op(elapsed, n))
+            time_resumes(n, || match black_box(&mut g).resume() {
+                GeneratorState::Yielded(i) => Some(i),
+                GeneratorState::Complete(()) => None,
+            })
         }
         Rival::May => {
             let mut g = generator::Gn::<()>::new_scoped(|mut s| {
@@ -140,20 +130,7 @@ pub fn switch(rival: Rival, z: &Sizes) -> Result<Sample, String> {
                     s.yield_(i);
                 }
             });
-            let mut last = 0;
-            let mut run = |iters: u64| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    if let Some(i) = black_box(&mut g).resume() {
-                        last = i;
-                    }
-                }
-                start.elapsed()
-            };
-            run(n / 10);
-            let elapsed = run(n);
-            check(last, n + n / 10)?;
-            Ok(per_op(elapsed, n))
+            time_resumes(n, || black_box(&mut g).resume())
         }
         Rival::Tokio => tokio_yields(n),
         Rival::Threads => {
@@ -189,6 +166,25 @@ pub fn switch(rival: Rival, z: &Sizes) -> Result<Sample, String> {
             Ok(per_op(elapsed, n))
         }
     }
+}
+
+/// Times `n` calls of `resume` (a generator that yields 1, 2, 3, ...) after `n / 10`
+/// untimed ones, and checks that every call made one round trip.
+fn time_resumes(n: u64, mut resume: impl FnMut() -> Option<u64>) -> Result<Sample, String> {
+    let mut last = 0;
+    let mut run = |iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            if let Some(i) = resume() {
+                last = i;
+            }
+        }
+        start.elapsed()
+    };
+    run(n / 10);
+    let elapsed = run(n);
+    check(last, n + n / 10)?;
+    Ok(per_op(elapsed, n))
 }
 
 fn check(last: u64, expected: u64) -> Result<(), String> {
