@@ -106,7 +106,13 @@ fn print_goals(results: &[RowResult], quick: bool) {
         let row = result.row;
         if matches!(
             row,
-            Row::Switch | Row::Spawn | Row::PingPong | Row::Echo | Row::Http100 | Row::Http1000
+            Row::Switch
+                | Row::Spawn
+                | Row::SpawnAll
+                | Row::PingPong
+                | Row::Echo
+                | Row::Http100
+                | Row::Http1000
         ) {
             let verdicts: Vec<String> = [1, 2]
                 .iter()

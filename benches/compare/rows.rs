@@ -13,6 +13,7 @@ pub enum Row {
     Switch,
     Yield,
     Spawn,
+    SpawnAll,
     PingPong,
     IdleSmall,
     IdleLarge,
@@ -133,10 +134,11 @@ impl Sample {
 }
 
 impl Row {
-    pub const ALL: [Row; 10] = [
+    pub const ALL: [Row; 11] = [
         Row::Switch,
         Row::Yield,
         Row::Spawn,
+        Row::SpawnAll,
         Row::PingPong,
         Row::IdleSmall,
         Row::IdleLarge,
@@ -151,6 +153,7 @@ impl Row {
             Row::Switch => "switch",
             Row::Yield => "yield",
             Row::Spawn => "spawn",
+            Row::SpawnAll => "spawn-all",
             Row::PingPong => "pingpong",
             Row::IdleSmall => "idle-small",
             Row::IdleLarge => "idle-large",
@@ -171,7 +174,15 @@ impl Row {
         match self {
             Row::Switch => "context switch round trip".into(),
             Row::Yield => "yield_now round trip, 2 tasks on 1 worker".into(),
-            Row::Spawn => format!("spawn + join of {} empty tasks", thousands(z.spawn_total)),
+            Row::Spawn => format!(
+                "spawn + join of {} empty tasks, waves of {}",
+                thousands(z.spawn_total),
+                thousands(z.spawn_wave)
+            ),
+            Row::SpawnAll => format!(
+                "spawn {} empty tasks, then join them all",
+                thousands(z.spawn_total)
+            ),
             Row::PingPong => "channel ping-pong round trip, 2 workers".into(),
             Row::IdleSmall => format!("RSS per idle task, {} sleeping", thousands(z.idle_small)),
             Row::IdleLarge => format!("RSS per idle task, {} sleeping", thousands(z.idle_large)),
@@ -191,7 +202,8 @@ impl Row {
         match self {
             Row::Switch => "switch".into(),
             Row::Yield => "yield".into(),
-            Row::Spawn => "spawn+join".into(),
+            Row::Spawn => "spawn waves".into(),
+            Row::SpawnAll => "spawn all".into(),
             Row::PingPong => "ping-pong".into(),
             Row::IdleSmall => format!("idle {}", short_count(z.idle_small)),
             Row::IdleLarge => format!("idle {}", short_count(z.idle_large)),
@@ -204,7 +216,7 @@ impl Row {
 
     pub fn unit(self) -> &'static str {
         match self {
-            Row::Switch | Row::Yield | Row::Spawn | Row::PingPong => "ns",
+            Row::Switch | Row::Yield | Row::Spawn | Row::SpawnAll | Row::PingPong => "ns",
             Row::IdleSmall | Row::IdleLarge | Row::IdleConns => "KiB",
             Row::Echo | Row::Http100 | Row::Http1000 => "req/s",
         }
@@ -277,6 +289,14 @@ impl Row {
                 workers(rival),
                 thousands(z.spawn_wave)
             ),
+            (Row::SpawnAll, Threads) => format!(
+                "{} threads spawned, then joined (time per thread)",
+                thousands(z.spawn_total / 10)
+            ),
+            (Row::SpawnAll, _) => format!(
+                "{}: all spawned, then all joined, from inside the runtime",
+                workers(rival)
+            ),
             (Row::PingPong, Stackweave) => "2 workers, sync::mpsc (unbounded)".into(),
             (Row::PingPong, Tokio) => "2 workers, sync::mpsc::unbounded_channel".into(),
             (Row::PingPong, May) => "2 workers, sync::mpsc".into(),
@@ -330,7 +350,8 @@ pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
     let result = match row {
         Row::Switch => tasks::switch(rival, &z),
         Row::Yield => tasks::yield_round_trip(rival, &z),
-        Row::Spawn => tasks::spawn_join(rival, &z),
+        Row::Spawn => tasks::spawn_join(rival, &z, false),
+        Row::SpawnAll => tasks::spawn_join(rival, &z, true),
         Row::PingPong => tasks::ping_pong(rival, &z),
         Row::IdleSmall => tasks::idle(rival, z.idle_small),
         Row::IdleLarge => tasks::idle(rival, z.idle_large),

@@ -271,8 +271,12 @@ pub fn yield_round_trip(rival: Rival, z: &Sizes) -> Result<Sample, String> {
 // ---------------------------------------------------------------------------------
 // Spawn + join
 
-pub fn spawn_join(rival: Rival, z: &Sizes) -> Result<Sample, String> {
-    let (total, wave) = (z.spawn_total, z.spawn_wave);
+/// Spawns `z.spawn_total` empty tasks and joins them: in waves of `z.spawn_wave`,
+/// or with `all_at_once` all spawned before the first join (threads: a tenth, in
+/// waves of 1,000 or all at once).
+pub fn spawn_join(rival: Rival, z: &Sizes, all_at_once: bool) -> Result<Sample, String> {
+    let total = z.spawn_total;
+    let wave = if all_at_once { total } else { z.spawn_wave };
     match rival {
         Rival::Stackweave => {
             let rt = stackweave_rt(2)?;
@@ -306,6 +310,7 @@ pub fn spawn_join(rival: Rival, z: &Sizes) -> Result<Sample, String> {
             })
         }
         Rival::May => {
+            may_map_check(wave)?;
             may_config(2);
             let spawner = may::go!(move || -> Result<Sample, String> {
                 let start = Instant::now();
@@ -320,10 +325,15 @@ pub fn spawn_join(rival: Rival, z: &Sizes) -> Result<Sample, String> {
             spawner.join().map_err(|_| "the spawner panicked")?
         }
         Rival::Threads => {
-            let (total, wave) = (total / 10, 1000);
+            let total = total / 10;
+            let wave = if all_at_once { total } else { 1000 };
             let start = Instant::now();
             for _ in 0..total / wave {
-                let handles: Vec<_> = (0..wave).map(|_| thread::spawn(|| {})).collect();
+                let mut handles = Vec::with_capacity(wave as usize);
+                for i in 0..wave {
+                    let spawned = thread::Builder::new().spawn(|| {});
+                    handles.push(spawned.map_err(|e| format!("thread #{i}: {e}{}", maps_note()))?);
+                }
                 for h in handles {
                     h.join().map_err(|_| "a thread panicked")?;
                 }
