@@ -8,6 +8,51 @@
 
 pub(crate) mod waiter;
 
+/// The iterator impls of a channel module's `Receiver<T>` (with `recv` and
+/// `try_recv`) and its `Iter`, `TryIter` and `IntoIter` (each holding the receiver,
+/// or a reference to it, in a field `rx`): `mpsc` and `mpmc` have the same ones.
+macro_rules! receiver_iterators {
+    () => {
+        impl<T> Iterator for Iter<'_, T> {
+            type Item = T;
+            fn next(&mut self) -> Option<T> {
+                self.rx.recv().ok()
+            }
+        }
+
+        impl<T> Iterator for TryIter<'_, T> {
+            type Item = T;
+            fn next(&mut self) -> Option<T> {
+                self.rx.try_recv().ok()
+            }
+        }
+
+        impl<T> Iterator for IntoIter<T> {
+            type Item = T;
+            fn next(&mut self) -> Option<T> {
+                self.rx.recv().ok()
+            }
+        }
+
+        impl<'a, T> IntoIterator for &'a Receiver<T> {
+            type Item = T;
+            type IntoIter = Iter<'a, T>;
+            fn into_iter(self) -> Iter<'a, T> {
+                self.iter()
+            }
+        }
+
+        impl<T> IntoIterator for Receiver<T> {
+            type Item = T;
+            type IntoIter = IntoIter<T>;
+            fn into_iter(self) -> IntoIter<T> {
+                IntoIter { rx: self }
+            }
+        }
+    };
+}
+use receiver_iterators;
+
 mod channel;
 pub mod select;
 
