@@ -102,8 +102,7 @@
 
 mod harness;
 
-use harness::summary;
-use std::any::Any;
+use harness::{panic_message, status_bytes, summary};
 use std::io::{BufRead, BufReader, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -280,16 +279,6 @@ impl<'a> Contender<'a> {
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_string()
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // Watchdog: a hang is reported by name instead of stalling the run forever.
 
@@ -334,26 +323,11 @@ fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) -> Result<()
 // ---------------------------------------------------------------------------------
 // Memory
 
-/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmPTE`, …).
-fn status_bytes(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    let kib: u64 = line[field.len() + 1..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 /// RSS and page-table bytes now.
 fn memory_now() -> (f64, f64) {
     (
-        status_bytes("VmRSS").unwrap_or(0) as f64,
-        status_bytes("VmPTE").unwrap_or(0) as f64,
+        status_bytes(None, "VmRSS").unwrap_or(0.0),
+        status_bytes(None, "VmPTE").unwrap_or(0.0),
     )
 }
 

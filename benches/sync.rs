@@ -56,7 +56,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use harness::summary;
+use harness::{panic_message, summary};
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
@@ -242,16 +242,6 @@ impl Contender {
 
     fn median(&self) -> Option<f64> {
         (self.error.is_none() && !self.samples.is_empty()).then(|| summary(&self.samples).0)
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_string()
     }
 }
 

@@ -4,7 +4,8 @@
 //! it from the sample process.
 
 use crate::echo_load::load;
-use crate::rows::{status_bytes, Sample, Sizes};
+use crate::harness::status_bytes;
+use crate::rows::{Sample, Sizes};
 use crate::servers::{Protocol, Rival, ServerProcess};
 use std::io::{Read, Write};
 use std::net::TcpStream;

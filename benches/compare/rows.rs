@@ -375,25 +375,6 @@ pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
     }
 }
 
-/// A field of `/proc/PID/status` (`/proc/self/status` for `None`) in bytes.
-pub fn status_bytes(pid: Option<u32>, field: &str) -> Option<f64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_string(),
-    };
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    let kib: f64 = line[field.len() + 1..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024.0)
-}
-
 /// The machine's memory in GiB (rounded).
 pub fn mem_total_gib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")

@@ -2,7 +2,8 @@
 //! RSS per idle task, each for stackweave, tokio, may and threads. Every function
 //! runs inside a sample child process and returns the row's value per operation.
 
-use crate::rows::{status_bytes, thousands, Sample, Sizes};
+use crate::harness::{panic_message, status_bytes};
+use crate::rows::{thousands, Sample, Sizes};
 use crate::servers::Rival;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -492,7 +493,7 @@ pub fn idle(rival: Rival, n: u64) -> Result<Sample, String> {
                 return Err(format!(
                     "failed after {} coroutines: {}",
                     asleep.load(Ordering::Relaxed),
-                    panic_text(&*p)
+                    panic_message(&*p).lines().next().unwrap_or("")
                 ));
             }
         }
@@ -581,13 +582,4 @@ fn baseline() -> (f64, f64) {
         libc::malloc_trim(0);
     }
     memory()
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    let text = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into());
-    text.lines().next().unwrap_or("").to_string()
 }

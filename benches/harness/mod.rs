@@ -50,3 +50,35 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "?".to_string())
 }
+
+/// The message of a panic payload (`&str` or `String`; "Box<dyn Any>" otherwise).
+#[allow(dead_code)] // not every bench catches panics
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}
+
+/// A field of `/proc/PID/status` (`/proc/self/status` for `None`) in bytes.
+#[allow(dead_code)] // not every bench measures memory
+pub fn status_bytes(pid: Option<u32>, field: &str) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kib: f64 = line[field.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024.0)
+}
