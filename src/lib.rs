@@ -119,6 +119,7 @@ pub mod runtime;
 mod scheduler;
 pub mod stack;
 pub mod sync;
+mod thread_exit;
 pub mod time;
 
 pub use blocking::spawn_blocking;

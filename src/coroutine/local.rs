@@ -1,21 +1,52 @@
 //! Storage per coroutine: `coroutine_local!` and [`LocalKey`].
 //!
 //! Invariant: each coroutine owns a `LocalMap` in its task body, touched only by the
-//! coroutine itself while it runs (so only on its home worker); outside a coroutine
-//! the calling thread's own map is used instead. A map hands out references to
+//! coroutine itself while it runs (so only on its home worker); each generator owns
+//! one in the block at the top of its stack, touched only while the generator's
+//! code runs; outside both the calling thread's own map is used instead. The map of
+//! the innermost running generator wins, then the running coroutine's, then the
+//! thread's: `GENERATOR_MAP` names the first, and a coroutine that switches out
+//! takes it along (see `scheduler::suspend_current`). A map hands out references to
 //! values in separate heap allocations that stay put until the map's owner ends (the
-//! coroutine returns, or the thread exits), and no `&mut` to the map is held while
-//! user code runs (`init` or the closure given to `with`).
+//! coroutine returns, the generator is dropped, or the thread exits), and no `&mut`
+//! to the map is held while user code runs (`init` or the closure given to `with`).
+//!
+//! Why generators get their own: a generator can suspend inside `KEY.with(|v| …)`
+//! with `v` live on its stack, then be stored anywhere and resumed or dropped after
+//! the coroutine (or thread) whose map `v` pointed into has ended. A map owned by
+//! the generator itself ends only after the generator's stack has finished or been
+//! abandoned for good, so no frame can outlive the values it borrows.
 
 use crate::scheduler::{with_current_task, Task};
 use std::any::Any;
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
 
 /// A key for a value stored per coroutine, declared with [`coroutine_local!`](crate::coroutine_local).
 ///
 /// Like [`std::thread::LocalKey`], but each *coroutine* gets its own value, lazily
 /// initialised on first use and dropped when the coroutine returns. Outside a
 /// coroutine, the value is per thread, like `thread_local!`.
+///
+/// Code running inside a [`Generator`](crate::generator::Generator) sees the
+/// *generator's* own values (dropped when the generator is), not those of the
+/// coroutine or thread that resumes it: a generator can suspend in the middle of
+/// [`with`](LocalKey::with) and be resumed later by another coroutine, after the
+/// first one's values are gone, so lending it theirs would not be sound.
+///
+/// ```
+/// use stackweave::generator::{Generator, Yielder};
+/// use std::cell::Cell;
+///
+/// stackweave::coroutine_local! {
+///     static HITS: Cell<u32> = Cell::new(0);
+/// }
+///
+/// HITS.with(|h| h.set(5));
+/// let mut g = Generator::new(|_: &Yielder<()>| HITS.with(|h| h.get()));
+/// assert_eq!(g.resume(), stackweave::generator::GeneratorState::Complete(0));
+/// assert_eq!(HITS.with(|h| h.get()), 5);
+/// ```
 ///
 /// # Examples
 ///
@@ -160,10 +191,69 @@ impl Drop for LocalMap {
 
 thread_local! {
     static THREAD_MAP: UnsafeCell<LocalMap> = UnsafeCell::new(LocalMap::default());
+    /// The map of the innermost generator whose code runs now, or null.
+    static GENERATOR_MAP: Cell<*const UnsafeCell<LocalMap>> = const { Cell::new(ptr::null()) };
 }
 
-/// Runs `f` with the map of the running coroutine, or of this thread.
+/// The map of one generator, kept in its block.
+pub(crate) type GeneratorMap = UnsafeCell<LocalMap>;
+
+/// Makes `map` the current generator map (null: none) and returns the previous
+/// one, which the caller must put back with [`restore_generator_map`] once the code
+/// it is about to switch to has switched back.
+///
+/// Called with a generator's map just before that generator's code runs, and with
+/// null by a coroutine about to switch out to its worker.
+#[inline(always)]
+pub(crate) fn swap_generator_map(map: *const GeneratorMap) -> *const GeneratorMap {
+    GENERATOR_MAP.with(|m| m.replace(map))
+}
+
+/// Puts back what [`swap_generator_map`] returned.
+#[inline(always)]
+pub(crate) fn restore_generator_map(previous: *const GeneratorMap) {
+    GENERATOR_MAP.with(|m| m.set(previous));
+}
+
+/// Drops the values of a generator's map, repeating while destructors create new
+/// ones (which they do in this same map).
+///
+/// # Safety
+///
+/// `map` is the map of a generator whose stack has finished or will never run
+/// again, and the generator's block stays alive until this returns.
+pub(crate) unsafe fn drop_generator_locals(map: *const GeneratorMap) {
+    struct Restore(*const GeneratorMap);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            restore_generator_map(self.0);
+        }
+    }
+    // SAFETY: as below; a plain read of the map's length.
+    if unsafe { (*(*map).get()).is_empty() } {
+        return; // the common case: the generator used no `coroutine_local!`
+    }
+    let _restore = Restore(swap_generator_map(map));
+    loop {
+        // SAFETY: no code of the generator runs any more, so nothing else holds a
+        // `&mut` to its map; the map is moved out before its values drop.
+        let taken = std::mem::take(unsafe { &mut *(*map).get() });
+        if taken.is_empty() {
+            return;
+        }
+        drop(taken);
+    }
+}
+
+/// Runs `f` with the map of the running generator, coroutine, or thread.
 fn with_map<R>(f: impl FnOnce(&mut LocalMap) -> R) -> R {
+    let generator = GENERATOR_MAP.with(Cell::get);
+    if !generator.is_null() {
+        // SAFETY: set only while that generator's code runs (and while it is being
+        // dropped, by `drop_generator_locals`), so its block is alive; this `&mut`
+        // lives only inside `f`, which runs no user code.
+        return f(unsafe { &mut *(*generator).get() });
+    }
     let mut f = Some(f);
     let in_task = with_current_task(|task| {
         let f = f.take().expect("once");

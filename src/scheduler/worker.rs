@@ -11,6 +11,7 @@ use super::started::Started;
 use super::task::{Request, State, Task, WorkerPart, CANCEL, RESUME, UNWIND};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
 use crate::context::Context;
+use crate::coroutine::local;
 use crate::coroutine::{Cancelled, Unwound};
 use crate::reactor::Reactor;
 use crate::stack;
@@ -175,10 +176,14 @@ pub(crate) fn suspend_current(request: Request) -> bool {
         Some(None) => panic::resume_unwind(Box::new(Cancelled)),
         Some(Some(suspender)) => suspender,
     };
+    // A generator the coroutine is inside stays with the coroutine: the coroutines
+    // this worker runs meanwhile must not see its `coroutine_local!` map.
+    let generator_map = local::swap_generator_map(ptr::null());
     // SAFETY: we run on the coroutine's stack: `current` is set only while its
     // context runs, and code on a worker's own stack never reaches here (it has no
     // current task).
     let value = unsafe { suspender.suspend(request as usize) };
+    local::restore_generator_map(generator_map);
     match value {
         UNWIND => panic::resume_unwind(Box::new(Unwound)),
         CANCEL => panic::resume_unwind(Box::new(Cancelled)),

@@ -40,6 +40,27 @@
 //! * A generator stays on the thread that created it: [`Generator`] and [`Yielder`]
 //!   are neither `Send` nor `Sync`, because the stack may hold anything (an `Rc`, a
 //!   `MutexGuard`, a borrow of a thread-local).
+//! * [`coroutine_local!`](crate::coroutine_local) values used inside a generator are
+//!   the generator's own, dropped with it (see [`LocalKey`](crate::LocalKey)).
+//!
+//! # Thread-locals and thread exit
+//!
+//! A generator can suspend inside `KEY.with(|v| …)` of a `thread_local!`, keeping
+//! `v` on its stack. That borrow is sound only while the thread-local is alive, and
+//! a thread destroys its thread-locals one by one when it exits: a generator stored
+//! in one of them may be dropped after another's value is gone. So once the
+//! thread has started destroying its thread-locals, a generator that has started
+//! and not finished is never run again:
+//!
+//! * dropping it *leaks* its stack (and its `coroutine_local!` values) instead of
+//!   unwinding it: no destructor on that stack runs, nothing of it is reused, and
+//!   nothing can observe a dead thread-local (leaking is safe; running code on
+//!   destroyed thread-locals is not);
+//! * resuming it panics (a panic in a thread-local's destructor aborts the process).
+//!
+//! Generators that have not started, or have finished, are dropped as usual. This
+//! relies on knowing when thread-local destruction begins, which the crate knows on
+//! Linux with glibc (see `docs/DECISIONS.md`).
 //!
 //! # Lifetimes
 //!
@@ -64,7 +85,9 @@
 //!   that the closure has returned and its result is in the block.
 
 use crate::context::{self, Context, Suspender};
+use crate::coroutine::local::{self, GeneratorMap};
 use crate::stack::{self, Owner};
+use crate::thread_exit;
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
@@ -100,6 +123,8 @@ struct Common<R> {
     result: Option<thread::Result<R>>,
     /// Names the generator in stack overflow reports.
     owner: Owner,
+    /// The generator's `coroutine_local!` values.
+    locals: GeneratorMap,
 }
 
 /// The shared block: `Common` first, so a `*mut Block<R, F>` is also a
@@ -129,6 +154,16 @@ struct Block<R, F> {
 ///     }
 /// });
 /// assert_eq!(squares.collect::<Vec<_>>(), [1, 4, 9, 16]);
+/// ```
+///
+/// A generator cannot leave its thread (its stack may hold thread-bound values),
+/// so it cannot be moved into a coroutine or `spawn_blocking`:
+///
+/// ```compile_fail
+/// use stackweave::generator::{Generator, Yielder};
+///
+/// let g = Generator::new(|y: &Yielder<u8>| y.suspend(1));
+/// stackweave::spawn_blocking(move || g.count());
 /// ```
 pub struct Generator<'a, Y, R> {
     context: ManuallyDrop<Context>,
@@ -227,6 +262,7 @@ impl<'a, Y, R> Generator<'a, Y, R> {
                 id: next_id(),
                 name: None,
             });
+            (&raw mut (*place).common.locals).write(GeneratorMap::default());
             (&raw mut (*place).f).write(ManuallyDrop::new(f));
         }
         // SAFETY: the owner sits in the block, which stays in place, unchanged, until
@@ -253,6 +289,8 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     /// * If the generator's closure panics, the panic continues from here with its
     ///   original payload; the generator is then complete.
     /// * If the generator is already complete.
+    /// * If it has started and this thread is destroying its thread-locals (see
+    ///   [Thread-locals and thread exit](self#thread-locals-and-thread-exit)).
     ///
     /// # Examples
     ///
@@ -267,6 +305,9 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     pub fn resume(&mut self) -> GeneratorState<Y, R> {
         if self.context.is_finished() {
             resume_complete();
+        }
+        if self.context.is_started() && thread_exit::exiting() {
+            resume_while_exiting();
         }
         match self.switch_in(CMD_RESUME) {
             // SAFETY: the generator suspended with this message (see `switch_in`).
@@ -313,12 +354,22 @@ impl<'a, Y, R> Generator<'a, Y, R> {
     /// anything else touches the generator), or `None` when it completed.
     #[inline(always)]
     fn switch_in(&mut self, cmd: usize) -> Option<usize> {
+        // The generator's code sees its own `coroutine_local!` map while it runs.
+        let previous = local::swap_generator_map(self.locals());
         // SAFETY: the context has not finished (checked by every caller) and is not
         // running: `&mut self` rules out a resume from inside it.
         let msg = unsafe { self.context.resume(cmd) };
+        local::restore_generator_map(previous);
         // The context finishes exactly when the closure has returned.
         debug_assert_eq!(msg == MSG_COMPLETE, self.context.is_finished());
         (msg != MSG_COMPLETE).then_some(msg)
+    }
+
+    /// The generator's `coroutine_local!` map, in its block.
+    #[inline(always)]
+    fn locals(&self) -> *const GeneratorMap {
+        // SAFETY: the block lives as long as `self`; only an address is taken.
+        unsafe { &raw const (*self.block.as_ptr()).locals }
     }
 
     /// For `Debug`.
@@ -343,6 +394,12 @@ impl<Y, R> Drop for Generator<'_, Y, R> {
     fn drop(&mut self) {
         let mut escaped: Option<Box<dyn Any + Send>> = None;
         let started = self.context.is_started();
+        if started && !self.context.is_finished() && thread_exit::exiting() {
+            // Its stack may borrow thread-locals that are already destroyed: leave it
+            // frozen for good (module docs). The context, stack, block and locals
+            // are never touched or reused again.
+            return;
+        }
         if started && !self.context.is_finished() {
             // Unwind the stack: the pending `suspend` panics with ForcedUnwind. If the
             // closure catches that and suspends again, keep unwinding.
@@ -363,6 +420,8 @@ impl<Y, R> Drop for Generator<'_, Y, R> {
         let mut stack = unsafe { context.into_stack() };
         // The stack no longer names this generator: its owner is about to go.
         stack.reset();
+        // SAFETY: the stack has finished or never started, and the block is alive.
+        unsafe { local::drop_generator_locals(self.locals()) };
         // SAFETY: the block is of the type `drop_block` was made for, and the stack
         // no longer uses it. The closure is still in it only if it never started.
         unsafe { (self.drop_block)(self.block, !started) };
@@ -550,6 +609,15 @@ fn block_too_big(stack: stack::Stack, bytes: usize) -> io::Error {
 #[inline(never)]
 fn resume_complete() -> ! {
     panic!("Generator::resume called on a complete generator")
+}
+
+#[cold]
+#[inline(never)]
+fn resume_while_exiting() -> ! {
+    panic!(
+        "Generator::resume called on a suspended generator while this thread destroys \
+         its thread-locals: it may borrow one that is gone"
+    )
 }
 
 #[cold]
