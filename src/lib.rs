@@ -126,7 +126,7 @@ pub use blocking::spawn_blocking;
 pub use coroutine::local::LocalKey;
 pub use coroutine::{
     current, park, park_timeout, spawn, yield_now, Builder, Cancelled, Coroutine, CoroutineId,
-    JoinHandle, Unwound,
+    JoinHandle, Placement, Unwound,
 };
 pub use runtime::Runtime;
 

@@ -1,4 +1,4 @@
-//! Work stealing spreads unstarted coroutines over the workers, a started coroutine
+//! Placement and work stealing spread unstarted coroutines over the workers, a started coroutine
 //! never changes OS thread, and a coroutine that keeps yielding cannot starve the
 //! others.
 
@@ -81,8 +81,9 @@ fn cpu_bound_coroutines_spawned_from_one_coroutine_spread_over_both_workers() {
         assert_eq!((i as u64, result), (j, cpu_work(j)));
     }
     let ran_on: HashSet<ThreadId> = per_coroutine.iter().map(|&(t, _, _)| t).collect();
+    // Placement hands some to the other worker at spawn and it steals others: which
+    // of the two did it is the scheduler's business, not this test's.
     assert_eq!(ran_on.len(), 2, "both workers ran some coroutines");
-    assert!(rt.metrics().steals > 0, "{:?}", rt.metrics());
 }
 
 #[test]
@@ -97,7 +98,7 @@ fn started_coroutine_never_changes_thread_across_yields_and_parks() {
     let (coroutines_tx, coroutines_rx) = mpsc::channel();
 
     // One coroutine spawns them all, so that all but the ones its worker starts
-    // itself have to be stolen.
+    // itself are handed over unstarted (placed on the other worker, or stolen).
     let spawner = rt.spawn({
         let (threads, parking, released) = (threads.clone(), parking.clone(), released.clone());
         move || {
@@ -161,7 +162,6 @@ fn started_coroutine_never_changes_thread_across_yields_and_parks() {
     );
     let homes: HashSet<ThreadId> = results.iter().map(|&(home, _)| home).collect();
     assert_eq!(homes.len(), 2, "coroutines started on both workers");
-    assert!(rt.metrics().steals > 0, "{:?}", rt.metrics());
 }
 
 /// Spawns on `rt` a coroutine that yields until `flag` is set (or a deadline

@@ -143,7 +143,7 @@ struct Queued {
     rt: Runtime,
     /// Spawned from a coroutine, onto its worker's own deque.
     local: Vec<JoinHandle<()>>,
-    /// Spawned from this thread, through the injector.
+    /// Spawned from this thread, onto the worker's spawn inbox.
     injected: Vec<JoinHandle<()>>,
     /// The coroutine that keeps the only worker busy until shutdown begins.
     blocker: JoinHandle<()>,
@@ -155,7 +155,8 @@ struct Queued {
 
 /// Builds a 1-worker runtime whose only worker runs a coroutine that does not
 /// return to the scheduler until shutdown has begun (it sees spawning fail), with
-/// `n` coroutines queued behind it on the worker's deque and `n` on the injector.
+/// `n` coroutines queued behind it on the worker's own queues and `n` in its spawn
+/// inbox (spawned from outside).
 fn queue_behind_a_blocker(n: usize) -> Queued {
     let rt = Runtime::builder().workers(1).build().unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -257,6 +258,10 @@ fn shutdown_leaves_no_live_coroutines() {
         })
         .collect();
     wait_for(&parked, 25);
+    // The others return at once: let them, so that each half ends its own way.
+    while !handles.iter().skip(1).step_by(2).all(|h| h.is_finished()) {
+        thread::yield_now();
+    }
     assert!(handle.metrics().live_coroutines >= 25);
     rt.shutdown();
     let m = handle.metrics();

@@ -19,6 +19,7 @@ use body::CoroutineBody;
 pub use join::JoinHandle;
 
 use crate::runtime;
+pub use crate::scheduler::Placement;
 use crate::scheduler::{self, current_task, suspend_current, Request, Shared, Task};
 use crate::stack::{self, Owner};
 use std::fmt;
@@ -368,6 +369,7 @@ where
 pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
+    placement: Placement,
 }
 
 impl Builder {
@@ -390,13 +392,49 @@ impl Builder {
         self
     }
 
+    /// Where the coroutine starts: [`Placement::Balanced`] unless set. A coroutine
+    /// never changes worker once started, so this lasts its whole life.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::{Builder, Placement};
+    ///
+    /// // A helper that answers its spawner's requests: keep the pair on one worker.
+    /// let (to_helper, requests) = stackweave::sync::mpsc::channel::<u32>();
+    /// let (to_spawner, replies) = stackweave::sync::mpsc::channel::<u32>();
+    /// let answered = stackweave::spawn(move || {
+    ///     let helper = Builder::new()
+    ///         .placement(Placement::SameWorker)
+    ///         .spawn(move || {
+    ///             for n in requests {
+    ///                 to_spawner.send(n * 2).unwrap();
+    ///             }
+    ///         })
+    ///         .unwrap();
+    ///     let sum: u32 = (1..=10).map(|n| {
+    ///         to_helper.send(n).unwrap();
+    ///         replies.recv().unwrap()
+    ///     }).sum();
+    ///     drop(to_helper);
+    ///     helper.join().unwrap();
+    ///     sum
+    /// });
+    /// assert_eq!(answered.join().unwrap(), 110);
+    /// ```
+    pub fn placement(mut self, placement: Placement) -> Builder {
+        self.placement = placement;
+        self
+    }
+
     /// Spawns the coroutine on the current runtime (the default one outside any).
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::OutOfMemory`] when no stack can be had (memory or memory maps
-    /// exhausted); an error of kind [`io::ErrorKind::Other`] if the runtime is
-    /// shutting down.
+    /// exhausted); [`io::ErrorKind::InvalidInput`] for a [`Placement::Worker`] index
+    /// the runtime does not have; an error of kind [`io::ErrorKind::Other`] if the
+    /// runtime is shutting down.
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -413,7 +451,7 @@ impl Builder {
     {
         // Off the runtime's workers, announce the spawn before checking for shutdown:
         // `Runtime::shutdown` sets the flag, then waits for in-flight spawns before
-        // its last sweep of the injector, so a task is either refused here or
+        // its last sweep of the worker queues, so a task is either refused here or
         // completed there. On one of its workers the task goes to that worker's own
         // deque, which the same thread drains at shutdown after its coroutine
         // suspends: nothing to announce.
@@ -426,6 +464,7 @@ impl Builder {
         if shared.shutdown.load(Ordering::SeqCst) {
             return Err(io::Error::other("the runtime is shutting down"));
         }
+        shared.check_placement(self.placement)?;
         let stack = stack::pool::take(self.stack_size.unwrap_or(shared.stack_size))?;
         let owner = Owner {
             kind: "coroutine",
@@ -434,7 +473,7 @@ impl Builder {
         };
         let body = CoroutineBody::<F, T>::new(f);
         let task: Arc<Task> = Arc::new(Task::new(owner, shared.clone(), stack, body));
-        shared.schedule_new(task.clone());
+        shared.schedule_new(task.clone(), self.placement);
         Ok(JoinHandle::new(task))
     }
 }

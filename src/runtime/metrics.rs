@@ -30,12 +30,14 @@ pub struct Metrics {
     pub spawned: u64,
     /// Coroutines that finished (returned, panicked, or were unwound at shutdown).
     pub completed: u64,
-    /// Successful steals of unstarted coroutines from another worker's deque.
+    /// Successful steals of unstarted coroutines from another worker's queues.
     pub steals: u64,
     /// Times a worker went to sleep for lack of work.
     pub parks: u64,
-    /// Per worker: coroutines ready to run there (run queue, deque and inbox).
+    /// Per worker: coroutines ready to run there (run queue, next slot, deque and
+    /// inbox).
     pub run_queue_depths: Vec<usize>,
-    /// Coroutines spawned from outside the runtime, not yet picked up.
+    /// Coroutines placed on a worker by another thread (spawned from outside the
+    /// runtime, or handed over by a spawn on another worker) and not picked up yet.
     pub injector_depth: usize,
 }

@@ -13,10 +13,10 @@ pub use metrics::Metrics;
 
 use crate::coroutine::{self, JoinHandle};
 use crate::reactor::WAKER_TOKEN;
-use crate::scheduler::idle::{Idle, Parker};
-use crate::scheduler::{self, Remote, Shared};
+use crate::scheduler::idle::Idle;
+use crate::scheduler::{self, Padded, Remote, Shared};
 use crate::stack;
-use crossbeam_deque::{Injector, Steal, Worker};
+use crossbeam_deque::Worker;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -133,29 +133,22 @@ impl Builder {
         for _ in 0..workers {
             let deque = Worker::new_lifo();
             let poll = mio::Poll::new()?;
-            remotes.push(Remote {
-                stealer: deque.stealer(),
-                inbox: Injector::new(),
-                parker: Parker::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?),
-                registry: poll.registry().try_clone()?,
-                run_queue_len: AtomicUsize::new(0),
-                steals: AtomicU64::new(0),
-                parks: AtomicU64::new(0),
-                spawned: AtomicU64::new(0),
-                completed: AtomicU64::new(0),
-            });
+            remotes.push(Remote::new(
+                deque.stealer(),
+                mio::Waker::new(poll.registry(), WAKER_TOKEN)?,
+                poll.registry().try_clone()?,
+            ));
             locals.push((deque, poll));
         }
         let remotes = remotes.into_boxed_slice();
         let shared = Arc::new(Shared {
-            injector: Injector::new(),
             remotes,
-            idle: Idle::default(),
+            idle: Padded(Idle::default()),
             shutdown: AtomicBool::new(false),
-            spawning: AtomicUsize::new(0),
+            spawning: Padded(AtomicUsize::new(0)),
             stack_size: self.stack_size,
-            spawned: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
+            spawned: Padded(AtomicU64::new(0)),
+            completed: Padded(AtomicU64::new(0)),
         });
         let runtime = Runtime {
             handle: Handle {
@@ -309,6 +302,21 @@ impl Runtime {
                 "a runtime cannot be shut down or dropped from one of its own coroutines"
             );
         }
+        if std::env::var_os("SW_DEBUG").is_some() {
+            eprintln!(
+                "DEBUG per-worker completed {:?} steals {:?}",
+                shared
+                    .remotes
+                    .iter()
+                    .map(|r| r.completed.load(Ordering::Relaxed))
+                    .collect::<Vec<_>>(),
+                shared
+                    .remotes
+                    .iter()
+                    .map(|r| r.steals.load(Ordering::Relaxed))
+                    .collect::<Vec<_>>()
+            );
+        }
         shared.shutdown.store(true, Ordering::SeqCst);
         for remote in shared.remotes.iter() {
             remote.parker.unpark();
@@ -322,13 +330,7 @@ impl Runtime {
         while shared.spawning.load(Ordering::SeqCst) != 0 {
             thread::yield_now();
         }
-        loop {
-            match shared.injector.steal() {
-                Steal::Success(task) => scheduler::complete_unstarted(&task),
-                Steal::Empty => break,
-                Steal::Retry => {}
-            }
-        }
+        shared.complete_stranded();
     }
 }
 

@@ -1,9 +1,11 @@
 //! The work-stealing scheduler.
 //!
 //! Per worker: a crossbeam `Worker` deque of **unstarted** coroutines (others may
-//! steal from it), a local run queue of **started** coroutines (never stolen), and an
-//! inbox through which other threads hand it started coroutines they woke. A global
-//! `Injector` takes coroutines spawned from outside the runtime.
+//! steal from it), a next slot for its last spawn and a spawn inbox for unstarted
+//! coroutines other threads placed on it (others take from both only after a grace
+//! period: see the placement module), a local run queue of **started** coroutines
+//! (never stolen), and an inbox through which other threads hand it started
+//! coroutines they woke (and unstarted ones pinned to it).
 //!
 //! Invariant (soundness): only coroutines that have not started yet are ever
 //! reachable by another worker. A coroutine's first run makes that worker its
@@ -12,24 +14,29 @@
 //! borrows — never changes OS thread. That is why `spawn` can be a safe function
 //! taking only a `Send` closure.
 //!
-//! Search order of a worker: local run queue → own deque → inbox → injector →
-//! steal from the others (random start) → poll the reactor and the timers → sleep
-//! in the reactor. Every [`FAIRNESS_TICKS`] runs it
-//! polls the reactor, takes in the inbox and runs an unstarted coroutine (own deque, then injector)
+//! Search order of a worker: local run queue → next slot → own deque → spawn inbox →
+//! inbox → steal from the others (deques, random start; then next slots and spawn
+//! inboxes that waited past the grace) → poll the reactor and the timers → sleep in
+//! the reactor. Every [`FAIRNESS_TICKS`] runs it polls the reactor, takes in the
+//! inbox and runs an unstarted coroutine (spawn inbox, next slot, then deque)
 //! first, so a busy worker — even one whose run queue never empties because a
 //! coroutine yields in a loop — starves neither.
 
 pub(crate) mod idle;
+mod placement;
 mod started;
 pub(crate) mod task;
 mod worker;
 
 use crate::runtime::Metrics;
-use crossbeam_deque::{Injector, Stealer};
+use crossbeam_deque::{Injector, Steal, Stealer};
 use std::cell::Cell;
+use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+pub use placement::Placement;
 
 pub(crate) use task::{context_for, Body, Payload, Request, Task};
 pub(crate) use worker::{
@@ -38,22 +45,42 @@ pub(crate) use worker::{
 };
 
 use idle::{Idle, Parker};
+use placement::NextSlot;
 
-/// Runs between two forced checks of the inbox and the injector.
+/// Runs between two forced checks of the inbox and the spawn inbox.
 pub(crate) const FAIRNESS_TICKS: u32 = 61;
 
 /// What every worker of one runtime shares.
+///
+/// The fields others write often sit on lines of their own ([`Padded`]): the
+/// `Arc`'s reference count, which every spawn and every finished coroutine
+/// touches, shares its line only with read-mostly fields.
 pub(crate) struct Shared {
-    pub(crate) injector: Injector<Arc<Task>>,
     pub(crate) remotes: Box<[Remote]>,
-    pub(crate) idle: Idle,
+    pub(crate) idle: Padded<Idle>,
     pub(crate) shutdown: AtomicBool,
     /// Spawns between their shutdown check and their push (see `Builder::spawn_on`).
-    pub(crate) spawning: AtomicUsize,
+    pub(crate) spawning: Padded<AtomicUsize>,
     pub(crate) stack_size: usize,
     /// Spawns and completions counted off the workers (see [`Remote::spawned`]).
-    pub(crate) spawned: AtomicU64,
-    pub(crate) completed: AtomicU64,
+    pub(crate) spawned: Padded<AtomicU64>,
+    pub(crate) completed: Padded<AtomicU64>,
+}
+
+/// A value on cache lines of its own (two, against the adjacent-line prefetcher):
+/// for the fields of [`Remote`] that one thread writes while others write theirs.
+/// Without it the counters the worker bumps on every run shared lines with the
+/// next slot and spawn counters other workers write, and spawn + join of short
+/// coroutines took twice as long.
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// What others see of one worker.
@@ -64,9 +91,27 @@ pub(crate) struct Remote {
     /// takes from it.)
     pub(crate) inbox: Injector<Arc<Task>>,
     /// Wakes the worker when it sleeps in its reactor.
-    pub(crate) parker: Parker,
+    pub(crate) parker: Padded<Parker>,
     /// Registers file descriptors with the worker's `Poll`.
     pub(crate) registry: mio::Registry,
+    /// Unstarted coroutines that other threads placed on this worker; the worker
+    /// takes from it, others only after the grace (placement module).
+    pub(crate) spawn_inbox: Injector<Arc<Task>>,
+    /// The worker's last spawn, kept for it (placement module).
+    pub(crate) next: Padded<NextSlot>,
+    /// The worker's own load (started, unfinished coroutines homed here plus its
+    /// queued unstarted ones), published by the worker itself only when it moved
+    /// by more than a little: others read it on every spawn, so it must stay in
+    /// their caches while the load is steady (placement module).
+    pub(crate) load_hint: Padded<AtomicUsize>,
+    /// Coroutines pushed on `spawn_inbox` and not taken yet (written by those who
+    /// place work here: only on the spawn paths that hand work over).
+    pub(crate) spawn_pending: Padded<AtomicUsize>,
+    /// Takes from `spawn_inbox` so far (written only by this worker).
+    pub(crate) inbox_taken: AtomicU64,
+    /// Whether the worker is asleep or about to be (it will look at its queues when
+    /// it wakes, so nobody takes its fresh work meanwhile).
+    pub(crate) sleeping: Padded<AtomicBool>,
     /// Length of the local run queue, for metrics.
     pub(crate) run_queue_len: AtomicUsize,
     pub(crate) steals: AtomicU64,
@@ -78,20 +123,145 @@ pub(crate) struct Remote {
     pub(crate) completed: AtomicU64,
 }
 
+impl Remote {
+    /// What others see of a worker whose deque is behind `stealer` and whose
+    /// reactor is behind `waker` and `registry`.
+    pub(crate) fn new(
+        stealer: Stealer<Arc<Task>>,
+        waker: mio::Waker,
+        registry: mio::Registry,
+    ) -> Remote {
+        Remote {
+            stealer,
+            inbox: Injector::new(),
+            parker: Padded(Parker::new(waker)),
+            registry,
+            spawn_inbox: Injector::new(),
+            next: Padded(NextSlot::default()),
+            load_hint: Padded(AtomicUsize::new(0)),
+            spawn_pending: Padded(AtomicUsize::new(0)),
+            inbox_taken: AtomicU64::new(0),
+            sleeping: Padded(AtomicBool::new(false)),
+            run_queue_len: AtomicUsize::new(0),
+            steals: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        }
+    }
+
+    /// The worker's load, as seen from another thread (placement module).
+    fn load(&self) -> usize {
+        self.load_hint.load(Ordering::Relaxed) + self.spawn_pending.load(Ordering::Relaxed)
+    }
+
+    /// Places an unstarted task on this worker's spawn inbox and wakes the worker.
+    fn push_spawned(&self, task: Arc<Task>) {
+        self.spawn_pending.fetch_add(1, Ordering::Relaxed);
+        self.spawn_inbox.push(task);
+        self.parker.unpark();
+    }
+
+    /// Takes a task from this worker's spawn inbox (the worker itself, or a thief).
+    fn take_spawned(&self) -> Option<Arc<Task>> {
+        loop {
+            match self.spawn_inbox.steal() {
+                Steal::Success(task) => {
+                    self.spawn_pending.fetch_sub(1, Ordering::Relaxed);
+                    return Some(task);
+                }
+                Steal::Empty => return None,
+                Steal::Retry => {}
+            }
+        }
+    }
+}
+
 /// Adds one to a counter that only the calling thread writes.
 fn bump_own(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl Shared {
-    /// Queues an unstarted task: on this thread's worker deque if this thread is a
-    /// worker of this runtime, on the injector otherwise; then wakes one sleeper.
-    pub(crate) fn schedule_new(self: &Arc<Shared>, task: Arc<Task>) {
-        if let Err(task) = worker::push_local_new(self, task) {
-            self.spawned.fetch_add(1, Ordering::Relaxed);
-            self.injector.push(task);
+    /// Checks a placement before a task is made for it: a worker index must exist.
+    pub(crate) fn check_placement(&self, placement: Placement) -> io::Result<()> {
+        match placement {
+            Placement::Worker(n) if n >= self.remotes.len() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "no worker {n}: the runtime has {} (Placement::Worker takes 0..{})",
+                    self.remotes.len(),
+                    self.remotes.len()
+                ),
+            )),
+            _ => Ok(()),
         }
-        self.wake_one();
+    }
+
+    /// Queues an unstarted task where `placement` says (see the placement module),
+    /// waking whoever must look at it. `placement` passed [`Shared::check_placement`].
+    pub(crate) fn schedule_new(self: &Arc<Shared>, task: Arc<Task>, placement: Placement) {
+        let Err(task) = worker::place_from_worker(self, task, placement) else {
+            return;
+        };
+        // Not on one of this runtime's workers.
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        match placement {
+            Placement::Worker(n) => {
+                let remote = &self.remotes[n];
+                remote.inbox.push(task);
+                remote.parker.unpark();
+            }
+            _ => {
+                let target = self.least_loaded(task.owner.id as usize);
+                self.remotes[target].push_spawned(task);
+            }
+        }
+    }
+
+    /// The least-loaded worker; ties go to the first found from `start`, so that
+    /// callers passing different starts spread over equal workers.
+    fn least_loaded(&self, start: usize) -> usize {
+        let n = self.remotes.len();
+        let mut best = (usize::MAX, 0);
+        for i in 0..n {
+            let w = (start + i) % n;
+            let load = self.remotes[w].load();
+            if load < best.0 {
+                best = (load, w);
+                if load == 0 {
+                    break;
+                }
+            }
+        }
+        best.1
+    }
+
+    /// Completes, unrun, every unstarted task still queued for a worker that has
+    /// exited (the runtime's last sweep at shutdown, after every worker has left).
+    pub(crate) fn complete_stranded(&self) {
+        for remote in self.remotes.iter() {
+            while let Some(task) = remote.take_spawned() {
+                complete_unstarted(&task);
+            }
+            loop {
+                match remote.inbox.steal() {
+                    Steal::Success(task) => complete_unstarted(&task),
+                    Steal::Empty => break,
+                    Steal::Retry => {}
+                }
+            }
+            if let Some(task) = remote.next.take() {
+                complete_unstarted(&task);
+            }
+            loop {
+                match remote.stealer.steal() {
+                    Steal::Success(task) => complete_unstarted(&task),
+                    Steal::Empty => break,
+                    Steal::Retry => {}
+                }
+            }
+        }
     }
 
     /// Counts a completed coroutine (before its joiner can see the result).
@@ -146,9 +316,14 @@ impl Shared {
             run_queue_depths: self
                 .remotes
                 .iter()
-                .map(|r| r.run_queue_len.load(Ordering::Relaxed) + r.stealer.len() + r.inbox.len())
+                .map(|r| {
+                    r.run_queue_len.load(Ordering::Relaxed)
+                        + r.stealer.len()
+                        + r.inbox.len()
+                        + usize::from(r.next.held() != 0)
+                })
                 .collect(),
-            injector_depth: self.injector.len(),
+            injector_depth: self.remotes.iter().map(|r| r.spawn_inbox.len()).sum(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! because a coroutine runs on its home worker's thread; no borrow of the core's
 //! queues is held across a `resume`.
 
+use super::placement::{self, Placement, Watch, RECHECK};
 use super::started::Started;
 use super::task::{Request, State, Task, WorkerPart, CANCEL, RESUME, UNWIND};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
@@ -44,6 +45,12 @@ struct Core {
     current: Cell<Option<NonNull<Task>>>,
     tick: Cell<u32>,
     rng: Cell<u64>,
+    /// What this worker saw of each other worker's fresh work (placement module).
+    watch: RefCell<Vec<Watch>>,
+    /// Started, unfinished coroutines homed here.
+    homed: Cell<usize>,
+    /// The load last published in `Remote::load_hint`.
+    published: Cell<usize>,
     /// This worker's `Poll` (see the reactor module).
     reactor: RefCell<Reactor>,
     /// Deadlines of this worker's coroutines (sleeps, timeouts).
@@ -67,14 +74,17 @@ fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     Some(f(unsafe { &*core }))
 }
 
-/// Pushes an unstarted task on this thread's deque, if this thread is a worker of
-/// `shared`'s runtime.
-pub(super) fn push_local_new(shared: &Arc<Shared>, task: Arc<Task>) -> Result<(), Arc<Task>> {
+/// Places an unstarted task from this thread, if this thread is a worker of
+/// `shared`'s runtime (see the placement module); gives it back otherwise.
+pub(super) fn place_from_worker(
+    shared: &Arc<Shared>,
+    task: Arc<Task>,
+    placement: Placement,
+) -> Result<(), Arc<Task>> {
     let mut task = Some(task);
     with_core(|core| {
         if Arc::ptr_eq(&core.shared, shared) {
-            super::bump_own(&core.remote().spawned);
-            core.deque.push(task.take().expect("once"));
+            core.place_new(task.take().expect("once"), placement);
         }
     });
     match task {
@@ -229,6 +239,9 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>, poll:
     stack::install_overflow_handler();
     let core = Core {
         index,
+        watch: RefCell::new(vec![Watch::default(); shared.remotes.len()]),
+        homed: Cell::new(0),
+        published: Cell::new(0),
         shared,
         deque,
         run_queue: RefCell::new(VecDeque::new()),
@@ -259,6 +272,103 @@ impl Core {
         self.remote()
             .run_queue_len
             .store(queue.len(), Ordering::Relaxed);
+    }
+
+    /// Places a task spawned on this worker (see the placement module).
+    fn place_new(&self, task: Arc<Task>, placement: Placement) {
+        super::bump_own(&self.remote().spawned);
+        let n = self.shared.remotes.len();
+        match placement {
+            Placement::SameWorker => self.push_ready(task),
+            Placement::Worker(w) if w == self.index => self.push_ready(task),
+            Placement::Worker(w) => {
+                let remote = &self.shared.remotes[w];
+                remote.inbox.push(task);
+                remote.parker.unpark();
+            }
+            Placement::LeastLoaded => {
+                let target = self.shared.least_loaded(self.index);
+                if target == self.index {
+                    self.deque.push(task);
+                    self.publish_load();
+                    self.shared.wake_one();
+                } else {
+                    self.send_to(target, task);
+                }
+            }
+            Placement::Balanced => {
+                if n > 1 {
+                    let other = self.random_other();
+                    if placement::imbalanced(self.load(), self.shared.remotes[other].load()) {
+                        return self.send_to(other, task);
+                    }
+                }
+                // Kept: in the next slot, for the spawner to run when it blocks; the
+                // previous occupant goes where idle workers may steal it.
+                if let Some(previous) = self.remote().next.put(task) {
+                    self.deque.push(previous);
+                }
+                self.publish_load();
+                self.shared.wake_one();
+            }
+        }
+    }
+
+    /// Hands an unstarted task to worker `w` (its spawn inbox).
+    fn send_to(&self, w: usize, task: Arc<Task>) {
+        self.shared.remotes[w].push_spawned(task);
+    }
+
+    /// This worker's load, as its own thread sees it (placement module): exact
+    /// where others see the published hint.
+    fn load(&self) -> usize {
+        self.own_load() + self.remote().spawn_pending.load(Ordering::Relaxed)
+    }
+
+    /// What this worker publishes as its load: homed + deque + next slot.
+    fn own_load(&self) -> usize {
+        self.homed.get() + self.deque.len() + usize::from(self.remote().next.held() != 0)
+    }
+
+    /// Publishes this worker's load if it moved by more than 1 (and 1/32) since it
+    /// was last published: a steady load costs others no cache miss.
+    fn publish_load(&self) {
+        let load = self.own_load();
+        let last = self.published.get();
+        if load.abs_diff(last) > (last / 32).max(1) {
+            self.published.set(load);
+            self.remote().load_hint.store(load, Ordering::Relaxed);
+        }
+    }
+
+    /// xorshift: a cheap random number, so thieves and placements spread out.
+    fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+
+    /// Another worker, at random (there are at least two).
+    fn random_other(&self) -> usize {
+        let n = self.shared.remotes.len();
+        let offset = 1 + (self.random() % (n as u64 - 1)) as usize;
+        (self.index + offset) % n
+    }
+
+    /// Takes an unstarted task others placed on this worker.
+    fn take_spawned(&self) -> Option<Arc<Task>> {
+        let remote = self.remote();
+        let task = remote.take_spawned()?;
+        super::bump_own(&remote.inbox_taken);
+        Some(task)
+    }
+
+    /// This worker's own unstarted work: next slot, then deque.
+    fn take_own_new(&self) -> Option<Arc<Task>> {
+        self.remote().next.take().or_else(|| self.deque.pop())
     }
 
     fn pop_ready(&self) -> Option<Arc<Task>> {
@@ -303,20 +413,20 @@ impl Core {
             // I/O and timers are looked at too.
             self.poll_io(Some(Duration::ZERO));
             self.take_inbox();
-            if let Some(task) = self.deque.pop().or_else(|| self.take_injected()) {
+            if let Some(task) = self.take_spawned().or_else(|| self.take_own_new()) {
                 return Some(task);
             }
         }
         if let Some(task) = self.pop_ready() {
             return Some(task);
         }
-        if let Some(task) = self.deque.pop() {
+        if let Some(task) = self.take_own_new().or_else(|| self.take_spawned()) {
             return Some(task);
         }
         if self.take_inbox() {
             return self.pop_ready();
         }
-        self.take_injected().or_else(|| self.steal())
+        self.steal()
     }
 
     /// Moves the inbox into the run queue; whether it held anything.
@@ -334,37 +444,31 @@ impl Core {
         }
     }
 
-    fn take_injected(&self) -> Option<Arc<Task>> {
-        loop {
-            match self.shared.injector.steal_batch_and_pop(&self.deque) {
-                Steal::Success(task) => return Some(task),
-                Steal::Empty => return None,
-                Steal::Retry => continue,
-            }
-        }
-    }
-
     fn steal(&self) -> Option<Arc<Task>> {
         let n = self.shared.remotes.len();
         if n < 2 {
             return None;
         }
-        // xorshift: a cheap random start so thieves spread out.
-        let mut x = self.rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng.set(x);
-        let start = (x % n as u64) as usize;
+        let start = (self.random() % n as u64) as usize;
+        let own = self.load();
         for i in 0..n {
             let victim = (start + i) % n;
             if victim == self.index {
                 continue;
             }
+            // An idle worker that already homes clearly more coroutines than the
+            // victim leaves it its own new work: coroutines started now stay for
+            // life, and the victim is about to run them (placement module).
+            let theirs = self.shared.remotes[victim].load();
+            if placement::imbalanced(own, theirs) {
+                continue;
+            }
+            // At most half the difference, so one steal cannot tip the balance.
+            let limit = (theirs.saturating_sub(own) / 2).max(1);
             loop {
                 match self.shared.remotes[victim]
                     .stealer
-                    .steal_batch_and_pop(&self.deque)
+                    .steal_batch_with_limit_and_pop(&self.deque, limit)
                 {
                     Steal::Success(task) => {
                         self.remote().steals.fetch_add(1, Ordering::Relaxed);
@@ -375,14 +479,62 @@ impl Core {
                 }
             }
         }
+        // No deque had any: fresh work that waited past the grace elsewhere.
+        let victim = self.ripe_victim(start)?;
+        // One task per grace: the victim may only be slow to get the CPU back.
+        self.watch.borrow_mut()[victim] = Watch::default();
+        let remote = &self.shared.remotes[victim];
+        let task = remote.next.take().or_else(|| remote.take_spawned())?;
+        self.remote().steals.fetch_add(1, Ordering::Relaxed);
+        Some(task)
+    }
+
+    /// Another worker whose next slot or spawn inbox holds work that has waited
+    /// long enough for this idle worker to take it (placement module), looking from
+    /// `start`; updates the watch.
+    fn ripe_victim(&self, start: usize) -> Option<usize> {
+        let n = self.shared.remotes.len();
+        let mut watch = self.watch.borrow_mut();
+        let mut seen = None;
+        for i in 0..n {
+            let victim = (start + i) % n;
+            if victim == self.index {
+                continue;
+            }
+            let remote = &self.shared.remotes[victim];
+            let held = remote.next.held();
+            let pending =
+                !remote.sleeping.load(Ordering::Acquire) && !remote.spawn_inbox.is_empty();
+            if held == 0 && !pending {
+                watch[victim] = Watch::default();
+                continue;
+            }
+            let (now, own) = *seen.get_or_insert_with(|| (Instant::now(), self.load()));
+            let heavier = placement::imbalanced(own, remote.load());
+            let taken = remote.inbox_taken.load(Ordering::Relaxed);
+            if watch[victim].ripe(held, pending, taken, heavier, now) {
+                return Some(victim);
+            }
+        }
         None
     }
 
+    /// Whether another worker holds fresh work this one leaves to it for now.
+    fn others_hold_fresh_work(&self) -> bool {
+        self.shared
+            .remotes
+            .iter()
+            .enumerate()
+            .any(|(i, r)| i != self.index && (r.next.held() != 0 || !r.spawn_inbox.is_empty()))
+    }
+
     fn has_work(&self) -> bool {
+        let remote = self.remote();
         !self.run_queue.borrow().is_empty()
             || !self.deque.is_empty()
-            || !self.remote().inbox.is_empty()
-            || !self.shared.injector.is_empty()
+            || remote.next.held() != 0
+            || !remote.spawn_inbox.is_empty()
+            || !remote.inbox.is_empty()
             || self.shared.shutdown.load(Ordering::Acquire)
             || self
                 .shared
@@ -390,6 +542,7 @@ impl Core {
                 .iter()
                 .enumerate()
                 .any(|(i, r)| i != self.index && !r.stealer.is_empty())
+            || self.ripe_victim(self.index).is_some()
     }
 
     /// Fires the due timers and polls the reactor for up to `timeout` (shortened to
@@ -454,18 +607,25 @@ impl Core {
                 std::thread::yield_now();
             }
         }
+        let remote = self.remote();
+        remote.sleeping.store(true, Ordering::Release);
         self.shared.idle.register(self.index);
         if self.has_work() {
             self.shared.idle.unregister(self.index);
+            remote.sleeping.store(false, Ordering::Release);
             return;
         }
-        self.remote().parks.fetch_add(1, Ordering::Relaxed);
-        let parker = &self.remote().parker;
+        remote.parks.fetch_add(1, Ordering::Relaxed);
+        // Work that others were given but have not started yet may be ours to take
+        // once its grace is over: look again soon rather than sleep for good.
+        let timeout = self.others_hold_fresh_work().then_some(RECHECK);
+        let parker = &remote.parker;
         if parker.begin_park() {
-            self.poll_io(None);
+            self.poll_io(timeout);
             parker.end_park();
         }
         self.shared.idle.unregister(self.index);
+        remote.sleeping.store(false, Ordering::Release);
     }
 
     /// Runs `task` (state `SCHEDULED`, so this worker holds the right to run it)
@@ -534,6 +694,8 @@ impl Core {
             return false;
         }
         task.home.store(self.index, Ordering::Release);
+        self.homed.set(self.homed.get() + 1);
+        self.publish_load();
         let stack = part.stack.take().expect("unstarted task has its stack");
         // SAFETY: the owner lives in the task, which outlives the stack's use (the
         // stack goes back to the pool, resetting its owner, in `finish`).
@@ -553,6 +715,8 @@ impl Core {
         // SAFETY: its entry has returned: nothing lives on the stack any more.
         stack::pool::give(unsafe { context.into_stack() });
         let kept = self.started.borrow_mut().remove(part.slot);
+        self.homed.set(self.homed.get() - 1);
+        self.publish_load();
         debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task)));
         task.state.store(State::DONE, Ordering::Release);
     }
@@ -568,12 +732,12 @@ impl Core {
             }
             self.take_inbox();
             let mut ran = false;
-            while let Some(task) = self.pop_ready().or_else(|| self.deque.pop()) {
+            while let Some(task) = self.pop_ready().or_else(|| self.take_own_new()) {
                 task.unwind.store(true, Ordering::Release);
                 self.run_task(task);
                 ran = true;
             }
-            while let Some(task) = self.take_injected() {
+            while let Some(task) = self.take_spawned() {
                 task.unwind.store(true, Ordering::Release);
                 self.run_task(task);
                 ran = true;

@@ -1,0 +1,291 @@
+//! Where an unstarted coroutine starts.
+//!
+//! A coroutine never leaves the worker it started on (the soundness invariant of
+//! the scheduler), so the one decision that spreads work over the cores is where a
+//! coroutine *starts*. This module holds that decision and the queues it feeds.
+//!
+//! Invariant: everything here handles **unstarted** tasks only. A task in a
+//! worker's [`NextSlot`], in its `spawn_inbox` or its deque has never run: it holds
+//! only its `Send` closure and a stack nothing runs on, so handing it to any worker
+//! is sound. Pinned tasks ([`Placement::SameWorker`], [`Placement::Worker`]) go to
+//! queues no other worker takes from (the home's run queue or inbox).
+//!
+//! The default policy ([`Placement::Balanced`]):
+//!
+//! * **Load figure.** Each worker's load is the number of started, unfinished
+//!   coroutines homed there plus the unstarted ones queued for it (its deque, its
+//!   spawn inbox, its next slot). Long-lived coroutines (one per connection) are what
+//!   decide a server's balance, and they are exactly what this counts; it is read
+//!   from atomics the owner alone writes, so reading it takes no lock.
+//! * **A spawn on a worker** compares the coroutines homed on its worker with those
+//!   homed on one other worker (chosen at random: the power of two choices). If the
+//!   other homes clearly fewer ([`imbalanced`]), the coroutine goes to that worker's
+//!   spawn inbox. Otherwise it stays: it goes to the worker's [`NextSlot`],
+//!   displacing the previous occupant into the deque, where idle workers may steal
+//!   it at once. (Only homed coroutines count here: a burst of short spawns stays
+//!   local and is spread by batch steals, which move up to 32 tasks at a time,
+//!   instead of one injector push per task.)
+//! * **The next slot** keeps the last spawn with its spawner for [`GRACE`]: a
+//!   coroutine that the spawner talks to (request/reply, spawn-then-join) usually
+//!   runs as soon as the spawner blocks, on the same worker, so the pair never pays
+//!   a cross-CPU wake. Other workers take from the slot only once the same task has
+//!   sat there for [`GRACE`] (the spawner kept computing), and from another worker's
+//!   spawn inbox only if that worker is awake and has not taken from it for
+//!   [`INBOX_GRACE`] (it is busy); one task per grace, so fresh work waits for its
+//!   chosen worker a little, and stuck work is never left behind while a worker
+//!   idles. An idle worker steals from another's deque only if it does not already
+//!   home clearly more coroutines ([`imbalanced`]): a coroutine it starts stays.
+//! * **A spawn from outside** the runtime's workers goes to the least-loaded worker.
+//!
+//! The trade-off: a pair that talks is kept together only while the workers are
+//! within [`imbalanced`]'s slack; past it, spreading wins over locality. Callers who
+//! know better choose [`Placement::SameWorker`] or [`Placement::Worker`].
+
+use super::Task;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Where a new coroutine starts (see [`Builder::placement`](crate::Builder::placement)).
+///
+/// A coroutine never changes worker thread once it has started, so this choice
+/// lasts for its whole life.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::{Builder, Placement, Runtime};
+///
+/// let rt = Runtime::builder().workers(2).build()?;
+/// let names = rt.block_on(|| {
+///     // Started on the second worker, whichever worker spawns it.
+///     let pinned = Builder::new()
+///         .placement(Placement::Worker(1))
+///         .spawn(|| std::thread::current().name().map(str::to_owned))?;
+///     // Started on the spawner's own worker: a helper it talks to.
+///     let near = Builder::new()
+///         .placement(Placement::SameWorker)
+///         .spawn(|| std::thread::current().name().map(str::to_owned))?;
+///     let here = std::thread::current().name().map(str::to_owned);
+///     Ok::<_, std::io::Error>((pinned.join().unwrap(), near.join().unwrap() == here))
+/// })?;
+/// assert_eq!(names.0.as_deref(), Some("stackweave-worker-1"));
+/// assert!(names.1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Placement {
+    /// The default: near the spawner while the workers are about evenly loaded
+    /// (so a coroutine that talks to its spawner shares its worker), else on a less
+    /// loaded worker; from outside the runtime, on the least-loaded worker. An idle
+    /// worker may still start it if it waits too long for its first run.
+    #[default]
+    Balanced,
+    /// On the spawner's worker, never elsewhere (outside the runtime's workers:
+    /// like [`Balanced`](Placement::Balanced)). For a coroutine that mostly talks to
+    /// its spawner, or that must share its thread-locals' thread.
+    SameWorker,
+    /// On the least-loaded worker at the time of the spawn, ignoring locality (an
+    /// idle worker may still start it if it waits too long).
+    LeastLoaded,
+    /// On worker `n` (`0..workers`; the worker threads are named
+    /// `stackweave-worker-n`), never elsewhere. A spawn with an index past the last
+    /// worker fails with [`ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput).
+    Worker(usize),
+}
+
+/// How long a spawn waits in its spawner's next slot before an idle worker takes
+/// it (see the module docs): long enough for a spawner to reach its next blocking
+/// call, short against any real computation.
+pub(super) const GRACE: Duration = Duration::from_micros(50);
+
+/// How long work placed on another worker waits for it before an idle worker takes
+/// it back: longer than [`GRACE`], because that worker may only be waiting for a
+/// CPU (the kernel's time slices are milliseconds), and a coroutine started by the
+/// wrong worker stays there for life.
+pub(super) const INBOX_GRACE: Duration = Duration::from_micros(500);
+
+/// How long an idle worker that sees fresh work queued elsewhere sleeps before it
+/// looks again (the reactor's timeouts are whole milliseconds).
+pub(super) const RECHECK: Duration = Duration::from_millis(1);
+
+/// Whether a worker with load `own` should leave a new coroutine to one with load
+/// `other`: the other is lighter by more than a small slack (2, so a spawner and one
+/// or two helpers stay together) plus a sixteenth (so large, nearly even counts do
+/// not send every other spawn across).
+pub(super) fn imbalanced(own: usize, other: usize) -> bool {
+    own > other + 2 + other / 16
+}
+
+/// One unstarted task a worker keeps for itself for a while: its last spawn.
+///
+/// The owner puts and takes; another worker takes only through
+/// [`Watch::slot_ripe`]. The task is behind a mutex (a task pointer is two words,
+/// too wide for one atomic); `held` mirrors its address so that emptiness and
+/// identity are read without the lock.
+#[derive(Default)]
+pub(crate) struct NextSlot {
+    task: Mutex<Option<Arc<Task>>>,
+    held: AtomicUsize,
+}
+
+fn address(task: &Arc<Task>) -> usize {
+    Arc::as_ptr(task).cast::<()>() as usize
+}
+
+impl NextSlot {
+    /// Puts `task` in the slot; returns the task it displaced, if any.
+    pub(super) fn put(&self, task: Arc<Task>) -> Option<Arc<Task>> {
+        let mut slot = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        self.held.store(address(&task), Ordering::Release);
+        slot.replace(task)
+    }
+
+    /// Takes the task out of the slot, if there is one.
+    pub(super) fn take(&self) -> Option<Arc<Task>> {
+        if self.held.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut slot = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        self.held.store(0, Ordering::Release);
+        slot.take()
+    }
+
+    /// The address of the task in the slot (0 when empty), for identity checks.
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// How long fresh work elsewhere waits before an idle worker takes it even though
+/// that worker already homes clearly more coroutines (see [`imbalanced`]): beyond a
+/// few of the kernel's time slices, the other worker is busy, not merely waiting
+/// for a CPU.
+pub(super) const STUCK: Duration = Duration::from_millis(5);
+
+/// What an idle worker remembers of one other worker, to leave that worker's fresh
+/// work to it for a while (module docs).
+#[derive(Default, Clone, Copy)]
+pub(super) struct Watch {
+    /// The task seen in its next slot, and since when.
+    slot: usize,
+    slot_since: Option<Instant>,
+    /// Its spawn-inbox take count while the inbox was seen non-empty, and since when.
+    taken: u64,
+    inbox_since: Option<Instant>,
+}
+
+impl Watch {
+    /// How long the task now in the other worker's slot (`held`; 0 when empty) has
+    /// been seen there.
+    pub(super) fn slot_waited(&mut self, held: usize, now: Instant) -> Option<Duration> {
+        if held == 0 {
+            self.slot_since = None;
+            return None;
+        }
+        match self.slot_since {
+            Some(since) if self.slot == held => Some(now.duration_since(since)),
+            _ => {
+                self.slot = held;
+                self.slot_since = Some(now);
+                Some(Duration::ZERO)
+            }
+        }
+    }
+
+    /// How long the other worker's spawn inbox has been seen non-empty (`pending`)
+    /// with the worker awake and taking nothing from it (`taken` unchanged).
+    pub(super) fn inbox_waited(
+        &mut self,
+        pending: bool,
+        taken: u64,
+        now: Instant,
+    ) -> Option<Duration> {
+        if !pending {
+            self.inbox_since = None;
+            return None;
+        }
+        match self.inbox_since {
+            Some(since) if self.taken == taken => Some(now.duration_since(since)),
+            _ => {
+                self.taken = taken;
+                self.inbox_since = Some(now);
+                Some(Duration::ZERO)
+            }
+        }
+    }
+
+    /// Whether an idle worker should take the other worker's fresh work now; `heavier`
+    /// says the idle worker already homes clearly more coroutines.
+    pub(super) fn ripe(
+        &mut self,
+        held: usize,
+        pending: bool,
+        taken: u64,
+        heavier: bool,
+        now: Instant,
+    ) -> bool {
+        let (slot_grace, inbox_grace) = if heavier {
+            (STUCK, STUCK)
+        } else {
+            (GRACE, INBOX_GRACE)
+        };
+        let slot = self.slot_waited(held, now).is_some_and(|d| d >= slot_grace);
+        let inbox = self
+            .inbox_waited(pending, taken, now)
+            .is_some_and(|d| d >= inbox_grace);
+        slot || inbox
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imbalance_needs_more_than_the_slack() {
+        assert!(!imbalanced(1, 0), "a spawner and its helper stay together");
+        assert!(!imbalanced(2, 0));
+        assert!(imbalanced(3, 0));
+        assert!(!imbalanced(87, 80), "nearly even large counts stay");
+        assert!(imbalanced(88, 80));
+    }
+
+    #[test]
+    fn slot_ripens_only_for_the_same_task_after_the_grace() {
+        let mut w = Watch::default();
+        let t0 = Instant::now();
+        let ripe = |w: &mut Watch, held, t| w.ripe(held, false, 0, false, t);
+        assert!(!ripe(&mut w, 0x10, t0));
+        assert!(!ripe(&mut w, 0x10, t0 + GRACE / 2));
+        assert!(
+            !ripe(&mut w, 0x20, t0 + GRACE),
+            "another task: the clock restarts"
+        );
+        assert!(!ripe(&mut w, 0x20, t0 + GRACE + GRACE / 2));
+        assert!(ripe(&mut w, 0x20, t0 + 2 * GRACE));
+        assert!(!ripe(&mut w, 0, t0 + 3 * GRACE));
+    }
+
+    #[test]
+    fn inbox_ripens_only_while_nothing_is_taken() {
+        let mut w = Watch::default();
+        let t0 = Instant::now();
+        let ripe = |w: &mut Watch, taken, t| w.ripe(0, true, taken, false, t);
+        assert!(!ripe(&mut w, 5, t0));
+        assert!(!ripe(&mut w, 5, t0 + GRACE), "the inbox waits longer");
+        assert!(!ripe(&mut w, 6, t0 + INBOX_GRACE), "it took one: restart");
+        assert!(ripe(&mut w, 6, t0 + 2 * INBOX_GRACE));
+        assert!(!w.ripe(0, false, 6, false, t0 + 3 * INBOX_GRACE));
+    }
+
+    #[test]
+    fn a_heavier_thief_waits_until_the_work_is_stuck() {
+        let mut w = Watch::default();
+        let t0 = Instant::now();
+        assert!(!w.ripe(0x10, true, 1, true, t0));
+        assert!(!w.ripe(0x10, true, 1, true, t0 + INBOX_GRACE));
+        assert!(w.ripe(0x10, true, 1, true, t0 + STUCK));
+    }
+}
