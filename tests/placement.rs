@@ -270,6 +270,10 @@ fn started_coroutines_never_change_thread_under_every_placement() {
 fn a_spawn_pinned_to_a_busy_worker_waits_for_it_and_others_are_not_stolen_from_it() {
     // Worker 0 is held by a coroutine that never yields until told to; a
     // coroutine pinned to worker 0 meanwhile must not start elsewhere.
+    let _watchdog = Watchdog::new(
+        "a worker held by a long computation",
+        Duration::from_secs(60),
+    );
     let rt = Runtime::builder().workers(2).build().unwrap();
     let (held_tx, held_rx) = mpsc::channel();
     let release = Arc::new(AtomicUsize::new(0));

@@ -214,8 +214,21 @@ impl Shared {
             }
             _ => {
                 let target = self.least_loaded(task.owner.id as usize);
-                self.remotes[target].push_spawned(task);
+                self.place_on(target, task);
             }
+        }
+    }
+
+    /// Places an unstarted task on worker `w`'s spawn inbox. If that worker is
+    /// awake (busy), a sleeping one is woken too: it watches the inbox and takes the
+    /// task if `w` does not get to it (placement module); with every other worker
+    /// asleep, a task placed on a worker stuck in a long computation would wait for
+    /// it.
+    pub(crate) fn place_on(&self, w: usize, task: Arc<Task>) {
+        let remote = &self.remotes[w];
+        remote.push_spawned(task);
+        if !remote.sleeping.load(Ordering::Acquire) {
+            self.wake_one();
         }
     }
 

@@ -316,7 +316,7 @@ impl Core {
 
     /// Hands an unstarted task to worker `w` (its spawn inbox).
     fn send_to(&self, w: usize, task: Arc<Task>) {
-        self.shared.remotes[w].push_spawned(task);
+        self.shared.place_on(w, task);
     }
 
     /// This worker's load, as its own thread sees it (placement module): exact
