@@ -4,9 +4,10 @@
 //! # Running
 //!
 //! ```text
-//! cargo bench --bench compare                 # full: 5 rounds, ~7 minutes
+//! cargo bench --bench compare                 # full: 5 rounds, ~11 minutes
 //! cargo bench --bench compare -- --quick      # smoke run: 1 round, small sizes, < 2 min
 //! cargo bench --bench compare -- --rounds 5 echo http-100   # chosen rows only
+//! cargo bench --bench compare -- --workers 8 scaling         # 1 vs 8 workers
 //! ```
 //!
 //! Results go to `target/compare/` (`--out DIR` to change): `results.csv`,
@@ -29,23 +30,36 @@
 //! Every rival runs with 2 workers where it has workers (tokio multi-thread with
 //! `worker_threads(2)`, may with `set_workers(2)` and core pinning off, which
 //! measured faster on this machine); `rows::describe` says, per cell, exactly what
-//! runs. The ratio column reads "how many times better stackweave is": above 1.00x
-//! stackweave wins the row, below it the rival does.
+//! runs. The exception is the scaling row, which compares 1 worker with N
+//! (`--workers N`, default 2). The ratio column reads "how many times better
+//! stackweave is": above 1.00x stackweave wins the row, below it the rival does. A
+//! cell that cannot exist (a thread per connection has no workers to place or to
+//! count) reads "n/a" and runs nothing.
+//!
+//! Three rows judge how well a runtime uses its cores in the real server pattern,
+//! one accept loop and a task per connection: `placement` (on which worker the
+//! connections start, `placement.rs`), `hog` (the latency of ordinary requests
+//! while 1 in 100 spins 50 ms) and `scaling` (CPU-bound requests, N workers against
+//! 1; `net.rs`). Their goals, and the others', are in `goals.rs`.
 
 // Shared with benches/echo.rs, which also reads the CPU figures this bench leaves out.
 #[allow(dead_code)]
 #[path = "../harness/echo_load.rs"]
 mod echo_load;
+mod goals;
 #[path = "../harness/mod.rs"]
 mod harness;
 mod net;
+mod placement;
 mod report;
 mod rows;
+mod sample;
 #[path = "../harness/servers.rs"]
 mod servers;
 mod tasks;
 
-use rows::{Row, Sample};
+use rows::Row;
+use sample::Sample;
 use servers::Rival;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -68,6 +82,8 @@ pub(crate) struct RowResult {
 pub(crate) struct CellResult {
     pub(crate) samples: Vec<Sample>,
     pub(crate) errors: Vec<String>,
+    /// Why the row does not run for this rival ([`Row::not_applicable`]).
+    pub(crate) not_applicable: Option<String>,
 }
 
 /// What the whole run was.
@@ -110,6 +126,11 @@ fn main() {
                 Some(d) => out_dir = d.into(),
                 None => usage_exit("--out needs a directory"),
             },
+            // Read where it is used (rows::scaling_workers), like --quick.
+            "--workers" => match it.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n >= 2 => {}
+                _ => usage_exit("--workers needs a number of at least 2"),
+            },
             "--quick" | "--bench" => {}
             id if !id.starts_with('-') => match Row::from_id(id) {
                 Some(row) => wanted.push(row),
@@ -150,6 +171,17 @@ fn main() {
     if wanted.iter().any(|r| r.needs_wrk()) {
         net::ensure_wrk();
     }
+    // Passed to every sample process.
+    let mut forward = vec!["--workers".to_string(), rows::scaling_workers().to_string()];
+    if wanted.contains(&Row::Scaling) {
+        let iters = servers::work::calibrate(net::CPU_WORK);
+        println!(
+            "scaling: {} µs of work per request = {iters} hash iterations (calibrated \
+             now, the same for every rival and round)",
+            net::CPU_WORK.as_micros()
+        );
+        forward.extend(["--work-iters".to_string(), iters.to_string()]);
+    }
     println!();
 
     let total = Instant::now();
@@ -157,7 +189,13 @@ fn main() {
         .iter()
         .map(|&row| RowResult {
             row,
-            cells: Rival::ALL.iter().map(|_| CellResult::default()).collect(),
+            cells: Rival::ALL
+                .iter()
+                .map(|&rival| CellResult {
+                    not_applicable: row.not_applicable(rival, quick),
+                    ..CellResult::default()
+                })
+                .collect(),
         })
         .collect();
     let n = Rival::ALL.len();
@@ -166,8 +204,19 @@ fn main() {
             for k in 0..n {
                 let idx = (round + k) % n;
                 let rival = Rival::ALL[idx];
+                if let Some(why) = &result.cells[idx].not_applicable {
+                    if round == 0 {
+                        println!(
+                            "round 1/{rounds} {:<10} {:<10} {:>8} {why}",
+                            result.row.id(),
+                            rival.name(),
+                            ""
+                        );
+                    }
+                    continue;
+                }
                 let started = Instant::now();
-                let outcome = run_child(result.row, rival, quick);
+                let outcome = run_child(result.row, rival, quick, &forward);
                 let took = format!("[{:.1} s]", started.elapsed().as_secs_f64());
                 let cell = &mut result.cells[idx];
                 match outcome {
@@ -210,17 +259,19 @@ fn main() {
 fn usage_exit(msg: &str) -> ! {
     eprintln!(
         "{msg}\nusage: cargo bench --bench compare -- [--quick] [--rounds N] [--out DIR] \
-         [ROW...]\nrows: {}",
+         [--workers N] [ROW...]\nrows: {}",
         Row::ALL.map(|r| r.id()).join(" ")
     );
     std::process::exit(2);
 }
 
-/// Runs one sample in a child process; its result line, or why there is none.
-fn run_child(row: Row, rival: Rival, quick: bool) -> Result<Sample, String> {
+/// Runs one sample in a child process, passing it `forward` too; its result line,
+/// or why there is none.
+fn run_child(row: Row, rival: Rival, quick: bool, forward: &[String]) -> Result<Sample, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     cmd.args(["--sample", row.id(), rival.name()]);
+    cmd.args(forward);
     if quick {
         cmd.arg("--quick");
     }

@@ -1,12 +1,15 @@
-//! The network rows: TCP echo (the mio load generator of `benches/echo.rs`), HTTP
-//! loaded by `wrk`, and the server's memory per idle connection. Each sample starts
-//! the rival's server as a child process (`benches/harness/servers.rs`) and loads
-//! it from the sample process.
+//! The network rows: TCP echo (the mio load generator of `benches/echo.rs`), the
+//! same with hog requests and with CPU-bound requests, HTTP loaded by `wrk`, and the
+//! server's memory per idle connection. Each sample starts the rival's server as a
+//! child process (`benches/harness/servers.rs`) and loads it from the sample
+//! process.
 
-use crate::echo_load::load;
+use crate::echo_load::{load, load_with_hogs, Hogs, RunResult, MSG};
 use crate::harness::status_bytes;
-use crate::rows::{Sample, Sizes};
-use crate::servers::{Protocol, Rival, ServerProcess};
+use crate::rows::{arg_number, Sizes};
+use crate::sample::Sample;
+use crate::servers::work::{self, FRAME, HOG_MARK};
+use crate::servers::{Protocol, Rival, ServerProcess, ServerSpec};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -17,6 +20,86 @@ pub fn echo(rival: Rival, z: &Sizes) -> Result<Sample, String> {
     let server = ServerProcess::start(Protocol::Echo, rival)?;
     let result = load(server.addr, server.pid(), z.warmup, z.measure);
     server.stop()?;
+    let r = checked(result)?;
+    let us = |q: f64| r.latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Sample::new(r.req_per_s())
+        .with("p50", us(0.5))
+        .with("p99", us(0.99)))
+}
+
+// ---------------------------------------------------------------------------------
+// Hogs and CPU-bound requests: how a runtime spreads work over its cores
+
+// The servers cut the stream into the load generator's messages.
+const _: () = assert!(FRAME == MSG);
+
+/// One request in this many is a hog (per connection, staggered; see [`Hogs`]).
+const HOG_EVERY: u64 = 100;
+
+/// The echo load against a `hog` server (2 workers): every connection's every
+/// 100th request spins 50 ms on its worker. The value is the p99 latency of the
+/// other requests (ms), with their p50 and p90, their count and the hogs' count.
+/// A request still waiting at the end is no failure here: queueing behind hogs is
+/// what the row measures.
+pub fn hog(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let server = ServerProcess::start(Protocol::Hog, rival)?;
+    let hogs = Hogs {
+        every: HOG_EVERY,
+        mark: HOG_MARK,
+    };
+    let result = load_with_hogs(
+        server.addr,
+        server.pid(),
+        z.hog_warmup,
+        z.hog_measure,
+        Some(hogs),
+    );
+    server.stop()?;
+    let r = result?;
+    if r.requests == 0 {
+        return Err("no request other than a hog completed".into());
+    }
+    let ms = |q: f64| r.latency.value_at_quantile(q) as f64 / 1e6;
+    Ok(Sample::new(ms(0.99))
+        .with("p50", ms(0.5))
+        .with("p90", ms(0.9))
+        .with("requests", r.requests as f64)
+        .with("hogs", r.hogs as f64))
+}
+
+/// How long the `cpu` server's hash loop is meant to take per request.
+pub const CPU_WORK: Duration = Duration::from_micros(20);
+
+/// The hash iterations that take [`CPU_WORK`]: `--work-iters` (the parent
+/// calibrates once per run and passes it to every sample, so every rival and round
+/// does the same work), or calibrated here for a sample started by hand.
+fn work_iters() -> u64 {
+    arg_number("--work-iters").unwrap_or_else(|| work::calibrate(CPU_WORK))
+}
+
+/// The echo load against a `cpu` server on 1 worker, then on `z.workers`: the value
+/// is how many times more requests per second the larger runtime serves.
+pub fn scaling(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let iters = work_iters();
+    let rate = |workers: usize| -> Result<f64, String> {
+        let spec = ServerSpec {
+            protocol: Protocol::Cpu,
+            workers,
+            iters,
+        };
+        let server = ServerProcess::start_spec(spec, rival)?;
+        let result = load(server.addr, server.pid(), z.warmup, z.measure);
+        server.stop()?;
+        let r = checked(result)?;
+        Ok(r.req_per_s())
+    };
+    let one = rate(1).map_err(|e| format!("1 worker: {e}"))?;
+    let n = rate(z.workers).map_err(|e| format!("{} workers: {e}", z.workers))?;
+    Ok(Sample::new(n / one).with("rps_1", one).with("rps_n", n))
+}
+
+/// A run's result, or an error if a connection got stuck.
+fn checked(result: Result<RunResult, String>) -> Result<RunResult, String> {
     let r = result?;
     if r.stuck > 0 {
         return Err(format!(
@@ -24,10 +107,7 @@ pub fn echo(rival: Rival, z: &Sizes) -> Result<Sample, String> {
             r.stuck
         ));
     }
-    let us = |q: f64| r.latency.value_at_quantile(q) as f64 / 1000.0;
-    Ok(Sample::new(r.req_per_s())
-        .with("p50", us(0.5))
-        .with("p99", us(0.99)))
+    Ok(r)
 }
 
 // ---------------------------------------------------------------------------------

@@ -1,31 +1,31 @@
-//! The comparison's outputs: the table on stdout (with the goals), `results.csv`,
-//! `results.json` and `chart.svg`.
+//! The comparison's outputs: the table on stdout (then the goals, `goals.rs`),
+//! `results.csv`, `results.json`, `results.md` and `chart.svg`.
 //!
 //! Ratios everywhere read "how many times better stackweave is": the rival's value
 //! over stackweave's where lower is better (time, memory), stackweave's over the
 //! rival's where higher is better (requests per second). Above 1.00x stackweave wins.
 
 use crate::harness::summary;
-use crate::rows::{number, Row};
+use crate::rows::{number, with_unit};
 use crate::servers::Rival;
 use crate::{CellResult, RowResult, RunInfo};
 use std::fmt::Write as _;
 use std::path::Path;
 
 /// Median, minimum and maximum of a cell's main value; `None` without samples.
-fn stats(cell: &CellResult) -> Option<(f64, f64, f64)> {
+pub(crate) fn stats(cell: &CellResult) -> Option<(f64, f64, f64)> {
     let v: Vec<f64> = cell.samples.iter().map(|s| s.value).collect();
     (!v.is_empty()).then(|| summary(&v))
 }
 
 /// Median of one extra metric over a cell's samples.
-fn extra_median(cell: &CellResult, key: &str) -> Option<f64> {
+pub(crate) fn extra_median(cell: &CellResult, key: &str) -> Option<f64> {
     let v: Vec<f64> = cell.samples.iter().filter_map(|s| s.extra(key)).collect();
     (!v.is_empty()).then(|| summary(&v).0)
 }
 
 /// How many times better stackweave is than `rival` in `row` (medians).
-fn advantage(result: &RowResult, rival: usize) -> Option<f64> {
+pub(crate) fn advantage(result: &RowResult, rival: usize) -> Option<f64> {
     let sw = stats(&result.cells[0])?.0;
     let other = stats(&result.cells[rival])?.0;
     let r = if result.row.higher_is_better() {
@@ -36,9 +36,12 @@ fn advantage(result: &RowResult, rival: usize) -> Option<f64> {
     r.is_finite().then_some(r)
 }
 
-/// The first error of a cell that has no sample, for its table cell.
+/// The first error of a cell that has no sample, for its table cell (or why the
+/// row does not apply to the rival).
 fn failure(cell: &CellResult) -> Option<&str> {
-    if cell.samples.is_empty() {
+    if let Some(why) = &cell.not_applicable {
+        Some(why)
+    } else if cell.samples.is_empty() {
         Some(cell.errors.first().map_or("no sample", String::as_str))
     } else {
         None
@@ -66,7 +69,7 @@ pub fn print_table(info: &RunInfo, results: &[RowResult], quick: bool) {
                     let _ = write!(line, "{:>9} ({}-{})", number(med), number(min), number(max));
                     for (key, unit) in row.extras() {
                         if let Some(v) = extra_median(cell, key) {
-                            let _ = write!(line, "  {key} {} {unit}", number(v));
+                            let _ = write!(line, "  {key} {}", with_unit(v, unit));
                         }
                     }
                     if i > 0 {
@@ -77,6 +80,18 @@ pub fn print_table(info: &RunInfo, results: &[RowResult], quick: bool) {
                     if !cell.errors.is_empty() {
                         let _ = write!(line, "  ({} failed)", cell.errors.len());
                     }
+                    let trials: Vec<String> = cell
+                        .samples
+                        .iter()
+                        .map(|s| s.trials_text())
+                        .filter(|t| !t.is_empty())
+                        .collect();
+                    if !trials.is_empty() {
+                        let _ = write!(line, "  {}", trials.join("; "));
+                    }
+                }
+                (None, _) if cell.not_applicable.is_some() => {
+                    line.push_str(cell.not_applicable.as_deref().unwrap_or(""));
                 }
                 (None, why) => {
                     let _ = write!(line, "FAILED: {}", why.unwrap_or(""));
@@ -96,53 +111,7 @@ pub fn print_table(info: &RunInfo, results: &[RowResult], quick: bool) {
             );
         }
     }
-    print_goals(results, quick);
-}
-
-/// The goals of the comparison and whether this run met them.
-fn print_goals(results: &[RowResult], quick: bool) {
-    println!("\ngoals (this run):");
-    for result in results {
-        let row = result.row;
-        if matches!(
-            row,
-            Row::Switch
-                | Row::Spawn
-                | Row::SpawnAll
-                | Row::PingPong
-                | Row::Echo
-                | Row::Http100
-                | Row::Http1000
-        ) {
-            let verdicts: Vec<String> = [1, 2]
-                .iter()
-                .map(|&i| match advantage(result, i) {
-                    Some(a) if a > 1.0 => format!("ahead of {} ({a:.2}x)", Rival::ALL[i].name()),
-                    Some(a) => format!("BEHIND {} ({a:.2}x)", Rival::ALL[i].name()),
-                    None => format!("no comparison with {}", Rival::ALL[i].name()),
-                })
-                .collect();
-            println!("  {:<11} {}", row.id(), verdicts.join(", "));
-        }
-        if row == Row::IdleLarge {
-            let at = row.title(quick);
-            match stats(&result.cells[0]) {
-                Some((med, ..)) => println!(
-                    "  {:<11} {} KiB per idle coroutine ({at}); goal <= 4.5 KiB at 1,000,000: {}",
-                    row.id(),
-                    number(med),
-                    if quick {
-                        "not judged in --quick"
-                    } else if med <= 4.5 {
-                        "met"
-                    } else {
-                        "NOT met"
-                    }
-                ),
-                None => println!("  {:<11} no stackweave sample", row.id()),
-            }
-        }
-    }
+    crate::goals::print_goals(results, quick);
 }
 
 /// Writes `results.csv`, `results.json` and `chart.svg` into `dir`.
@@ -176,8 +145,11 @@ fn csv(results: &[RowResult], quick: bool) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for result in results {
         let row = result.row;
-        let metrics = std::iter::once(("value", row.unit(), row.higher_is_better()))
-            .chain(row.extras().iter().map(|(k, u)| (*k, *u, false)));
+        let metrics = std::iter::once(("value", row.unit(), row.higher_is_better())).chain(
+            row.extras()
+                .iter()
+                .map(|(k, u)| (*k, *u, row.extra_higher_is_better(k))),
+        );
         for (key, unit, higher) in metrics {
             for (rival, cell) in Rival::ALL.iter().zip(&result.cells) {
                 let v: Vec<f64> = cell
@@ -236,6 +208,7 @@ fn markdown(info: &RunInfo, results: &[RowResult], quick: bool) -> String {
                     Some(a) => format!("{} ({a:.2}x)", number(med)),
                     None => number(med),
                 },
+                (None, Some(why)) if cell.not_applicable.is_some() => why.replace('|', "/"),
                 (None, why) => format!("fails: {}", why.unwrap_or("no sample").replace('|', "/")),
             };
             let _ = write!(out, " {text} |");
@@ -305,9 +278,26 @@ fn json(info: &RunInfo, results: &[RowResult], quick: bool) -> String {
                 })
                 .collect();
             let (med, min, max) = stats(cell).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+            // Per sample, for rows whose value is the worst of several trials.
+            let trials = if cell.samples.iter().any(|s| !s.trials.is_empty()) {
+                let per_sample: Vec<String> = cell
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        let t: Vec<String> = s.trials.iter().map(|&v| jn(v)).collect();
+                        format!("[{}]", t.join(", "))
+                    })
+                    .collect();
+                format!(", \"trials\": [{}]", per_sample.join(", "))
+            } else {
+                String::new()
+            };
+            let not_applicable = cell.not_applicable.as_ref().map_or(String::new(), |why| {
+                format!(", \"not_applicable\": {}", js(why))
+            });
             let _ = write!(
                 out,
-                "{}\n      {{\"rival\": {}, \"setup\": {}, \"samples\": [{}], \"median\": {}, \"min\": {}, \"max\": {}, \"vs\": {}, \"extras\": {{{}}}, \"errors\": [{}]}}",
+                "{}\n      {{\"rival\": {}, \"setup\": {}, \"samples\": [{}]{trials}, \"median\": {}, \"min\": {}, \"max\": {}, \"vs\": {}, \"extras\": {{{}}}, \"errors\": [{}]{not_applicable}}}",
                 if ci > 0 { "," } else { "" },
                 js(rival.name()),
                 js(&row.describe(*rival, quick)),
@@ -327,7 +317,8 @@ fn json(info: &RunInfo, results: &[RowResult], quick: bool) -> String {
 }
 
 /// Bars per row: each rival's performance relative to stackweave (1 = same, above:
-/// the rival is better), on a log scale; a cross where a rival failed.
+/// the rival is better), on a log scale; a cross where a rival failed (nothing
+/// where the row does not apply to it).
 fn chart(
     path: &Path,
     info: &RunInfo,
@@ -385,6 +376,7 @@ fn chart(
                         color.filled(),
                     ));
                 }
+                None if result.cells[rival].not_applicable.is_some() => {}
                 None => crosses.push((x0 + width * 0.45, 1.0)),
             }
         }

@@ -1,9 +1,11 @@
 //! The rows of the comparison: what each measures, in which unit, at which sizes,
 //! and what exactly runs for each rival (the text under the table). A sample runs
-//! in its own child process and reports one line, `RESULT value=… key=…`.
+//! in its own child process and reports one line, `RESULT value=… key=…`
+//! (`sample.rs`).
 
+use crate::sample::Sample;
 use crate::servers::Rival;
-use crate::{net, tasks};
+use crate::{net, placement, tasks};
 use std::io::Write;
 use std::time::Duration;
 
@@ -21,6 +23,9 @@ pub enum Row {
     Http100,
     Http1000,
     IdleConns,
+    Placement,
+    Hog,
+    Scaling,
 }
 
 /// How big a sample is: full or `--quick`.
@@ -43,6 +48,13 @@ pub struct Sizes {
     pub wrk_warmup: bool,
     /// Idle connections held open against one server.
     pub idle_conns: usize,
+    /// Placement: trials (100 new connections each) per sample.
+    pub trials: usize,
+    /// Hog: unmeasured warm-up, then the measured window.
+    pub hog_warmup: Duration,
+    pub hog_measure: Duration,
+    /// Scaling: the worker count compared with 1 (`--workers N`, default 2).
+    pub workers: usize,
 }
 
 impl Sizes {
@@ -60,6 +72,10 @@ impl Sizes {
                 wrk_secs: 1,
                 wrk_warmup: false,
                 idle_conns: 1_000,
+                trials: 10,
+                hog_warmup: Duration::from_millis(300),
+                hog_measure: Duration::from_secs(1),
+                workers: scaling_workers(),
             }
         } else {
             Sizes {
@@ -74,67 +90,30 @@ impl Sizes {
                 wrk_secs: 3,
                 wrk_warmup: true,
                 idle_conns: 10_000,
+                trials: 10,
+                hog_warmup: Duration::from_millis(500),
+                hog_measure: Duration::from_millis(3500),
+                workers: scaling_workers(),
             }
         }
     }
 }
 
-/// What one sample measured: the row's value and its extra metrics.
-#[derive(Clone, Debug)]
-pub struct Sample {
-    pub value: f64,
-    pub extras: Vec<(String, f64)>,
+/// The value of `--NAME N` on this process's command line, if it has a number.
+pub fn arg_number(name: &str) -> Option<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
 }
 
-impl Sample {
-    pub fn new(value: f64) -> Sample {
-        Sample {
-            value,
-            extras: Vec::new(),
-        }
-    }
-
-    pub fn with(mut self, key: &str, value: f64) -> Sample {
-        self.extras.push((key.to_string(), value));
-        self
-    }
-
-    pub fn extra(&self, key: &str) -> Option<f64> {
-        self.extras.iter().find(|e| e.0 == key).map(|e| e.1)
-    }
-
-    /// `value=1.5 p99=2.25`: what a sample process prints after `RESULT `.
-    fn to_line(&self) -> String {
-        let mut line = format!("value={}", self.value);
-        for (k, v) in &self.extras {
-            line.push_str(&format!(" {k}={v}"));
-        }
-        line
-    }
-
-    pub fn parse(line: &str) -> Result<Sample, String> {
-        let mut sample = Sample::new(f64::NAN);
-        for field in line.split_whitespace() {
-            let (k, v) = field
-                .split_once('=')
-                .ok_or_else(|| format!("bad result field {field:?}"))?;
-            let v: f64 = v.parse().map_err(|_| format!("bad number in {field:?}"))?;
-            if k == "value" {
-                sample.value = v;
-            } else {
-                sample.extras.push((k.to_string(), v));
-            }
-        }
-        if sample.value.is_finite() {
-            Ok(sample)
-        } else {
-            Err(format!("no value in the result line {line:?}"))
-        }
-    }
+/// The scaling row's worker count (`--workers N`, default 2; the parent passes it
+/// on to every sample).
+pub fn scaling_workers() -> usize {
+    arg_number("--workers").map_or(2, |n| n.max(1) as usize)
 }
 
 impl Row {
-    pub const ALL: [Row; 11] = [
+    pub const ALL: [Row; 14] = [
         Row::Switch,
         Row::Yield,
         Row::Spawn,
@@ -146,6 +125,9 @@ impl Row {
         Row::Http100,
         Row::Http1000,
         Row::IdleConns,
+        Row::Placement,
+        Row::Hog,
+        Row::Scaling,
     ];
 
     pub fn id(self) -> &'static str {
@@ -161,6 +143,9 @@ impl Row {
             Row::Http100 => "http-100",
             Row::Http1000 => "http-1000",
             Row::IdleConns => "idle-conns",
+            Row::Placement => "placement",
+            Row::Hog => "hog",
+            Row::Scaling => "scaling",
         }
     }
 
@@ -193,6 +178,18 @@ impl Row {
                 "server RSS per idle connection, {} open",
                 thousands(z.idle_conns as u64)
             ),
+            Row::Placement => format!(
+                "smaller worker's share of 100 new connections, worst of {} trials, \
+                 1 accept loop, 2 workers",
+                z.trials
+            ),
+            Row::Hog => "p99 echo latency while 1 request in 100 spins 50 ms, 100 connections, \
+                         2 workers"
+                .into(),
+            Row::Scaling => format!(
+                "CPU-bound echo (~20 µs a request): req/s on {} workers over req/s on 1",
+                z.workers
+            ),
         }
     }
 
@@ -211,6 +208,9 @@ impl Row {
             Row::Http100 => "http 100".into(),
             Row::Http1000 => "http 1k".into(),
             Row::IdleConns => format!("conns {}", short_count(z.idle_conns as u64)),
+            Row::Placement => "placement".into(),
+            Row::Hog => "hog p99".into(),
+            Row::Scaling => format!("scaling {}/1", z.workers),
         }
     }
 
@@ -219,11 +219,17 @@ impl Row {
             Row::Switch | Row::Yield | Row::Spawn | Row::SpawnAll | Row::PingPong => "ns",
             Row::IdleSmall | Row::IdleLarge | Row::IdleConns => "KiB",
             Row::Echo | Row::Http100 | Row::Http1000 => "req/s",
+            Row::Placement => "%",
+            Row::Hog => "ms",
+            Row::Scaling => "x",
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Row::Echo | Row::Http100 | Row::Http1000)
+        matches!(
+            self,
+            Row::Echo | Row::Http100 | Row::Http1000 | Row::Placement | Row::Scaling
+        )
     }
 
     /// "higher" or "lower": which way this row's value is better.
@@ -239,15 +245,43 @@ impl Row {
         matches!(self, Row::Http100 | Row::Http1000)
     }
 
-    /// The extra metrics a sample of this row carries: (key, unit), all "lower is
-    /// better".
+    /// The extra metrics a sample of this row carries: (key, unit); lower is better
+    /// unless [`Row::extra_higher_is_better`] says otherwise.
     pub fn extras(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Row::IdleSmall | Row::IdleLarge => &[("page_tables", "KiB")],
             Row::Echo => &[("p50", "µs"), ("p99", "µs")],
             Row::Http100 | Row::Http1000 => &[("p50", "ms"), ("p99", "ms")],
             Row::IdleConns => &[("server_total", "MiB")],
+            Row::Placement => &[("mean", "%")],
+            Row::Hog => &[("p50", "ms"), ("p90", "ms"), ("requests", ""), ("hogs", "")],
+            Row::Scaling => &[("rps_1", "req/s"), ("rps_n", "req/s")],
             _ => &[],
+        }
+    }
+
+    /// Whether more is better for the extra metric `key` (shares, req/s, requests
+    /// served).
+    pub fn extra_higher_is_better(self, key: &str) -> bool {
+        matches!(
+            (self, key),
+            (Row::Placement, "mean") | (Row::Scaling, _) | (Row::Hog, "requests" | "hogs")
+        )
+    }
+
+    /// Why this row does not run for `rival`, if it does not (the cell's text).
+    pub fn not_applicable(self, rival: Rival, quick: bool) -> Option<String> {
+        match (self, rival) {
+            (Row::Placement, Rival::Threads) => Some(
+                "n/a: a thread per connection has no workers to start on (the kernel places \
+                 each thread)"
+                    .into(),
+            ),
+            (Row::Scaling, Rival::Threads) => Some(format!(
+                "n/a: a thread per connection cannot be held to 1 or {} workers",
+                Sizes::new(quick).workers
+            )),
+            _ => None,
         }
     }
 
@@ -256,8 +290,11 @@ impl Row {
         let mut line = format!("{} {}", number(s.value), self.unit());
         for (k, unit) in self.extras() {
             if let Some(v) = s.extra(k) {
-                line.push_str(&format!("  {k} {} {unit}", number(v)));
+                line.push_str(&format!("  {k} {}", with_unit(v, unit)));
             }
+        }
+        if !s.trials.is_empty() {
+            line.push_str(&format!("  {}", s.trials_text()));
         }
         line
     }
@@ -265,6 +302,9 @@ impl Row {
     /// What runs in this row's cell for `rival`.
     pub fn describe(self, rival: Rival, quick: bool) -> String {
         let z = Sizes::new(quick);
+        if let Some(why) = self.not_applicable(rival, quick) {
+            return why;
+        }
         use Rival::*;
         match (self, rival) {
             (Row::Switch, Stackweave) => "Generator::resume + Yielder::suspend".into(),
@@ -331,7 +371,44 @@ impl Row {
                 "{}; one echo each, then idle; growth of the server's VmRSS",
                 rival.describe_server()
             ),
+            (Row::Placement, _) => format!(
+                "{}; blocking-style accept loop, a task spawned per connection; per trial \
+                 100 connections opened one after another, each handler sends the OS thread \
+                 it started on; {} trials, 50 ms apart",
+                rival.describe_server(),
+                z.trials
+            ),
+            (Row::Hog, _) => format!(
+                "{}; every connection's every 100th request a hog (connection i's first at \
+                 request 100 - i); one mio client, closed loop; {:.1} s warm-up + {:.1} s; \
+                 latency of the other requests",
+                rival.describe_server(),
+                z.hog_warmup.as_secs_f64(),
+                z.hog_measure.as_secs_f64()
+            ),
+            (Row::Scaling, _) => format!(
+                "{} 1, then {} workers, a task per connection; every 64 B request runs the \
+                 same hash loop (~20 µs, iterations calibrated once per run); one mio \
+                 client, 100 connections; {:.1} s warm-up + {:.1} s each",
+                match rival {
+                    Stackweave => "stackweave, Runtime::builder().workers(n):",
+                    Tokio => "tokio multi-thread, worker_threads(n):",
+                    _ => "may, set_workers(n), pinning off:",
+                },
+                z.workers,
+                z.warmup.as_secs_f64(),
+                z.measure.as_secs_f64()
+            ),
         }
+    }
+}
+
+/// "3.50 ms", or a count ("1,817") where there is no unit.
+pub fn with_unit(v: f64, unit: &str) -> String {
+    if unit.is_empty() && v.is_finite() && v >= 0.0 {
+        thousands(v.round() as u64)
+    } else {
+        format!("{} {unit}", number(v))
     }
 }
 
@@ -348,6 +425,8 @@ fn workers(rival: Rival) -> &'static str {
 pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
     let z = Sizes::new(quick);
     let result = match row {
+        // The parent runs no such sample; one started by hand says why.
+        _ if row.not_applicable(rival, quick).is_some() => Err(row.describe(rival, quick)),
         Row::Switch => tasks::switch(rival, &z),
         Row::Yield => tasks::yield_round_trip(rival, &z),
         Row::Spawn => tasks::spawn_join(rival, &z, false),
@@ -359,6 +438,9 @@ pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
         Row::Http100 => net::http(rival, &z, 100),
         Row::Http1000 => net::http(rival, &z, 1000),
         Row::IdleConns => net::idle_connections(rival, &z),
+        Row::Placement => placement::placement(rival, &z),
+        Row::Hog => net::hog(rival, &z),
+        Row::Scaling => net::scaling(rival, &z),
     };
     match result {
         Ok(sample) => {
@@ -426,7 +508,10 @@ pub fn number(v: f64) -> String {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
-    } else {
+    } else if v == 0.0 || v.abs() >= 0.01 {
         format!("{v:.2}")
+    } else {
+        // Such as a latency of a few µs given in ms.
+        format!("{v:.4}")
     }
 }

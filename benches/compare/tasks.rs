@@ -3,7 +3,8 @@
 //! runs inside a sample child process and returns the row's value per operation.
 
 use crate::harness::{panic_message, status_bytes};
-use crate::rows::{thousands, Sample, Sizes};
+use crate::rows::{thousands, Sizes};
+use crate::sample::Sample;
 use crate::servers::Rival;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -10,6 +10,10 @@
 //! `hdrhistogram`. It stops with an error if no request completes for 2 s (a stall)
 //! and, at the end, reports connections whose request has been outstanding for more
 //! than 1 s.
+//!
+//! With [`Hogs`] ([`load_with_hogs`], for a `hog` server) it marks some requests as
+//! hogs in their first byte and keeps their latency out of the histogram: it then
+//! measures what the hogs do to everybody else's requests.
 
 use hdrhistogram::Histogram;
 use std::io::{ErrorKind, Read, Write};
@@ -188,18 +192,36 @@ struct Conn {
     awaiting_echo: bool,
     sent_at: Instant,
     seq: u64,
+    /// Whether the request in flight is a hog.
+    hog: bool,
+}
+
+/// Which requests are hogs: request `seq` (counting from 1) of connection `id` is
+/// one when `(seq + id) % every == 0`. Every connection sends one in `every`,
+/// connection `id`'s first at request `every - id`, so the hogs are spread evenly
+/// over the connections and over time. A hog's first byte is `mark`, every other
+/// request's first byte is `!mark`.
+#[derive(Clone, Copy, Debug)]
+pub struct Hogs {
+    pub every: u64,
+    pub mark: u8,
 }
 
 impl Conn {
     /// Fills `out` with message `seq` of connection `id`: both numbers up front, then
     /// a pattern that depends on them, so a stale or misplaced echo does not match.
-    fn next_message(&mut self, id: u64, now: Instant) {
+    /// With `hogs` the first byte says whether it is a hog instead.
+    fn next_message(&mut self, id: u64, now: Instant, hogs: Option<Hogs>) {
         self.seq += 1;
         let head = (u128::from(id) | u128::from(self.seq) << 64).to_le_bytes();
         self.out[..16].copy_from_slice(&head);
         let salt = (id ^ self.seq) as u8;
         for (i, b) in self.out[16..].iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(31).wrapping_add(salt);
+        }
+        if let Some(h) = hogs {
+            self.hog = (self.seq + id) % h.every == 0;
+            self.out[0] = if self.hog { h.mark } else { !h.mark };
         }
         self.written = 0;
         self.read = 0;
@@ -210,8 +232,13 @@ impl Conn {
 
 /// What one run of the load generator measured.
 pub struct RunResult {
+    /// Requests completed in the measured window (hogs not counted).
     pub requests: u64,
+    /// Hogs completed in the measured window.
+    #[allow(dead_code)] // benches/echo.rs sends no hogs
+    pub hogs: u64,
     pub elapsed: Duration,
+    /// Of the requests (hogs left out), in ns.
     pub latency: Histogram<u64>,
     pub cpu: CpuUsage,
     /// Connections with a request outstanding for more than [`STUCK`] at the end.
@@ -231,8 +258,10 @@ struct Recorder {
     measure_from: Instant,
     measure_until: Instant,
     requests: u64,
+    hogs_done: u64,
     latency: Histogram<u64>,
     last_completion: Instant,
+    hogs: Option<Hogs>,
 }
 
 /// Writes and reads on `c` until the socket would block; each complete echo is
@@ -270,11 +299,15 @@ fn drive(c: &mut Conn, id: u64, rec: &mut Recorder) -> Result<(), String> {
                         let now = Instant::now();
                         rec.last_completion = now;
                         if now >= rec.measure_from && now < rec.measure_until {
-                            rec.requests += 1;
-                            let ns = now.duration_since(c.sent_at).as_nanos() as u64;
-                            rec.latency.record(ns).expect("auto-resizing histogram");
+                            if c.hog {
+                                rec.hogs_done += 1;
+                            } else {
+                                rec.requests += 1;
+                                let ns = now.duration_since(c.sent_at).as_nanos() as u64;
+                                rec.latency.record(ns).expect("auto-resizing histogram");
+                            }
                         }
-                        c.next_message(id, now);
+                        c.next_message(id, now, rec.hogs);
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -285,7 +318,6 @@ fn drive(c: &mut Conn, id: u64, rec: &mut Recorder) -> Result<(), String> {
     }
 }
 
-/// Connects to `server`, runs the ping-pong for the warm-up and the measured window.
 /// Connects to the server at `addr` (process `pid`, for its CPU time) and runs the
 /// ping-pong for `warmup`, then for the measured window `measure`.
 pub fn load(
@@ -293,6 +325,17 @@ pub fn load(
     pid: u32,
     warmup: Duration,
     measure: Duration,
+) -> Result<RunResult, String> {
+    load_with_hogs(addr, pid, warmup, measure, None)
+}
+
+/// [`load`], with some requests marked as hogs when `hogs` says so.
+pub fn load_with_hogs(
+    addr: SocketAddr,
+    pid: u32,
+    warmup: Duration,
+    measure: Duration,
+    hogs: Option<Hogs>,
 ) -> Result<RunResult, String> {
     let mut poll = mio::Poll::new().map_err(|e| format!("epoll: {e}"))?;
     let mut conns = Vec::with_capacity(CONNECTIONS);
@@ -319,8 +362,9 @@ pub fn load(
             awaiting_echo: false,
             sent_at: now,
             seq: 0,
+            hog: false,
         };
-        c.next_message(id as u64, now);
+        c.next_message(id as u64, now, hogs);
         conns.push(c);
     }
 
@@ -329,8 +373,10 @@ pub fn load(
         measure_from: start + warmup,
         measure_until: start + warmup + measure,
         requests: 0,
+        hogs_done: 0,
         latency: Histogram::new(3).expect("histogram"),
         last_completion: start,
+        hogs,
     };
     for (id, c) in conns.iter_mut().enumerate() {
         c.sent_at = Instant::now();
@@ -383,6 +429,7 @@ pub fn load(
         .count();
     Ok(RunResult {
         requests: rec.requests,
+        hogs: rec.hogs_done,
         elapsed: measure,
         latency: rec.latency,
         cpu: CpuUsage::between(&cpu_from, &cpu_to),
@@ -390,6 +437,3 @@ pub fn load(
         homes: None,
     })
 }
-
-// ---------------------------------------------------------------------------------
-// The parent: rounds, table, ratios.

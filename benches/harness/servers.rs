@@ -1,6 +1,11 @@
 //! The benchmark servers: an echo server and an HTTP/1.1 "Hello, World!" server for
 //! each rival, each run in a child process of the bench binary. (Included with
-//! `#[path]` by the benches that use it; not a bench target.)
+//! `#[path]` by the benches that use it; not a bench target.) Three variants of the
+//! echo server serve the rows of `benches/compare` that judge how a runtime uses
+//! its cores: `placement` (each connection first tells the client which OS thread
+//! its handler started on), `hog` (a request marked as a hog spins for 50 ms
+//! without yielding) and `cpu` (every request costs a fixed hash loop); see
+//! [`Protocol`] and `work.rs`.
 //!
 //! One connection = one task everywhere, blocking style where the runtime allows it:
 //!
@@ -21,17 +26,25 @@
 //! The HTTP handler is the same function for all four: `httparse` on the buffered
 //! bytes, every complete request answered in order (pipelining), keep-alive.
 //!
-//! A server child is this same binary started with `--serve PROTOCOL RIVAL`: it
-//! prints `PORT n` and serves until its stdin closes. A bench calls
-//! [`serve_if_asked`] first thing in `main`.
+//! A server child is this same binary started with `--serve PROTOCOL RIVAL
+//! [--workers N] [--iters N]` (workers: 2 unless told; iters: the `cpu` protocol's
+//! hash iterations per request): it prints `PORT n` and serves until its stdin
+//! closes. A bench calls [`serve_if_asked`] first thing in `main`.
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use work::{Frames, Work};
+
+#[path = "server_process.rs"]
+mod process;
+#[path = "work.rs"]
+pub mod work;
+
+pub use process::ServerProcess;
 
 /// The servers' read buffer.
 pub const SERVER_BUF: usize = 4096;
@@ -81,6 +94,15 @@ pub enum Protocol {
     Echo,
     /// HTTP/1.1, `200 OK` with "Hello, World!" to every request.
     Http,
+    /// First writes the id of the OS thread the connection's handler started on (the
+    /// kernel's thread id, 8 bytes little-endian), then echoes.
+    Placement,
+    /// Echo, but a 64-byte request whose first byte is [`work::HOG_MARK`] first
+    /// spins for [`work::HOG_TIME`] without yielding.
+    Hog,
+    /// Echo, every 64-byte request first running [`work::hash`] for the server's
+    /// `--iters` iterations.
+    Cpu,
 }
 
 impl Protocol {
@@ -88,14 +110,59 @@ impl Protocol {
         match self {
             Protocol::Echo => "echo",
             Protocol::Http => "http",
+            Protocol::Placement => "placement",
+            Protocol::Hog => "hog",
+            Protocol::Cpu => "cpu",
         }
     }
 
     fn from_name(name: &str) -> Option<Protocol> {
-        [Protocol::Echo, Protocol::Http]
-            .into_iter()
-            .find(|p| p.name() == name)
+        [
+            Protocol::Echo,
+            Protocol::Http,
+            Protocol::Placement,
+            Protocol::Hog,
+            Protocol::Cpu,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
     }
+}
+
+/// What a server child runs: its protocol, how many workers its runtime has (a
+/// thread per connection has none to set) and the `cpu` protocol's iterations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ServerSpec {
+    pub protocol: Protocol,
+    pub workers: usize,
+    pub iters: u64,
+}
+
+impl ServerSpec {
+    /// `protocol` on 2 workers (what every server runs unless a row says otherwise).
+    pub fn new(protocol: Protocol) -> ServerSpec {
+        ServerSpec {
+            protocol,
+            workers: 2,
+            iters: 0,
+        }
+    }
+
+    /// The per-request work of the `hog` and `cpu` protocols.
+    fn frames(self) -> Frames {
+        Frames::new(match self.protocol {
+            Protocol::Hog => Work::Hog,
+            _ => Work::Hash { iters: self.iters },
+        })
+    }
+}
+
+/// The kernel's id of the calling thread (what [`Protocol::Placement`] reports: the
+/// worker a handler runs on, for every rival alike).
+fn os_thread_id() -> u64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u64
 }
 
 /// If this process was started as a server (`--serve PROTOCOL RIVAL`), serves and
@@ -106,17 +173,39 @@ pub fn serve_if_asked() {
         return;
     };
     let get = |k: usize| args.get(i + k).map(String::as_str).unwrap_or("");
-    match (Protocol::from_name(get(1)), Rival::from_name(get(2))) {
-        (Some(protocol), Some(rival)) => run_server(protocol, rival),
+    let option = |name: &str, default: u64| -> Option<u64> {
+        match args.iter().position(|a| a == name) {
+            Some(k) => args.get(k + 1)?.parse().ok(),
+            None => Some(default),
+        }
+    };
+    match (
+        Protocol::from_name(get(1)),
+        Rival::from_name(get(2)),
+        option("--workers", 2).filter(|&w| w > 0),
+        option("--iters", 0),
+    ) {
+        (Some(protocol), Some(rival), Some(workers), Some(iters)) => run_server(
+            ServerSpec {
+                protocol,
+                workers: workers as usize,
+                iters,
+            },
+            rival,
+        ),
         _ => {
-            eprintln!("usage: --serve echo|http stackweave|tokio|may|threads");
+            eprintln!(
+                "usage: --serve echo|http|placement|hog|cpu stackweave|tokio|may|threads \
+                 [--workers N] [--iters N]"
+            );
             std::process::exit(2);
         }
     }
 }
 
 /// The child side: serves until stdin closes, then exits.
-fn run_server(protocol: Protocol, rival: Rival) -> ! {
+fn run_server(spec: ServerSpec, rival: Rival) -> ! {
+    let protocol = spec.protocol;
     // The parent closes our stdin to stop us.
     thread::spawn(move || {
         let _ = io::copy(&mut io::stdin(), &mut io::sink());
@@ -136,10 +225,10 @@ fn run_server(protocol: Protocol, rival: Rival) -> ! {
         std::process::exit(0);
     });
     let result = match rival {
-        Rival::Stackweave => stackweave_server(protocol),
-        Rival::Tokio => tokio_server(protocol),
-        Rival::May => may_server(protocol),
-        Rival::Threads => threads_server(protocol),
+        Rival::Stackweave => stackweave_server(spec),
+        Rival::Tokio => tokio_server(spec),
+        Rival::May => may_server(spec),
+        Rival::Threads => threads_server(spec),
     };
     eprintln!("{} server {}: {result:?}", protocol.name(), rival.name());
     std::process::exit(1);
@@ -159,22 +248,36 @@ fn announce(fd: RawFd, addr: io::Result<SocketAddr>) -> io::Result<()> {
 }
 
 /// The blocking handler shared by stackweave, may and threads.
-fn serve_blocking(protocol: Protocol, s: impl Read + Write) {
-    let result = match protocol {
-        Protocol::Echo => echo_blocking(s),
+fn serve_blocking(spec: ServerSpec, mut s: impl Read + Write) {
+    let result = match spec.protocol {
+        Protocol::Echo => echo_blocking(s, |_| {}),
         Protocol::Http => http_blocking(s),
+        Protocol::Placement => {
+            let started_on = os_thread_id();
+            s.write_all(&started_on.to_le_bytes())
+                .and_then(|()| echo_blocking(s, |_| {}))
+        }
+        Protocol::Hog | Protocol::Cpu => {
+            let mut frames = spec.frames();
+            echo_blocking(s, |chunk| frames.on_read(chunk))
+        }
     };
     if let Err(e) = result {
         report_server_error(&e);
     }
 }
 
-fn echo_blocking(mut s: impl Read + Write) -> io::Result<()> {
+/// Echoes everything it reads; `on_read` sees each chunk first (the work of the
+/// `hog` and `cpu` protocols; nothing for plain echo).
+fn echo_blocking(mut s: impl Read + Write, mut on_read: impl FnMut(&[u8])) -> io::Result<()> {
     let mut buf = [0u8; SERVER_BUF];
     loop {
         match s.read(&mut buf) {
             Ok(0) => return Ok(()),
-            Ok(n) => s.write_all(&buf[..n])?,
+            Ok(n) => {
+                on_read(&buf[..n]);
+                s.write_all(&buf[..n])?
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -258,8 +361,10 @@ fn record_home() {
     }
 }
 
-fn stackweave_server(protocol: Protocol) -> io::Result<()> {
-    let rt = stackweave::Runtime::builder().workers(2).build()?;
+fn stackweave_server(spec: ServerSpec) -> io::Result<()> {
+    let rt = stackweave::Runtime::builder()
+        .workers(spec.workers)
+        .build()?;
     let listener = stackweave::net::TcpListener::bind("127.0.0.1:0")?;
     announce(listener.as_raw_fd(), listener.local_addr())?;
     rt.block_on(move || {
@@ -269,7 +374,7 @@ fn stackweave_server(protocol: Protocol) -> io::Result<()> {
                     s.set_nodelay(true).expect("TCP_NODELAY");
                     stackweave::spawn(move || {
                         record_home();
-                        serve_blocking(protocol, s)
+                        serve_blocking(spec, s)
                     });
                 }
                 Err(e) => {
@@ -282,9 +387,9 @@ fn stackweave_server(protocol: Protocol) -> io::Result<()> {
     Ok(())
 }
 
-fn tokio_server(protocol: Protocol) -> io::Result<()> {
+fn tokio_server(spec: ServerSpec) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(spec.workers)
         .enable_all()
         .build()?;
     rt.block_on(async {
@@ -303,9 +408,18 @@ fn tokio_server(protocol: Protocol) -> io::Result<()> {
                 };
                 s.set_nodelay(true).expect("TCP_NODELAY");
                 tokio::spawn(async move {
-                    let result = match protocol {
-                        Protocol::Echo => tokio_echo(s).await,
+                    let result = match spec.protocol {
+                        Protocol::Echo => tokio_echo(s, |_| {}).await,
                         Protocol::Http => tokio_http(s).await,
+                        Protocol::Placement => {
+                            // The first poll: where the task started.
+                            let started_on = os_thread_id();
+                            tokio_placement(s, started_on).await
+                        }
+                        Protocol::Hog | Protocol::Cpu => {
+                            let mut frames = spec.frames();
+                            tokio_echo(s, |chunk| frames.on_read(chunk)).await
+                        }
                     };
                     if let Err(e) = result {
                         report_server_error(&e);
@@ -317,15 +431,28 @@ fn tokio_server(protocol: Protocol) -> io::Result<()> {
     })
 }
 
-async fn tokio_echo(mut s: tokio::net::TcpStream) -> io::Result<()> {
+/// [`echo_blocking`] for tokio.
+async fn tokio_echo(
+    mut s: tokio::net::TcpStream,
+    mut on_read: impl FnMut(&[u8]),
+) -> io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; SERVER_BUF];
     loop {
         match s.read(&mut buf).await? {
             0 => return Ok(()),
-            n => s.write_all(&buf[..n]).await?,
+            n => {
+                on_read(&buf[..n]);
+                s.write_all(&buf[..n]).await?
+            }
         }
     }
+}
+
+async fn tokio_placement(mut s: tokio::net::TcpStream, started_on: u64) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&started_on.to_le_bytes()).await?;
+    tokio_echo(s, |_| {}).await
 }
 
 async fn tokio_http(mut s: tokio::net::TcpStream) -> io::Result<()> {
@@ -354,8 +481,10 @@ async fn tokio_http(mut s: tokio::net::TcpStream) -> io::Result<()> {
     }
 }
 
-fn may_server(protocol: Protocol) -> io::Result<()> {
-    may::config().set_workers(2).set_worker_pin(false);
+fn may_server(spec: ServerSpec) -> io::Result<()> {
+    may::config()
+        .set_workers(spec.workers)
+        .set_worker_pin(false);
     let accept = may::go!(move || -> io::Result<()> {
         let listener = may::net::TcpListener::bind("127.0.0.1:0")?;
         announce(listener.as_raw_fd(), listener.local_addr())?;
@@ -363,7 +492,7 @@ fn may_server(protocol: Protocol) -> io::Result<()> {
             match stream {
                 Ok(s) => {
                     s.set_nodelay(true).expect("TCP_NODELAY");
-                    may::go!(move || serve_blocking(protocol, s));
+                    may::go!(move || serve_blocking(spec, s));
                 }
                 Err(e) => {
                     accept_error(&e);
@@ -378,7 +507,7 @@ fn may_server(protocol: Protocol) -> io::Result<()> {
         .map_err(|_| io::Error::other("the may accept loop panicked"))?
 }
 
-fn threads_server(protocol: Protocol) -> io::Result<()> {
+fn threads_server(spec: ServerSpec) -> io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     announce(listener.as_raw_fd(), listener.local_addr())?;
     for stream in listener.incoming() {
@@ -389,7 +518,7 @@ fn threads_server(protocol: Protocol) -> io::Result<()> {
                 // should not be charged for the 2 MiB default they never touch.
                 let spawned = thread::Builder::new()
                     .stack_size(64 * 1024)
-                    .spawn(move || serve_blocking(protocol, s));
+                    .spawn(move || serve_blocking(spec, s));
                 if let Err(e) = spawned {
                     eprintln!("server: thread spawn: {e}");
                 }
@@ -401,93 +530,4 @@ fn threads_server(protocol: Protocol) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The parent's handle on a server child.
-pub struct ServerProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// The lines the child prints on stdout.
-    lines: mpsc::Receiver<String>,
-    pub addr: SocketAddr,
-}
-
-impl ServerProcess {
-    pub fn start(protocol: Protocol, rival: Rival) -> Result<ServerProcess, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .args(["--serve", protocol.name(), rival.name()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start the server process: {e}"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        // Read its output on a helper thread, so a child that hangs cannot hang us.
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = ServerProcess {
-            child,
-            stdin,
-            lines,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let line = server
-            .lines
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| "the server did not print its port within 10 s".to_string())?;
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse::<u16>().ok())
-            .ok_or_else(|| format!("the server printed {line:?} instead of its port"))?;
-        server.addr.set_port(port);
-        Ok(server)
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Closes the child's stdin and waits for it to exit; an error if it had to be
-    /// killed or had already died. Returns what else it printed on stdout.
-    pub fn stop(mut self) -> Result<Vec<String>, String> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(format!("the server process died during the run: {status}"));
-        }
-        drop(self.stdin.take());
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                // Its stdout is closed: the reader thread ends the channel.
-                let mut rest = Vec::new();
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
-                    rest.push(line);
-                }
-                return Ok(rest);
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Err("the server did not exit within 5 s of its stdin closing; killed".into())
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
