@@ -80,14 +80,15 @@ pub fn print_table(info: &RunInfo, results: &[RowResult], quick: bool) {
                     if !cell.errors.is_empty() {
                         let _ = write!(line, "  ({} failed)", cell.errors.len());
                     }
-                    let trials: Vec<String> = cell
+                    // One "trials" label for the cell; rounds separated by "; ".
+                    let rounds: Vec<String> = cell
                         .samples
                         .iter()
-                        .map(|s| s.trials_text())
+                        .map(|s| s.trial_values())
                         .filter(|t| !t.is_empty())
                         .collect();
-                    if !trials.is_empty() {
-                        let _ = write!(line, "  {}", trials.join("; "));
+                    if !rounds.is_empty() {
+                        let _ = write!(line, "  trials {}", rounds.join("; "));
                     }
                 }
                 (None, _) if cell.not_applicable.is_some() => {

@@ -33,9 +33,15 @@ impl Sample {
 
     /// "trials 48 50 41": the trials as text ("" without any).
     pub fn trials_text(&self) -> String {
-        if self.trials.is_empty() {
-            return String::new();
+        let values = self.trial_values();
+        if values.is_empty() {
+            return values;
         }
+        format!("trials {values}")
+    }
+
+    /// "48 50 41": the trials' values, space-separated ("" without any).
+    pub fn trial_values(&self) -> String {
         let t: Vec<String> = self
             .trials
             .iter()
@@ -47,7 +53,7 @@ impl Sample {
                 }
             })
             .collect();
-        format!("trials {}", t.join(" "))
+        t.join(" ")
     }
 
     pub fn extra(&self, key: &str) -> Option<f64> {
