@@ -48,13 +48,12 @@
 //! thread much more.
 
 use hdrhistogram::Histogram;
-use stackweave::net::{TcpListener, TcpStream};
+use stackweave::net::{ListenOptions, TcpStream};
 use stackweave::sync::{mpmc, mpsc};
 use stackweave::Runtime;
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -63,7 +62,7 @@ use std::time::{Duration, Instant};
 pub const RANDOM_LINKS: usize = 4;
 /// The listen backlog: room for every fetcher connecting at once (`bind` asks the
 /// kernel for 128; an overflowing accept queue costs a client a 1 s SYN retry).
-const BACKLOG: libc::c_int = 1024;
+const BACKLOG: u32 = 1024;
 /// The longest response (or request) head accepted.
 const MAX_HEAD: usize = 8 * 1024;
 /// A read that waits longer than this fails: a stalled crawl reports instead of
@@ -143,12 +142,7 @@ pub struct Site {
 /// of `rt`, each response delayed by `latency`. It runs until `rt` shuts down.
 pub fn start_site(rt: &Runtime, pages: usize, latency: Duration) -> io::Result<Site> {
     assert!(pages > 0, "a site needs at least one page");
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    // Calling listen(2) again on a listening socket only changes its backlog.
-    // SAFETY: a plain system call on a descriptor `listener` owns and keeps open.
-    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let listener = ListenOptions::new().backlog(BACKLOG).bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(SiteStats::default());
     let s = stats.clone();

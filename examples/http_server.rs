@@ -45,10 +45,9 @@
 //! Every response is `200 OK` with `Content-Type: text/plain`, `Content-Length` and
 //! no `Date` header, to keep it cheap.
 
-use stackweave::net::{Shutdown, TcpListener, TcpStream};
+use stackweave::net::{ListenOptions, Shutdown, TcpListener, TcpStream};
 use stackweave::Runtime;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +64,7 @@ const BUF_SIZE: usize = 2 * MAX_HEAD;
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_millis(500);
 /// The listen backlog: room for this many connections not yet accepted.
-const BACKLOG: libc::c_int = 1024;
+const BACKLOG: u32 = 1024;
 /// How long the accept loop backs off when the process is out of descriptors.
 const FD_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -85,13 +84,7 @@ pub struct Stats {
 /// Binds a listener on `addr` with a backlog of [`BACKLOG`] (the kernel caps it at
 /// `net.core.somaxconn`).
 pub fn bind(addr: &str) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)?;
-    // Calling listen(2) again on a listening socket only changes its backlog.
-    // SAFETY: a plain system call on a descriptor `listener` owns and keeps open.
-    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(listener)
+    ListenOptions::new().backlog(BACKLOG).bind(addr)
 }
 
 /// The accept loop: one coroutine per connection, forever.

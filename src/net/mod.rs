@@ -14,13 +14,17 @@
 //! Host names are resolved on a small internal thread pool (see
 //! [`ToSocketAddrs`]), never on a worker.
 //!
+//! [`ListenOptions`] sets what `bind` cannot: the listen backlog and `SO_REUSEPORT`.
+//!
 //! Unix domain sockets are in [`crate::os::unix::net`].
 
 mod addr;
+mod listen;
 pub(crate) mod tcp;
 mod udp;
 
 pub use addr::ToSocketAddrs;
+pub use listen::{ListenOptions, DEFAULT_BACKLOG};
 pub use std::net::{
     AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6,
 };
