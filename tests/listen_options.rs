@@ -1,12 +1,14 @@
 //! `ListenOptions`: the backlog is the one asked for, `SO_REUSEPORT` lets listeners
 //! share an address (and the kernel spreads connections over them), bind errors keep
-//! std's kinds, and the listeners serve coroutines like `TcpListener::bind`'s.
+//! std's kinds, the listeners serve coroutines like `TcpListener::bind`'s, and
+//! `serve_per_worker` starts each connection on the worker that accepted it.
 
 mod common;
 
 use common::Watchdog;
-use stackweave::net::{ListenOptions, TcpListener, DEFAULT_BACKLOG};
+use stackweave::net::{serve_per_worker, ListenOptions, TcpListener, DEFAULT_BACKLOG};
 use stackweave::Runtime;
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream as StdStream};
 use std::os::fd::AsRawFd;
@@ -207,4 +209,95 @@ fn listeners_are_close_on_exec_and_serve_thousands_of_coroutine_connections() {
     while served.load(Ordering::SeqCst) < CONNECTIONS {
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The name of the worker thread the caller runs on.
+fn worker_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unnamed>")
+        .to_owned()
+}
+
+#[test]
+fn serve_per_worker_starts_connections_on_every_worker_and_never_moves_them() {
+    const CONNECTIONS: usize = 400;
+    let _watchdog = Watchdog::new("serve_per_worker", Duration::from_secs(120));
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let server = serve_per_worker(
+        &rt.handle(),
+        "127.0.0.1:0",
+        ListenOptions::new(),
+        |mut stream, _peer| {
+            let start = worker_name();
+            let mut byte = [0u8; 1];
+            if stream.read_exact(&mut byte).is_err() {
+                return;
+            }
+            stackweave::yield_now();
+            stackweave::time::sleep(Duration::from_millis(1));
+            let end = worker_name();
+            let reply = format!("{start} {end}\n");
+            let _ = stream.write_all(reply.as_bytes());
+        },
+    )
+    .unwrap();
+    assert_eq!(server.listeners(), 2);
+    let addr = server.local_addr();
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..CONNECTIONS {
+        let mut c = StdStream::connect(addr).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        let (start, end) = reply.trim().split_once(' ').expect("reply");
+        assert_eq!(start, end, "a connection's coroutine changed threads");
+        *starts.entry(start.to_owned()).or_default() += 1;
+    }
+    // The kernel hashes each connection to one listener; each listener's loop and
+    // its connections live on their own worker.
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(starts.values().sum::<usize>(), CONNECTIONS);
+    server.stop();
+    let err = StdStream::connect(addr).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+}
+
+#[test]
+fn serve_per_worker_reports_a_taken_address_and_stop_leaves_started_connections_running() {
+    let _watchdog = Watchdog::new("serve_per_worker stop", Duration::from_secs(120));
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = serve_per_worker(
+        &rt.handle(),
+        taken.local_addr().unwrap(),
+        ListenOptions::new(),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+
+    let server = serve_per_worker(
+        &rt.handle(),
+        "127.0.0.1:0",
+        ListenOptions::new(),
+        |mut stream, _| {
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        },
+    )
+    .unwrap();
+    let mut live = StdStream::connect(server.local_addr()).unwrap();
+    live.write_all(b"before").unwrap();
+    let mut buf = [0u8; 6];
+    live.read_exact(&mut buf).unwrap();
+    server.stop();
+    // The connection started before stop still echoes.
+    live.write_all(b"after!").unwrap();
+    live.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after!");
 }

@@ -20,11 +20,13 @@
 
 mod addr;
 mod listen;
+mod per_worker;
 pub(crate) mod tcp;
 mod udp;
 
 pub use addr::ToSocketAddrs;
 pub use listen::{ListenOptions, DEFAULT_BACKLOG};
+pub use per_worker::{serve_per_worker, PerWorker};
 pub use std::net::{
     AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6,
 };

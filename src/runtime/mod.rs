@@ -401,6 +401,19 @@ impl Handle {
         self.shared.metrics()
     }
 
+    /// How many workers the runtime has (fixed when it was built).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let rt = stackweave::Runtime::builder().workers(3).build()?;
+    /// assert_eq!(rt.handle().workers(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn workers(&self) -> usize {
+        self.shared.remotes.len()
+    }
+
     /// The handle of the runtime the caller runs on: the current coroutine's runtime,
     /// or the default runtime (started if needed) outside any.
     ///
