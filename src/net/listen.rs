@@ -163,21 +163,16 @@ impl ListenOptions {
         }
         let (storage, len) = socket_address(addr);
         // SAFETY: `storage` holds a valid sockaddr of `len` bytes for `addr`'s family.
-        let rc = unsafe {
+        check(unsafe {
             libc::bind(
                 fd.as_raw_fd(),
                 (&storage as *const libc::sockaddr_storage).cast(),
                 len,
             )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        })?;
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
         // SAFETY: listen(2) takes no pointers; `fd` is a bound socket we own.
-        if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
         Ok(net::TcpListener::from(fd))
     }
 }
@@ -186,7 +181,7 @@ impl ListenOptions {
 fn set_flag(fd: &OwnedFd, option: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: the option value points at a live c_int and its size is passed.
-    let rc = unsafe {
+    check(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
@@ -194,7 +189,11 @@ fn set_flag(fd: &OwnedFd, option: libc::c_int) -> io::Result<()> {
             (&one as *const libc::c_int).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
-    };
+    })
+}
+
+/// A system call's `0`-or-`-1` result as an `io::Result` (errno on failure).
+fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {

@@ -13,7 +13,7 @@ use super::ToSocketAddrs;
 use crate::coroutine::{Builder, JoinHandle, Placement};
 use crate::runtime::Handle;
 use std::fmt;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,7 +127,7 @@ fn is_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    ) || e.kind() == ErrorKind::OutOfMemory
+    )
 }
 
 impl PerWorker {
