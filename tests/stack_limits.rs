@@ -278,3 +278,120 @@ fn exhaust_address_space() {
     run_to_completion(&mut small_generator(STACK, 5).expect("after the limit"), 5);
     eprintln!("CHILD-OK");
 }
+
+#[test]
+fn big_stacks_finished_on_workers_serve_spawns_from_another_thread() {
+    const NAME: &str = "big_stacks_finished_on_workers_serve_spawns_from_another_thread";
+    if common::is_child(NAME) {
+        reuse_big_stacks_from_another_thread();
+        return;
+    }
+    let child = common::run_child(NAME);
+    assert!(child.status.success(), "{child}");
+    assert!(child.stderr.contains("CHILD-OK"), "{child}");
+    eprintln!("{}", child.stderr.trim());
+}
+
+/// 31 coroutines with 64 MiB stacks, spawned from the main thread, finish on the
+/// workers; then, with room for only 4 more such stacks in the address space, the
+/// main thread spawns 31 again: the stacks the workers gave back must serve them.
+fn reuse_big_stacks_from_another_thread() {
+    use stackweave::{Builder, Runtime};
+    use std::time::Duration;
+    const BIG: usize = 64 << 20;
+    const N: usize = 31;
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let handle = rt.handle();
+    let round = |label: &str| -> io::Result<()> {
+        let mut joins = Vec::new();
+        for i in 0..N {
+            let b = Builder::new().stack_size(BIG);
+            joins.push(handle.try_spawn(b, move || {
+                // Touch the stack, and stay alive while the others start.
+                let buf = std::hint::black_box([i as u8; 4096]);
+                stackweave::time::sleep(Duration::from_millis(50));
+                buf[17] as usize
+            })?);
+        }
+        for (i, j) in joins.into_iter().enumerate() {
+            assert_eq!(j.join().unwrap(), i, "{label}");
+        }
+        Ok(())
+    };
+    round("first round").expect("unlimited first round");
+    let headroom = AllocatorHeadroom::new();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    let budget = (proc_status_kib("VmSize") as u64 * 1024) + 4 * BIG as u64;
+    let limited = libc::rlimit {
+        rlim_cur: budget,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit of this child
+    // process only makes its later mappings fail.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+    let second = round("second round");
+    // SAFETY: as above; raising the soft limit back to its old value.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    drop(headroom);
+    second.expect("the stacks the workers gave back serve the main thread's spawns");
+    drop(rt);
+    eprintln!(
+        "CHILD-OK: {N} spawns of 64 MiB stacks from the main thread reused the workers' stacks"
+    );
+}
+
+#[test]
+fn pooled_stacks_of_other_sizes_make_room_when_memory_runs_out() {
+    const NAME: &str = "pooled_stacks_of_other_sizes_make_room_when_memory_runs_out";
+    if common::is_child(NAME) {
+        unmap_pooled_stacks_under_pressure();
+        return;
+    }
+    let child = common::run_child(NAME);
+    assert!(child.status.success(), "{child}");
+    assert!(child.stderr.contains("CHILD-OK"), "{child}");
+    eprintln!("{}", child.stderr.trim());
+}
+
+/// 48 MiB of 1 MiB stacks wait in the pools; with 2 MiB of address space left, an
+/// 8 MiB stack is still had: the pooled ones of another size are unmapped for it.
+fn unmap_pooled_stacks_under_pressure() {
+    const POOLED: usize = 1 << 20;
+    const WANTED: usize = 8 << 20;
+    let mut gens: Vec<_> = (0..48)
+        .map(|i| small_generator(POOLED, i).expect("unlimited"))
+        .collect();
+    for (i, g) in gens.iter_mut().enumerate() {
+        run_to_completion(g, i as u32);
+    }
+    drop(gens);
+    let headroom = AllocatorHeadroom::new();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    let budget = (proc_status_kib("VmSize") as u64 + 2 * 1024) * 1024;
+    let limited = libc::rlimit {
+        rlim_cur: budget,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit of this child
+    // process only makes its later mappings fail.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+    let big = small_generator(WANTED, 7);
+    // SAFETY: as above; raising the soft limit back to its old value.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    drop(headroom);
+    run_to_completion(
+        &mut big.expect("pooled stacks of another size made room"),
+        7,
+    );
+    eprintln!("CHILD-OK: an 8 MiB stack fit after the pooled 1 MiB stacks were unmapped");
+}

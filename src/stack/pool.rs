@@ -4,9 +4,11 @@
 //! nothing is reserved at its top). The most recently returned stack waits in the
 //! thread's `spare` slot, so the common create-run-drop cycle takes and gives it back
 //! with a few loads and stores and no search. Older ones are grouped by size class:
-//! each thread keeps up to [`LOCAL`] per class with their memory; past that it moves
-//! [`BATCH`] of them at once to the shared pool (one lock for many stacks), and it
-//! refills from there a batch at a time. Any thread finds stacks there: a runtime
+//! each thread keeps up to [`LOCAL`] per class with their memory, and no more than
+//! [`LOCAL_BYTES`] of them; past that it moves a batch of them at once to the shared
+//! pool (one lock for many stacks), and it refills from there a batch at a time. When
+//! a reservation fails, the pooled stacks of other sizes are unmapped and it is
+//! tried once more. Any thread finds stacks there: a runtime
 //! worker that spawns many coroutines takes the stacks that other workers' finished
 //! coroutines gave back.
 //!
@@ -35,10 +37,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
-/// Stacks per size class each thread keeps with their memory (besides the spare).
+/// Most stacks per size class each thread keeps with their memory (besides the
+/// spare).
 const LOCAL: usize = 64;
-/// Stacks moved at once between a thread's pool and the shared pool.
+/// Most usable bytes per size class each thread keeps (besides the spare): 64
+/// default-size stacks. Bigger stacks are kept in fewer numbers, and those of 16 MiB
+/// or more go to the shared pool at once, where every thread finds them: a pool
+/// bounded by count alone let each worker hoard dozens of huge stacks that a spawn
+/// from another thread then could not have.
+const LOCAL_BYTES: usize = LOCAL * super::DEFAULT_STACK_SIZE;
+/// Most stacks moved at once between a thread's pool and the shared pool.
 const BATCH: usize = 32;
+
+/// How many stacks of `size` usable bytes a thread keeps per class (besides the
+/// spare): [`LOCAL`], fewer for big stacks ([`LOCAL_BYTES`]).
+fn local_cap(size: usize) -> usize {
+    LOCAL.min(LOCAL_BYTES / size.max(1))
+}
 /// How often the reaper gives back the memory of warm stacks that were not needed.
 const TICK: Duration = Duration::from_millis(500);
 /// Most warm stacks per size class in the shared pool; past it, a returned stack's
@@ -258,14 +273,57 @@ impl StackPool {
         };
         let stacks = &mut self.classes[i].1;
         if stacks.is_empty() {
-            shared_take(size, BATCH, stacks);
+            // No more than the thread may keep (and at least the one asked for).
+            shared_take(size, local_cap(size).clamp(1, BATCH), stacks);
         }
         stacks.pop()
     }
 
     /// A stack of exactly `size` usable bytes (`size` already rounded by
-    /// [`super::round_size`]), reused when one is pooled.
+    /// [`super::round_size`]), reused when one is pooled. When no memory can be had,
+    /// the pooled stacks of other sizes are unmapped and it tries once more.
     pub(crate) fn get(&mut self, size: usize) -> io::Result<Stack> {
+        match self.get_once(size) {
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                self.unmap_other_sizes(size);
+                self.get_once(size)
+            }
+            result => result,
+        }
+    }
+
+    /// Memory pressure: unmaps every pooled stack whose size is not `size`, this
+    /// thread's and the shared pool's, and this thread's uncarved chunks of other
+    /// sizes, so that their address space and memory maps serve a new stack.
+    #[cold]
+    fn unmap_other_sizes(&mut self, size: usize) {
+        let mut unused: Vec<Stack> = Vec::new();
+        if self.spare.as_ref().is_some_and(|s| s.size() != size) {
+            unused.extend(self.spare.take());
+        }
+        for (class_size, stacks) in self.classes.iter_mut() {
+            if *class_size != size {
+                unused.append(stacks);
+            }
+        }
+        self.chunks.retain(|c| c.usable() == size);
+        {
+            let mut shared = lock();
+            for class in shared.classes.iter_mut().filter(|c| c.size != size) {
+                unused.append(&mut class.warm);
+                unused.append(&mut class.cold);
+                class.low_water = 0;
+            }
+            let (other, same): (Vec<Stack>, Vec<Stack>) = std::mem::take(&mut shared.release)
+                .into_iter()
+                .partition(|s| s.size() != size);
+            shared.release = same;
+            unused.extend(other);
+        }
+        super::unmap_all(unused);
+    }
+
+    fn get_once(&mut self, size: usize) -> io::Result<Stack> {
         if let Some(stack) = self.reuse(size) {
             return Ok(stack);
         }
@@ -306,9 +364,16 @@ impl StackPool {
             }
         };
         stacks.push(stack);
-        if stacks.len() > LOCAL {
-            // The oldest ones go; the newest stay, their pages likely in the cache.
-            shared_give(size, stacks.drain(..BATCH), true);
+        let cap = local_cap(size);
+        if stacks.len() > cap {
+            // The oldest ones go, a batch at a time (all of them past a small cap);
+            // the newest stay, their pages likely in the cache.
+            let n = if cap >= 2 * BATCH {
+                BATCH
+            } else {
+                stacks.len() - cap / 2
+            };
+            shared_give(size, stacks.drain(..n), true);
         }
     }
 
