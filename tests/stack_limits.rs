@@ -48,6 +48,33 @@ fn run_to_completion(g: &mut Generator<'_, u32, u32>, i: u32) {
     assert_eq!(g.resume(), Complete(2 * i));
 }
 
+/// Lowers this (child) process's soft address-space limit to `budget` bytes;
+/// returns the old limit for [`restore_address_space`].
+fn limit_address_space(budget: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    assert!(old.rlim_max == libc::RLIM_INFINITY || old.rlim_max >= budget);
+    let limited = libc::rlimit {
+        rlim_cur: budget,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit of this child
+    // process only makes its later mappings fail.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+    old
+}
+
+/// Puts back the limit [`limit_address_space`] replaced.
+fn restore_address_space(old: libc::rlimit) {
+    // SAFETY: setrlimit reads a valid rlimit; raising the soft limit back to its old
+    // value.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+}
+
 #[test]
 fn stack_cap_is_consistent_with_guard_kind() {
     match guard_kind() {
@@ -223,21 +250,7 @@ fn exhaust_address_space() {
     let mut gens = Vec::with_capacity(1000);
     let headroom = AllocatorHeadroom::new();
 
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
-    let budget = (proc_status_kib("VmSize") as u64 + 64 * 1024) * 1024;
-    let limited = libc::rlimit {
-        rlim_cur: budget,
-        rlim_max: old.rlim_max,
-    };
-    assert!(old.rlim_max == libc::RLIM_INFINITY || old.rlim_max >= budget);
-    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit of this child
-    // process only makes its later mappings fail.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+    let old = limit_address_space((proc_status_kib("VmSize") as u64 + 64 * 1024) * 1024);
 
     let mut failure = None;
     for i in 0..1000 {
@@ -256,8 +269,7 @@ fn exhaust_address_space() {
     for (i, g) in gens.iter_mut().enumerate() {
         assert_eq!(g.resume(), Complete(2 * i as u32));
     }
-    // SAFETY: as above; raising the soft limit back to its old value.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    restore_address_space(old);
     drop(headroom);
 
     let err = failure.expect("no generator creation failed within 64 MiB of address space");
@@ -320,23 +332,9 @@ fn reuse_big_stacks_from_another_thread() {
     };
     round("first round").expect("unlimited first round");
     let headroom = AllocatorHeadroom::new();
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
-    let budget = (proc_status_kib("VmSize") as u64 * 1024) + 4 * BIG as u64;
-    let limited = libc::rlimit {
-        rlim_cur: budget,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit of this child
-    // process only makes its later mappings fail.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+    let old = limit_address_space((proc_status_kib("VmSize") as u64 * 1024) + 4 * BIG as u64);
     let second = round("second round");
-    // SAFETY: as above; raising the soft limit back to its old value.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    restore_address_space(old);
     drop(headroom);
     second.expect("the stacks the workers gave back serve the main thread's spawns");
     drop(rt);
@@ -371,23 +369,9 @@ fn unmap_pooled_stacks_under_pressure() {
     }
     drop(gens);
     let headroom = AllocatorHeadroom::new();
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
-    let budget = (proc_status_kib("VmSize") as u64 + 2 * 1024) * 1024;
-    let limited = libc::rlimit {
-        rlim_cur: budget,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: setrlimit reads a valid rlimit; lowering the soft limit of this child
-    // process only makes its later mappings fail.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+    let old = limit_address_space((proc_status_kib("VmSize") as u64 + 2 * 1024) * 1024);
     let big = small_generator(WANTED, 7);
-    // SAFETY: as above; raising the soft limit back to its old value.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    restore_address_space(old);
     drop(headroom);
     run_to_completion(
         &mut big.expect("pooled stacks of another size made room"),
