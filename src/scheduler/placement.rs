@@ -17,14 +17,15 @@
 //!   spawn inbox, its next slot). Long-lived coroutines (one per connection) are what
 //!   decide a server's balance, and they are exactly what this counts; it is read
 //!   from atomics the owner alone writes, so reading it takes no lock.
-//! * **A spawn on a worker** compares the coroutines homed on its worker with those
-//!   homed on one other worker (chosen at random: the power of two choices). If the
-//!   other homes clearly fewer ([`imbalanced`]), the coroutine goes to that worker's
-//!   spawn inbox. Otherwise it stays: it goes to the worker's [`NextSlot`],
-//!   displacing the previous occupant into the deque, where idle workers may steal
-//!   it at once. (Only homed coroutines count here: a burst of short spawns stays
-//!   local and is spread by batch steals, which move up to 32 tasks at a time,
-//!   instead of one injector push per task.)
+//! * **A spawn on a worker** compares its worker's load with one other worker's
+//!   (chosen at random: the power of two choices). If the other is clearly lighter
+//!   ([`imbalanced`]), the coroutine goes to that worker's spawn inbox. Otherwise it
+//!   stays: it goes to the worker's [`NextSlot`], displacing the previous occupant
+//!   into the deque, where idle workers may steal it at once. The queued ones count:
+//!   an accept loop's connections are still queued, not yet homed, when its next
+//!   accept decides. The price is that a burst of short spawns sends about every
+//!   other one across (an injector push and an unpark each) instead of leaving them
+//!   to batch steals (see docs/DECISIONS.md for the measured cost).
 //! * **The next slot** keeps the last spawn with its spawner for [`GRACE`]: a
 //!   coroutine that the spawner talks to (request/reply, spawn-then-join) usually
 //!   runs as soon as the spawner blocks, on the same worker, so the pair never pays
