@@ -48,6 +48,15 @@ fn run_to_completion(g: &mut Generator<'_, u32, u32>, i: u32) {
     assert_eq!(g.resume(), Complete(2 * i));
 }
 
+/// Runs test `name` in a child process: it must exit successfully, having printed
+/// `CHILD-OK`; its stderr is shown.
+fn expect_child_ok(name: &str) {
+    let child = common::run_child(name);
+    assert!(child.status.success(), "{child}");
+    assert!(child.stderr.contains("CHILD-OK"), "{child}");
+    eprintln!("{}", child.stderr.trim());
+}
+
 /// Lowers this (child) process's soft address-space limit to `budget` bytes;
 /// returns the old limit for [`restore_address_space`].
 fn limit_address_space(budget: u64) -> libc::rlimit {
@@ -96,10 +105,7 @@ fn exhausting_memory_maps_returns_out_of_memory() {
         exhaust_memory_maps();
         return;
     }
-    let child = common::run_child(NAME);
-    assert!(child.status.success(), "{child}");
-    assert!(child.stderr.contains("CHILD-OK"), "{child}");
-    eprintln!("{}", child.stderr.trim());
+    expect_child_ok(NAME);
 }
 
 /// Stack size used while at the limit: not the size of the warm-up stack, so that
@@ -238,10 +244,7 @@ fn exhausting_address_space_returns_out_of_memory() {
         exhaust_address_space();
         return;
     }
-    let child = common::run_child(NAME);
-    assert!(child.status.success(), "{child}");
-    assert!(child.stderr.contains("CHILD-OK"), "{child}");
-    eprintln!("{}", child.stderr.trim());
+    expect_child_ok(NAME);
 }
 
 fn exhaust_address_space() {
@@ -298,10 +301,7 @@ fn big_stacks_finished_on_workers_serve_spawns_from_another_thread() {
         reuse_big_stacks_from_another_thread();
         return;
     }
-    let child = common::run_child(NAME);
-    assert!(child.status.success(), "{child}");
-    assert!(child.stderr.contains("CHILD-OK"), "{child}");
-    eprintln!("{}", child.stderr.trim());
+    expect_child_ok(NAME);
 }
 
 /// 31 coroutines with 64 MiB stacks, spawned from the main thread, finish on the
@@ -350,10 +350,7 @@ fn pooled_stacks_of_other_sizes_make_room_when_memory_runs_out() {
         unmap_pooled_stacks_under_pressure();
         return;
     }
-    let child = common::run_child(NAME);
-    assert!(child.status.success(), "{child}");
-    assert!(child.stderr.contains("CHILD-OK"), "{child}");
-    eprintln!("{}", child.stderr.trim());
+    expect_child_ok(NAME);
 }
 
 /// 48 MiB of 1 MiB stacks wait in the pools; with 2 MiB of address space left, an

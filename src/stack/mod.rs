@@ -150,9 +150,10 @@ pub fn stack_cap() -> Option<usize> {
 /// Finished coroutines leave their stacks in pools for the next spawns; a stack the
 /// shared pool did not hand out again for a while (half a second to a second) gives
 /// its memory back by itself. Call this to do it at once, e.g. before measuring
-/// memory. Each thread still keeps some stacks per size for itself (up to 64, and
-/// no more than 16 MiB of them: stacks of 16 MiB or more are never kept by one
-/// thread, so any thread's spawn can reuse them). When a new stack cannot be had,
+/// memory. Each thread still keeps the stack it got back last and some more per
+/// size for itself (up to 64, and no more than 16 MiB of them: further stacks of
+/// 16 MiB or more go straight to the shared pool, where any thread's spawn reuses
+/// them). When a new stack cannot be had,
 /// the pooled stacks of other sizes are unmapped and the reservation is tried once
 /// more before [`io::ErrorKind::OutOfMemory`] is returned.
 ///

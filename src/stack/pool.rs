@@ -6,11 +6,10 @@
 //! with a few loads and stores and no search. Older ones are grouped by size class:
 //! each thread keeps up to [`LOCAL`] per class with their memory, and no more than
 //! [`LOCAL_BYTES`] of them; past that it moves a batch of them at once to the shared
-//! pool (one lock for many stacks), and it refills from there a batch at a time. When
-//! a reservation fails, the pooled stacks of other sizes are unmapped and it is
-//! tried once more. Any thread finds stacks there: a runtime
-//! worker that spawns many coroutines takes the stacks that other workers' finished
-//! coroutines gave back.
+//! pool (one lock for many stacks), and it refills from there a batch at a time. Any
+//! thread finds stacks there: a runtime worker that spawns many coroutines takes the
+//! stacks that other workers' finished coroutines gave back. When a reservation
+//! fails, the pooled stacks of other sizes are unmapped and it is tried once more.
 //!
 //! The shared pool keeps *warm* stacks (with their memory) and *cold* ones (memory
 //! given back). A stack stays warm for as long as it is likely to be reused soon: a
@@ -48,12 +47,6 @@ const LOCAL: usize = 64;
 const LOCAL_BYTES: usize = LOCAL * super::DEFAULT_STACK_SIZE;
 /// Most stacks moved at once between a thread's pool and the shared pool.
 const BATCH: usize = 32;
-
-/// How many stacks of `size` usable bytes a thread keeps per class (besides the
-/// spare): [`LOCAL`], fewer for big stacks ([`LOCAL_BYTES`]).
-fn local_cap(size: usize) -> usize {
-    LOCAL.min(LOCAL_BYTES / size.max(1))
-}
 /// How often the reaper gives back the memory of warm stacks that were not needed.
 const TICK: Duration = Duration::from_millis(500);
 /// Most warm stacks per size class in the shared pool; past it, a returned stack's
@@ -92,6 +85,12 @@ static SHARED: Mutex<Shared> = Mutex::new(Shared {
 static READY: Condvar = Condvar::new();
 static START: Once = Once::new();
 static REAPER: AtomicBool = AtomicBool::new(false);
+
+/// How many stacks of `size` usable bytes a thread keeps per class (besides the
+/// spare): [`LOCAL`], fewer for big stacks ([`LOCAL_BYTES`]).
+fn local_cap(size: usize) -> usize {
+    LOCAL.min(LOCAL_BYTES / size.max(1))
+}
 
 fn lock() -> std::sync::MutexGuard<'static, Shared> {
     SHARED.lock().unwrap_or_else(|e| e.into_inner())
