@@ -211,7 +211,7 @@ impl<T> JoinHandle<T> {
     /// ```
     pub fn cancel(&self) {
         if let Kind::Task(task) = &self.coroutine.inner {
-            task.cancelled.store(true, Ordering::Release);
+            task.state.cancel();
             task.wake();
         }
     }

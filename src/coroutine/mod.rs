@@ -20,7 +20,7 @@ pub use join::JoinHandle;
 
 use crate::runtime;
 pub use crate::scheduler::Placement;
-use crate::scheduler::{self, current_task, suspend_current, Request, Shared, Task};
+use crate::scheduler::{self, current_task, suspend_current, Request, Runnable, Shared, Task};
 use crate::stack::{self, Owner};
 use std::fmt;
 use std::io;
@@ -472,8 +472,8 @@ impl Builder {
             name: self.name.map(String::into_boxed_str),
         };
         let body = CoroutineBody::<F, T>::new(f);
-        let task: Arc<Task> = Arc::new(Task::new(owner, shared.clone(), stack, body));
-        shared.schedule_new(task.clone(), self.placement);
+        let (runnable, task) = Runnable::spawn(Task::new(owner, shared.clone(), stack, body));
+        shared.schedule_new(runnable, self.placement);
         Ok(JoinHandle::new(task))
     }
 }

@@ -25,6 +25,7 @@
 pub(crate) mod idle;
 mod placement;
 mod started;
+pub(crate) mod state;
 pub(crate) mod task;
 mod worker;
 
@@ -38,6 +39,7 @@ use std::sync::Arc;
 
 pub use placement::Placement;
 
+pub(crate) use state::Runnable;
 pub(crate) use task::{context_for, Body, Payload, Request, Task};
 pub(crate) use worker::{
     add_timer, cancel_timer, current_task, others_ready, start as start_workers, suspend_current,
@@ -85,18 +87,18 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// What others see of one worker.
 pub(crate) struct Remote {
-    pub(crate) stealer: Stealer<Arc<Task>>,
+    pub(crate) stealer: Stealer<Runnable>,
     /// Started coroutines of this worker, woken from other threads.
     /// (A crossbeam `Injector` used as a lock-free MPSC queue: only the home worker
     /// takes from it.)
-    pub(crate) inbox: Injector<Arc<Task>>,
+    pub(crate) inbox: Injector<Runnable>,
     /// Wakes the worker when it sleeps in its reactor.
     pub(crate) parker: Padded<Parker>,
     /// Registers file descriptors with the worker's `Poll`.
     pub(crate) registry: mio::Registry,
     /// Unstarted coroutines that other threads placed on this worker; the worker
     /// takes from it, others only after the grace (placement module).
-    pub(crate) spawn_inbox: Injector<Arc<Task>>,
+    pub(crate) spawn_inbox: Injector<Runnable>,
     /// The worker's last spawn, kept for it (placement module).
     pub(crate) next: Padded<NextSlot>,
     /// The worker's own load (started, unfinished coroutines homed here plus its
@@ -127,7 +129,7 @@ impl Remote {
     /// What others see of a worker whose deque is behind `stealer` and whose
     /// reactor is behind `waker` and `registry`.
     pub(crate) fn new(
-        stealer: Stealer<Arc<Task>>,
+        stealer: Stealer<Runnable>,
         waker: mio::Waker,
         registry: mio::Registry,
     ) -> Remote {
@@ -156,14 +158,14 @@ impl Remote {
     }
 
     /// Places an unstarted task on this worker's spawn inbox and wakes the worker.
-    fn push_spawned(&self, task: Arc<Task>) {
+    fn push_spawned(&self, task: Runnable) {
         self.spawn_pending.fetch_add(1, Ordering::Relaxed);
         self.spawn_inbox.push(task);
         self.parker.unpark();
     }
 
     /// Takes a task from this worker's spawn inbox (the worker itself, or a thief).
-    fn take_spawned(&self) -> Option<Arc<Task>> {
+    fn take_spawned(&self) -> Option<Runnable> {
         loop {
             match self.spawn_inbox.steal() {
                 Steal::Success(task) => {
@@ -200,7 +202,7 @@ impl Shared {
 
     /// Queues an unstarted task where `placement` says (see the placement module),
     /// waking whoever must look at it. `placement` passed [`Shared::check_placement`].
-    pub(crate) fn schedule_new(self: &Arc<Shared>, task: Arc<Task>, placement: Placement) {
+    pub(crate) fn schedule_new(self: &Arc<Shared>, task: Runnable, placement: Placement) {
         let Err(task) = worker::place_from_worker(self, task, placement) else {
             return;
         };
@@ -213,7 +215,7 @@ impl Shared {
                 remote.parker.unpark();
             }
             _ => {
-                let target = self.least_loaded(task.owner.id as usize);
+                let target = self.least_loaded(task.task().owner.id as usize);
                 self.place_on(target, task);
             }
         }
@@ -224,7 +226,7 @@ impl Shared {
     /// task if `w` does not get to it (placement module); with every other worker
     /// asleep, a task placed on a worker stuck in a long computation would wait for
     /// it.
-    pub(crate) fn place_on(&self, w: usize, task: Arc<Task>) {
+    pub(crate) fn place_on(&self, w: usize, task: Runnable) {
         let remote = &self.remotes[w];
         remote.push_spawned(task);
         if !remote.sleeping.load(Ordering::Acquire) {
@@ -255,21 +257,21 @@ impl Shared {
     pub(crate) fn complete_stranded(&self) {
         for remote in self.remotes.iter() {
             while let Some(task) = remote.take_spawned() {
-                complete_unstarted(&task);
+                complete_unstarted(task);
             }
             loop {
                 match remote.inbox.steal() {
-                    Steal::Success(task) => complete_unstarted(&task),
+                    Steal::Success(task) => complete_unstarted(task),
                     Steal::Empty => break,
                     Steal::Retry => {}
                 }
             }
             if let Some(task) = remote.next.take() {
-                complete_unstarted(&task);
+                complete_unstarted(task);
             }
             loop {
                 match remote.stealer.steal() {
-                    Steal::Success(task) => complete_unstarted(&task),
+                    Steal::Success(task) => complete_unstarted(task),
                     Steal::Empty => break,
                     Steal::Retry => {}
                 }
@@ -341,13 +343,13 @@ impl Shared {
     }
 }
 
-/// Queues a started task that was just woken (state now `SCHEDULED`) on its home
+/// Queues a started task that was just woken (state now `Scheduled`) on its home
 /// worker: directly on the local run queue when called on that worker, else through
 /// the home worker's inbox, unparking it.
-pub(crate) fn schedule_started(task: Arc<Task>) {
-    let home = task.home().expect("a started task has a home");
+pub(crate) fn schedule_started(task: Runnable) {
+    let home = task.task().home().expect("a started task has a home");
     if let Err(task) = worker::push_local_started(home, task) {
-        let shared = task.shared.clone();
+        let shared = task.task().shared.clone();
         let remote = &shared.remotes[home];
         remote.inbox.push(task);
         remote.parker.unpark();
@@ -379,22 +381,22 @@ pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
 /// dropped and its joiner gets [`Cancelled`](crate::Cancelled) if it was
 /// cancelled, [`Unwound`](crate::Unwound) otherwise.
 ///
-/// The caller holds the right to run the task (took it from a queue) and it has not
-/// started.
-pub(crate) fn complete_unstarted(task: &Arc<Task>) {
-    // SAFETY: the caller holds the right to run the task, which never ran: no
-    // coroutine uses its parts.
-    let stack = unsafe { task.worker_part().stack.take() };
+/// The task has not started (whoever holds its `Runnable` took it from a queue of
+/// unstarted tasks, or found its stack still there).
+pub(crate) fn complete_unstarted(mut task: Runnable) {
+    let stack = task.worker_part().stack.take();
     if let Some(stack) = stack {
         crate::stack::pool::give(stack);
-        let payload: Payload = if task.cancelled.load(Ordering::Acquire) {
+        let payload: Payload = if task.task().state.cancelled() {
             Box::new(crate::Cancelled)
         } else {
             Box::new(crate::Unwound)
         };
-        // SAFETY: the caller holds the right to run the task; it never ran (it still
-        // had its stack, which its first run takes), so its body runs here, once.
+        let task = task.task();
+        // SAFETY: we hold the right to run the task (its `Runnable`); it never ran
+        // (it still had its stack, which its first run takes), so its body runs
+        // here, once.
         unsafe { task.body.run(task, Some(payload)) };
     }
-    task.state.store(task::State::DONE, Ordering::Release);
+    task.complete();
 }

@@ -42,7 +42,7 @@
 //! within [`imbalanced`]'s slack; past it, spreading wins over locality. Callers who
 //! know better choose [`Placement::SameWorker`] or [`Placement::Worker`].
 
-use super::Task;
+use super::Runnable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -127,24 +127,24 @@ pub(super) fn imbalanced(own: usize, other: usize) -> bool {
 /// identity are read without the lock.
 #[derive(Default)]
 pub(crate) struct NextSlot {
-    task: Mutex<Option<Arc<Task>>>,
+    task: Mutex<Option<Runnable>>,
     held: AtomicUsize,
 }
 
-fn address(task: &Arc<Task>) -> usize {
-    Arc::as_ptr(task).cast::<()>() as usize
+fn address(task: &Runnable) -> usize {
+    Arc::as_ptr(task.task()).cast::<()>() as usize
 }
 
 impl NextSlot {
     /// Puts `task` in the slot; returns the task it displaced, if any.
-    pub(super) fn put(&self, task: Arc<Task>) -> Option<Arc<Task>> {
+    pub(super) fn put(&self, task: Runnable) -> Option<Runnable> {
         let mut slot = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         self.held.store(address(&task), Ordering::Release);
         slot.replace(task)
     }
 
     /// Takes the task out of the slot, if there is one.
-    pub(super) fn take(&self) -> Option<Arc<Task>> {
+    pub(super) fn take(&self) -> Option<Runnable> {
         if self.held.load(Ordering::Acquire) == 0 {
             return None;
         }

@@ -5,15 +5,15 @@
 //! * The atomics (`state`, `home`, the park token, the cancel flag) may be touched
 //!   from any thread.
 //! * The two non-atomic parts (and the closure in the [`Body`]) are touched only by
-//!   the thread that holds the right to run the task: the worker that took it from a queue while its state was
-//!   `SCHEDULED`. Before its first run that can be any worker (an unstarted task
+//!   the thread that holds the right to run the task: the worker holding its
+//!   [`Runnable`](super::state::Runnable), which it took from a queue. Before its first run that can be any worker (an unstarted task
 //!   holds only its `Send` closure and a stack nothing runs on); from its first run
 //!   on, it is always the task's *home* worker, which it never leaves.
 //!   Within that thread, [`WorkerPart`] (stack, context, started slot) belongs to the
 //!   worker's code and [`CoroutinePart`] (suspender, locals) to the coroutine's code
 //!   while it runs; neither reaches into the other's part, so a
 //!   `&mut` to one never aliases a pointer into the other.
-//! * The state word serialises the two: see [`State`].
+//! * The state word serialises the two: see the state module.
 //!
 //! A task is one allocation: the untyped header above and its typed [`Body`] (the
 //! closure, then the result), reached as `Arc<Task>` = `Arc<Task<dyn Body>>`. The
@@ -26,46 +26,11 @@ use crate::coroutine::{Cancelled, Unwound};
 use crate::stack::{Owner, Stack};
 use std::any::Any;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::state::{Resume, TaskState, Woken};
 use super::Shared;
-
-/// The life of a task, in its state word.
-///
-/// ```text
-///   spawn ──> SCHEDULED ──(a worker takes it)──> RUNNING ──(suspends)──> IDLE
-///                 ^                                 │  │                   │
-///                 │                  (wake while    │  └──(returns)──> DONE│
-///                 │                   running)      v                      │
-///                 │                              NOTIFIED                  │
-///                 └──(requeued after its switch)───┘ <──────(wake)─────────┘
-/// ```
-///
-/// The suspend protocol: a coroutine that waits switches to its worker with a
-/// [`Request`]; only *after* that switch has completed does the worker move the state
-/// from `RUNNING` to `IDLE`. A wake that arrives earlier finds `RUNNING`, turns it
-/// into `NOTIFIED`, and the worker requeues the task instead of idling it. So a wake
-/// can never schedule a coroutine that has not finished suspending, and no wake is
-/// lost between "decide to wait" and "be waiting".
-///
-/// The condition a coroutine waits for (an unpark token, a flag) is published by the
-/// waker *before* it calls [`Task::wake`], and checked by the coroutine *after* its
-/// worker marked it `RUNNING`. Those are two stores each followed by a load of the
-/// other side's location, which x86 (and the C++ model) may reorder; so `wake`
-/// starts with a `SeqCst` fence and the worker puts one between its `RUNNING` store
-/// and the coroutine's check. Then either the waker sees `RUNNING` (or later),
-/// or the coroutine sees the condition: a wake is never lost to a coroutine that
-/// is just starting a run.
-pub(crate) struct State;
-
-impl State {
-    pub(crate) const SCHEDULED: u8 = 0;
-    pub(crate) const RUNNING: u8 = 1;
-    pub(crate) const NOTIFIED: u8 = 2;
-    pub(crate) const IDLE: u8 = 3;
-    pub(crate) const DONE: u8 = 4;
-}
 
 /// What a coroutine asks of its worker when it switches out (the value it suspends
 /// with).
@@ -77,12 +42,16 @@ pub(crate) enum Request {
     Wait = 2,
 }
 
-/// What a worker hands a coroutine when it resumes it.
-pub(crate) const RESUME: usize = 0;
-/// Resume, but unwind: the runtime is shutting down.
-pub(crate) const UNWIND: usize = 1;
-/// Resume, but unwind: the coroutine was cancelled (`JoinHandle::cancel`).
-pub(crate) const CANCEL: usize = 2;
+impl Request {
+    /// The value that crossed the context switch.
+    pub(crate) fn from_raw(value: usize) -> Request {
+        if value == Request::Yield as usize {
+            Request::Yield
+        } else {
+            Request::Wait
+        }
+    }
+}
 
 /// The `join` error of a coroutine completed without running its closure.
 pub(crate) type Payload = Box<dyn Any + Send>;
@@ -131,10 +100,10 @@ impl<B: Body> context::Entry for TaskEntry<B> {
         // SAFETY: we are the running coroutine, so its part is ours; the borrow ends
         // here.
         unsafe { task.coroutine_part().suspender = Some(suspender) };
-        let skip: Option<Payload> = match value {
-            UNWIND => Some(Box::new(Unwound)),
-            CANCEL => Some(Box::new(Cancelled)),
-            _ => None,
+        let skip: Option<Payload> = match Resume::from_raw(value) {
+            Resume::Unwind => Some(Box::new(Unwound)),
+            Resume::Cancel => Some(Box::new(Cancelled)),
+            Resume::Run => None,
         };
         let dyn_task: &Task = task;
         // SAFETY: the first (and only) run of the body, by the coroutine on its stack,
@@ -152,16 +121,12 @@ pub(crate) const NO_HOME: usize = usize::MAX;
 pub(crate) struct Task<B: ?Sized = dyn Body> {
     /// Names it in panics, overflow reports and `Coroutine::name`.
     pub(crate) owner: Owner,
-    pub(crate) state: AtomicU8,
+    /// Its place in the life of a task, and how its next run resumes it.
+    pub(crate) state: TaskState,
     /// Index of the home worker, or `NO_HOME` before the first run.
     pub(crate) home: AtomicUsize,
     /// `park`/`unpark` token: true when an unpark is pending.
     pub(crate) unparked: AtomicBool,
-    /// Set to make the coroutine unwind at its next suspension point.
-    pub(crate) unwind: AtomicBool,
-    /// Set by `JoinHandle::cancel`: unwind with `Cancelled` at the next suspension
-    /// point (or never start).
-    pub(crate) cancelled: AtomicBool,
     pub(crate) shared: Arc<Shared>,
     worker_part: UnsafeCell<WorkerPart>,
     coroutine_part: UnsafeCell<CoroutinePart>,
@@ -202,28 +167,8 @@ impl Task {
     /// Wakes the task: schedules it if it is idle, or marks a running one to be run
     /// again once it has suspended. Callable from any thread.
     pub(crate) fn wake(self: &Arc<Task>) {
-        // Orders the caller's store of the condition before our load of the state
-        // (see `State`).
-        fence(Ordering::SeqCst);
-        let mut state = self.state.load(Ordering::Acquire);
-        loop {
-            let next = match state {
-                State::IDLE => State::SCHEDULED,
-                State::RUNNING => State::NOTIFIED,
-                // Already going to run, or finished: nothing to do.
-                _ => return,
-            };
-            match self
-                .state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if next == State::SCHEDULED => {
-                    super::schedule_started(self.clone());
-                    return;
-                }
-                Ok(_) => return,
-                Err(actual) => state = actual,
-            }
+        if let Woken::Schedule(runnable) = self.state.wake(self) {
+            super::schedule_started(runnable);
         }
     }
 }
@@ -233,11 +178,9 @@ impl<B: Body> Task<B> {
     pub(crate) fn new(owner: Owner, shared: Arc<Shared>, stack: Stack, body: B) -> Task<B> {
         Task {
             owner,
-            state: AtomicU8::new(State::SCHEDULED),
+            state: TaskState::new(),
             home: AtomicUsize::new(NO_HOME),
             unparked: AtomicBool::new(false),
-            unwind: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
             shared,
             worker_part: UnsafeCell::new(WorkerPart {
                 stack: Some(stack),
@@ -259,9 +202,11 @@ impl<B: ?Sized> Task<B> {
     /// # Safety
     ///
     /// The caller is the worker's code and holds the right to run the task (module
-    /// invariant), and no other reference into this part is alive.
+    /// invariant), and no other reference into this part is alive: in practice
+    /// [`Runnable::worker_part`](super::state::Runnable::worker_part), or code
+    /// holding the only `Runnable`.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn worker_part(&self) -> &mut WorkerPart {
+    pub(super) unsafe fn worker_part(&self) -> &mut WorkerPart {
         // SAFETY: contract.
         unsafe { &mut *self.worker_part.get() }
     }

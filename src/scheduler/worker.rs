@@ -9,7 +9,8 @@
 
 use super::placement::{self, Placement, Watch, RECHECK};
 use super::started::Started;
-use super::task::{Request, State, Task, WorkerPart, CANCEL, RESUME, UNWIND};
+use super::state::{Resume, Runnable};
+use super::task::{Request, Task};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
 use crate::context::Context;
 use crate::coroutine::local;
@@ -22,7 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,9 +37,9 @@ struct Core {
     index: usize,
     shared: Arc<Shared>,
     /// Unstarted coroutines; others steal from its `Stealer`.
-    deque: Worker<Arc<Task>>,
+    deque: Worker<Runnable>,
     /// Started coroutines ready to run.
-    run_queue: RefCell<VecDeque<Arc<Task>>>,
+    run_queue: RefCell<VecDeque<Runnable>>,
     /// Every started, unfinished coroutine whose home this is (for shutdown).
     started: RefCell<Started>,
     /// The task being run (`None` between runs).
@@ -78,9 +79,9 @@ fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
 /// `shared`'s runtime (see the placement module); gives it back otherwise.
 pub(super) fn place_from_worker(
     shared: &Arc<Shared>,
-    task: Arc<Task>,
+    task: Runnable,
     placement: Placement,
-) -> Result<(), Arc<Task>> {
+) -> Result<(), Runnable> {
     let mut task = Some(task);
     with_core(|core| {
         if Arc::ptr_eq(&core.shared, shared) {
@@ -95,11 +96,11 @@ pub(super) fn place_from_worker(
 
 /// Pushes a woken started task on the local run queue, if this thread is its home
 /// worker.
-pub(super) fn push_local_started(home: usize, task: Arc<Task>) -> Result<(), Arc<Task>> {
+pub(super) fn push_local_started(home: usize, task: Runnable) -> Result<(), Runnable> {
     let mut task = Some(task);
     with_core(|core| {
         let t = task.as_ref().expect("once");
-        if core.index == home && Arc::ptr_eq(&core.shared, &t.shared) {
+        if core.index == home && Arc::ptr_eq(&core.shared, &t.task().shared) {
             core.push_ready(task.take().expect("once"));
         }
     });
@@ -172,7 +173,7 @@ pub(crate) fn suspend_current(request: Request) -> bool {
         if std::thread::panicking() {
             blocked_while_unwinding(task);
         }
-        if task.cancelled.load(Ordering::Acquire) {
+        if task.state.cancelled() {
             return Some(None);
         }
         // SAFETY: we are the running coroutine: its part is ours (task module
@@ -194,10 +195,10 @@ pub(crate) fn suspend_current(request: Request) -> bool {
     // current task).
     let value = unsafe { suspender.suspend(request as usize) };
     local::restore_generator_map(generator_map);
-    match value {
-        UNWIND => panic::resume_unwind(Box::new(Unwound)),
-        CANCEL => panic::resume_unwind(Box::new(Cancelled)),
-        _ => {}
+    match Resume::from_raw(value) {
+        Resume::Unwind => panic::resume_unwind(Box::new(Unwound)),
+        Resume::Cancel => panic::resume_unwind(Box::new(Cancelled)),
+        Resume::Run => {}
     }
     true
 }
@@ -222,7 +223,7 @@ fn blocked_while_unwinding(task: &Task) -> ! {
 /// Starts the worker threads of a runtime.
 pub(crate) fn start(
     shared: &Arc<Shared>,
-    workers: Vec<(Worker<Arc<Task>>, mio::Poll)>,
+    workers: Vec<(Worker<Runnable>, mio::Poll)>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(workers.len());
     for (index, (deque, poll)) in workers.into_iter().enumerate() {
@@ -235,7 +236,7 @@ pub(crate) fn start(
     Ok(threads)
 }
 
-fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Arc<Task>>, poll: mio::Poll) {
+fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: mio::Poll) {
     stack::install_overflow_handler();
     let core = Core {
         index,
@@ -266,7 +267,7 @@ impl Core {
         &self.shared.remotes[self.index]
     }
 
-    fn push_ready(&self, task: Arc<Task>) {
+    fn push_ready(&self, task: Runnable) {
         let mut queue = self.run_queue.borrow_mut();
         queue.push_back(task);
         self.remote()
@@ -275,7 +276,7 @@ impl Core {
     }
 
     /// Places a task spawned on this worker (see the placement module).
-    fn place_new(&self, task: Arc<Task>, placement: Placement) {
+    fn place_new(&self, task: Runnable, placement: Placement) {
         super::bump_own(&self.remote().spawned);
         let n = self.shared.remotes.len();
         match placement {
@@ -315,7 +316,7 @@ impl Core {
     }
 
     /// Hands an unstarted task to worker `w` (its spawn inbox).
-    fn send_to(&self, w: usize, task: Arc<Task>) {
+    fn send_to(&self, w: usize, task: Runnable) {
         self.shared.place_on(w, task);
     }
 
@@ -359,7 +360,7 @@ impl Core {
     }
 
     /// Takes an unstarted task others placed on this worker.
-    fn take_spawned(&self) -> Option<Arc<Task>> {
+    fn take_spawned(&self) -> Option<Runnable> {
         let remote = self.remote();
         let task = remote.take_spawned()?;
         super::bump_own(&remote.inbox_taken);
@@ -367,11 +368,11 @@ impl Core {
     }
 
     /// This worker's own unstarted work: next slot, then deque.
-    fn take_own_new(&self) -> Option<Arc<Task>> {
+    fn take_own_new(&self) -> Option<Runnable> {
         self.remote().next.take().or_else(|| self.deque.pop())
     }
 
-    fn pop_ready(&self) -> Option<Arc<Task>> {
+    fn pop_ready(&self) -> Option<Runnable> {
         let mut queue = self.run_queue.borrow_mut();
         let task = queue.pop_front();
         self.remote()
@@ -403,7 +404,7 @@ impl Core {
     }
 
     /// The next task to run, in the search order of the module docs.
-    fn next_task(&self) -> Option<Arc<Task>> {
+    fn next_task(&self) -> Option<Runnable> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         if tick % FAIRNESS_TICKS == 0 {
@@ -444,7 +445,7 @@ impl Core {
         }
     }
 
-    fn steal(&self) -> Option<Arc<Task>> {
+    fn steal(&self) -> Option<Runnable> {
         let n = self.shared.remotes.len();
         if n < 2 {
             return None;
@@ -628,97 +629,71 @@ impl Core {
         remote.sleeping.store(false, Ordering::Release);
     }
 
-    /// Runs `task` (state `SCHEDULED`, so this worker holds the right to run it)
-    /// until it suspends or finishes, then carries out what it asked for.
-    fn run_task(&self, task: Arc<Task>) {
-        // Then a SeqCst fence before the coroutine checks what it waits for: it pairs
-        // with the fence in `Task::wake` (see `State`).
-        task.state.store(State::RUNNING, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        // SAFETY: we hold the right to run the task (it was SCHEDULED and we took it
-        // from a queue), and this is the worker's part.
-        let part = unsafe { task.worker_part() };
-        if part.context.is_none() && !self.start(&task, part) {
-            return;
+    /// Runs `task` until it suspends or finishes, then carries out what it asked
+    /// for.
+    fn run_task(&self, mut task: Runnable) {
+        task.begin_run();
+        let resume = task.task().state.resume();
+        if task.worker_part().context.is_none() {
+            if resume != Resume::Run {
+                // Never started, and the runtime is going away or it was cancelled:
+                // complete it unrun.
+                return super::complete_unstarted(task);
+            }
+            self.start(&mut task);
         }
-        let context: *mut Context = part.context.as_mut().expect("started");
-        let value = if task.unwind.load(Ordering::Acquire) {
-            UNWIND
-        } else if task.cancelled.load(Ordering::Acquire) {
-            CANCEL
-        } else {
-            RESUME
-        };
+        let context: *mut Context = task.worker_part().context.as_mut().expect("started");
         self.current
-            .set(NonNull::new(Arc::as_ptr(&task).cast_mut()));
+            .set(NonNull::new(Arc::as_ptr(task.task()).cast_mut()));
         // SAFETY: the context is started, not finished (finished tasks are never
         // queued again) and not running; the coroutine does not touch the worker's
-        // part, so this pointer stays valid and unaliased.
-        let request = unsafe { (*context).resume(value) };
+        // part, and we do not either until it switches back, so this pointer stays
+        // valid and unaliased.
+        let request = unsafe { (*context).resume(resume as usize) };
         self.current.set(None);
-        // SAFETY: the coroutine is suspended or finished: the right is ours again.
+        // SAFETY: the coroutine is suspended or finished, so the part is ours again.
         if unsafe { (*context).is_finished() } {
-            self.finish(&task);
-            return;
+            return self.finish(task);
         }
-        if request == Request::Yield as usize {
-            task.state.store(State::SCHEDULED, Ordering::Release);
-            self.push_ready(task);
-            return;
-        }
-        // Request::Wait: idle it, unless a wake came in while it ran (the suspend
-        // protocol, see `State`).
-        if task
-            .state
-            .compare_exchange(
-                State::RUNNING,
-                State::IDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            task.state.store(State::SCHEDULED, Ordering::Release);
+        let task = match Request::from_raw(request) {
+            Request::Yield => Some(task.requeue()),
+            // Idle it, unless a wake came in while it ran (the suspend protocol, see
+            // the state module).
+            Request::Wait => task.try_idle(),
+        };
+        if let Some(task) = task {
             self.push_ready(task);
         }
     }
-
     /// First run of `task` on this worker: makes this its home and builds its context.
-    /// Returns false if the task was only completed (the runtime is shutting down and
-    /// it never started).
-    fn start(&self, task: &Arc<Task>, part: &mut WorkerPart) -> bool {
-        if task.unwind.load(Ordering::Acquire) || task.cancelled.load(Ordering::Acquire) {
-            // Never started, and the runtime is going away or it was cancelled:
-            // complete it unrun.
-            super::complete_unstarted(task);
-            return false;
-        }
-        task.home.store(self.index, Ordering::Release);
+    fn start(&self, task: &mut Runnable) {
+        let handle = task.task().clone();
+        handle.home.store(self.index, Ordering::Release);
         self.homed.set(self.homed.get() + 1);
         self.publish_load();
+        let part = task.worker_part();
         let stack = part.stack.take().expect("unstarted task has its stack");
         // SAFETY: the owner lives in the task, which outlives the stack's use (the
         // stack goes back to the pool, resetting its owner, in `finish`).
-        unsafe { stack.set_owner(&task.owner) };
+        unsafe { stack.set_owner(&handle.owner) };
         // SAFETY: the pointer is the task holding this body, which this worker keeps
         // alive (in `started`) until the context has finished.
-        let context = unsafe { task.body.context(stack, Arc::as_ptr(task).cast()) };
+        let context = unsafe { handle.body.context(stack, Arc::as_ptr(&handle).cast()) };
         part.context = Some(context);
-        part.slot = self.started.borrow_mut().insert(task.clone());
-        true
+        part.slot = self.started.borrow_mut().insert(handle);
     }
 
-    fn finish(&self, task: &Arc<Task>) {
-        // SAFETY: the coroutine has finished; this is the worker's part.
-        let part = unsafe { task.worker_part() };
+    fn finish(&self, mut task: Runnable) {
+        let part = task.worker_part();
         let context = part.context.take().expect("finished task has its context");
+        let slot = part.slot;
         // SAFETY: its entry has returned: nothing lives on the stack any more.
         stack::pool::give(unsafe { context.into_stack() });
-        let kept = self.started.borrow_mut().remove(part.slot);
+        let kept = self.started.borrow_mut().remove(slot);
         self.homed.set(self.homed.get() - 1);
         self.publish_load();
-        debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task)));
-        task.state.store(State::DONE, Ordering::Release);
+        debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task.task())));
+        task.complete();
     }
 
     /// Shutdown: unwind every started coroutine of this worker on this worker, and
@@ -727,18 +702,18 @@ impl Core {
         loop {
             let started: Vec<Arc<Task>> = self.started.borrow().tasks().cloned().collect();
             for task in &started {
-                task.unwind.store(true, Ordering::Release);
+                task.state.request_unwind();
                 task.wake();
             }
             self.take_inbox();
             let mut ran = false;
             while let Some(task) = self.pop_ready().or_else(|| self.take_own_new()) {
-                task.unwind.store(true, Ordering::Release);
+                task.task().state.request_unwind();
                 self.run_task(task);
                 ran = true;
             }
             while let Some(task) = self.take_spawned() {
-                task.unwind.store(true, Ordering::Release);
+                task.task().state.request_unwind();
                 self.run_task(task);
                 ran = true;
             }
