@@ -30,7 +30,7 @@
 //! waiting".
 //!
 //! The condition a coroutine waits for (an unpark token, a flag) is published by the
-//! waker *before* it calls [`TaskState::wake`], and checked by the coroutine *after*
+//! waker *before* it calls [`Runnable::wake`], and checked by the coroutine *after*
 //! its worker marked it `Running`. Those are two stores each followed by a load of the
 //! other side's location, which x86 (and the C++ model) may reorder; so `wake` starts
 //! with a `SeqCst` fence and [`Runnable::begin_run`] puts one between its `Running`
@@ -93,15 +93,6 @@ impl Resume {
     }
 }
 
-/// What a wake asks of the waker.
-#[must_use]
-pub(crate) enum Woken {
-    /// The task was idle: queue this on its worker.
-    Schedule(Runnable),
-    /// Already queued, running (it will run again) or finished: nothing to do.
-    Nothing,
-}
-
 /// A task's state word and the two flags that change how its next run goes.
 pub(crate) struct TaskState {
     word: AtomicU8,
@@ -154,37 +145,6 @@ impl TaskState {
         }
     }
 
-    /// Wakes the task: `Idle` becomes `Scheduled` (the caller queues the returned
-    /// `Runnable`), `Running` becomes `Notified`; otherwise nothing changes.
-    /// `task` is the task this state belongs to.
-    pub(crate) fn wake(&self, task: &Arc<Task>) -> Woken {
-        // Orders the caller's store of the condition before our load of the state
-        // (module docs).
-        fence(Ordering::SeqCst);
-        let mut state = self.word.load(Ordering::Acquire);
-        loop {
-            let next = match Lifecycle::from_u8(state) {
-                Lifecycle::Idle => Lifecycle::Scheduled,
-                Lifecycle::Running => Lifecycle::Notified,
-                Lifecycle::Scheduled | Lifecycle::Notified | Lifecycle::Done => {
-                    return Woken::Nothing
-                }
-            };
-            match self
-                .word
-                .compare_exchange(state, next as u8, Ordering::AcqRel, Ordering::Acquire)
-            {
-                // We moved it out of `Idle`, which no `Runnable` exists in: this is
-                // the only one.
-                Ok(_) if next == Lifecycle::Scheduled => {
-                    return Woken::Schedule(Runnable(task.clone()))
-                }
-                Ok(_) => return Woken::Nothing,
-                Err(actual) => state = actual,
-            }
-        }
-    }
-
     fn store(&self, state: Lifecycle) {
         self.word.store(state as u8, Ordering::Release);
     }
@@ -202,6 +162,31 @@ impl Runnable {
         (Runnable(task.clone()), task)
     }
 
+    /// Wakes `task`: `Idle` becomes `Scheduled` and its new `Runnable` is returned,
+    /// for the caller to queue; `Running` becomes `Notified`; otherwise (already
+    /// queued, or finished) nothing changes.
+    pub(crate) fn wake(task: &Arc<Task>) -> Option<Runnable> {
+        // Orders the caller's store of the condition before our load of the state
+        // (module docs).
+        fence(Ordering::SeqCst);
+        let word = &task.state.word;
+        let mut state = word.load(Ordering::Acquire);
+        loop {
+            let next = match Lifecycle::from_u8(state) {
+                Lifecycle::Idle => Lifecycle::Scheduled,
+                Lifecycle::Running => Lifecycle::Notified,
+                Lifecycle::Scheduled | Lifecycle::Notified | Lifecycle::Done => return None,
+            };
+            match word.compare_exchange(state, next as u8, Ordering::AcqRel, Ordering::Acquire) {
+                // We moved it out of `Idle`, which no `Runnable` exists in: this is
+                // the only one.
+                Ok(_) if next == Lifecycle::Scheduled => return Some(Runnable(task.clone())),
+                Ok(_) => return None,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
     /// The task.
     pub(crate) fn task(&self) -> &Arc<Task> {
         &self.0
@@ -217,7 +202,7 @@ impl Runnable {
 
     /// Begins a run: `Scheduled` becomes `Running`, then a `SeqCst` fence before
     /// the coroutine checks what it waits for: it pairs with the one in
-    /// [`TaskState::wake`] (module docs).
+    /// [`Runnable::wake`] (module docs).
     pub(crate) fn begin_run(&self) {
         debug_assert_eq!(self.0.state.get(), Lifecycle::Scheduled);
         self.0

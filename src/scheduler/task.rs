@@ -6,9 +6,10 @@
 //!   from any thread.
 //! * The two non-atomic parts (and the closure in the [`Body`]) are touched only by
 //!   the thread that holds the right to run the task: the worker holding its
-//!   [`Runnable`](super::state::Runnable), which it took from a queue. Before its first run that can be any worker (an unstarted task
-//!   holds only its `Send` closure and a stack nothing runs on); from its first run
-//!   on, it is always the task's *home* worker, which it never leaves.
+//!   [`Runnable`], which it took from a queue. Before its first run that can be any
+//!   worker (an unstarted task holds only its `Send` closure and a stack nothing
+//!   runs on); from its first run on, it is always the task's *home* worker, which
+//!   it never leaves.
 //!   Within that thread, [`WorkerPart`] (stack, context, started slot) belongs to the
 //!   worker's code and [`CoroutinePart`] (suspender, locals) to the coroutine's code
 //!   while it runs; neither reaches into the other's part, so a
@@ -29,7 +30,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::state::{Resume, TaskState, Woken};
+use super::state::{Resume, Runnable, TaskState};
 use super::Shared;
 
 /// What a coroutine asks of its worker when it switches out (the value it suspends
@@ -167,7 +168,7 @@ impl Task {
     /// Wakes the task: schedules it if it is idle, or marks a running one to be run
     /// again once it has suspended. Callable from any thread.
     pub(crate) fn wake(self: &Arc<Task>) {
-        if let Woken::Schedule(runnable) = self.state.wake(self) {
+        if let Some(runnable) = Runnable::wake(self) {
             super::schedule_started(runnable);
         }
     }

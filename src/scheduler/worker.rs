@@ -665,6 +665,7 @@ impl Core {
             self.push_ready(task);
         }
     }
+
     /// First run of `task` on this worker: makes this its home and builds its context.
     fn start(&self, task: &mut Runnable) {
         let handle = task.task().clone();
