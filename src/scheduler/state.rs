@@ -1,70 +1,77 @@
 //! The life of a task: its state word, every transition of it, and the right to run.
 //!
 //! Invariant: for each task, at most one [`Runnable`] exists at a time, and it exists
-//! exactly while the task is queued to run or running (state `Scheduled`, `Running`
-//! or `Notified`). Only the transitions here make one: a spawn makes the first, a
-//! wake that finds the task `Idle` makes the next; a worker gives it up when the task
+//! exactly while the task is queued to run or running (state `Scheduled` or
+//! `Notified`). Only the transitions here make one: a spawn makes the first, a wake
+//! that finds the task `Idle` makes the next; a worker gives it up when the task
 //! idles or completes. So holding a `Runnable` *is* the right to run the task, and
 //! the task's worker part is reached only through `&mut Runnable`: the borrow checker
 //! keeps the contract that every caller once restated in prose.
 //!
 //! ```text
-//!                                        ┌────(yields)─────┐
-//!                                        v                 │
-//!   spawn ──> SCHEDULED ──(begin_run)──> RUNNING ──(try_idle)──> IDLE
-//!              ^  │  ^                    │  │                     │
-//!              │  │  │   (wake while      │  └──(returns)──> DONE  │
-//!              │  │  │    running)        v                  ^     │
-//!              │  │  │                 NOTIFIED              │     │
-//!              │  │  └──(try_idle fails)──┘                  │     │
-//!              │  └──(completed unrun: shutdown, cancel)─────┘     │
-//!              └──────────────────────(wake)───────────────────────┘
+//!                          (wake)
+//!   spawn ──> SCHEDULED ──────────> NOTIFIED ──┐  (wake, yield, a failed
+//!              │  ^  ^               │  ^      │   try_idle: it stays)
+//!              │  │  └──(begin_run)──┘  └──────┘
+//!    (try_idle)│  │(wake)
+//!              v  │
+//!              IDLE
+//!
+//!   SCHEDULED or NOTIFIED ──(returns, or completed unrun)──> DONE
+//!   (a yield leaves SCHEDULED as it is)
 //! ```
+//!
+//! `Scheduled` does not tell queued from running: a worker holds the `Runnable` in
+//! both, and a wake does the same in both (it leaves a note, `Notified`, for the
+//! worker to find). That is what lets a run begin without a barrier.
 //!
 //! The suspend protocol: a coroutine that waits switches to its worker with a
 //! [`Request`](super::Request); only *after* that switch has completed does the
-//! worker try to move the state from `Running` to `Idle`. A wake that arrives
-//! earlier finds `Running`, turns it into `Notified`, and the worker requeues the
-//! task instead of idling it. So a wake can never schedule a coroutine that has not
-//! finished suspending, and no wake is lost between "decide to wait" and "be
-//! waiting".
+//! worker try to move the state from `Scheduled` to `Idle`. A wake that arrives
+//! earlier, or while the task sat queued, has left `Notified`, and the worker
+//! requeues the task instead of idling it. So a wake can never schedule a coroutine
+//! that has not finished suspending, and no wake is lost between "decide to wait" and
+//! "be waiting".
 //!
-//! The condition a coroutine waits for (an unpark token, a flag) is published by the
-//! waker *before* it calls [`Runnable::wake`], and checked by the coroutine *after*
-//! its worker marked it `Running`. Those are two stores each followed by a load of the
-//! other side's location, which x86 (and the C++ model) may reorder; so `wake` starts
-//! with a `SeqCst` fence and [`Runnable::begin_run`] puts one between its `Running`
-//! store and the coroutine's check. Then either the waker sees `Running` (or later),
-//! or the coroutine sees the condition: a wake is never lost to a coroutine that is
-//! just starting a run.
+//! Why no wake is lost: the condition a coroutine waits for (an unpark token, a
+//! flag) is published by the waker *before* it calls [`Runnable::wake`], and every
+//! decision about a wake is a read-modify-write of the one state word: the waker's
+//! compare-exchange (release), and on the worker's side the compare-exchange of
+//! [`Runnable::try_idle`] and the swap of [`Runnable::begin_run`] (acquire). Those
+//! are totally ordered on the word and always read its latest value. If the waker's
+//! comes first, the worker's reads `Notified` and synchronises with the waker: the
+//! task runs again and sees the condition. If the worker's `try_idle` comes first,
+//! the waker finds `Idle` and queues the task, and the queue carries the condition
+//! to the run. A coroutine that checks its condition early, before a wake's store is
+//! visible to it, only makes one extra round: its `try_idle` fails. No fence is
+//! needed on either side, so a run that nobody woke meanwhile (a yield, a coroutine
+//! that finds its data ready) costs one plain load of the word.
 
 use super::task::{Body, Task, WorkerPart};
-use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Where a task is in its life (the diagram in the module docs).
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lifecycle {
-    /// Queued to run (a `Runnable` sits in some queue).
+    /// A worker holds its `Runnable`: queued to run, or running.
     Scheduled = 0,
-    /// A worker runs it.
-    Running = 1,
-    /// Running, and woken meanwhile: run it again once it has switched out.
-    Notified = 2,
+    /// Scheduled, and woken since: the worker must not idle it before it has run
+    /// again.
+    Notified = 1,
     /// Suspended, waiting for a wake.
-    Idle = 3,
+    Idle = 2,
     /// Finished (or completed unrun).
-    Done = 4,
+    Done = 3,
 }
 
 impl Lifecycle {
     fn from_u8(value: u8) -> Lifecycle {
         match value {
             0 => Lifecycle::Scheduled,
-            1 => Lifecycle::Running,
-            2 => Lifecycle::Notified,
-            3 => Lifecycle::Idle,
+            1 => Lifecycle::Notified,
+            2 => Lifecycle::Idle,
             _ => Lifecycle::Done,
         }
     }
@@ -113,11 +120,6 @@ impl TaskState {
         }
     }
 
-    /// The current state (a snapshot: other threads may move it on).
-    pub(crate) fn get(&self) -> Lifecycle {
-        Lifecycle::from_u8(self.word.load(Ordering::Acquire))
-    }
-
     /// Marks the task to unwind at its next suspension point (or never start).
     pub(crate) fn request_unwind(&self) {
         self.unwind.store(true, Ordering::Release);
@@ -163,24 +165,33 @@ impl Runnable {
     }
 
     /// Wakes `task`: `Idle` becomes `Scheduled` and its new `Runnable` is returned,
-    /// for the caller to queue; `Running` becomes `Notified`; otherwise (already
-    /// queued, or finished) nothing changes.
+    /// for the caller to queue; `Scheduled` (queued or running) becomes `Notified`,
+    /// which its worker will find; otherwise (already notified, or finished) nothing
+    /// changes.
+    ///
+    /// The decision is a compare-exchange even when the word already says
+    /// `Notified`: the worker's next read-modify-write must synchronise with this
+    /// wake, not an older one (module docs).
     pub(crate) fn wake(task: &Arc<Task>) -> Option<Runnable> {
-        // Orders the caller's store of the condition before our load of the state
-        // (module docs).
-        fence(Ordering::SeqCst);
         let word = &task.state.word;
-        let mut state = word.load(Ordering::Acquire);
+        let mut state = word.load(Ordering::Relaxed);
         loop {
-            let next = match Lifecycle::from_u8(state) {
-                Lifecycle::Idle => Lifecycle::Scheduled,
-                Lifecycle::Running => Lifecycle::Notified,
-                Lifecycle::Scheduled | Lifecycle::Notified | Lifecycle::Done => return None,
+            let (from, next) = match Lifecycle::from_u8(state) {
+                Lifecycle::Idle => (Lifecycle::Idle, Lifecycle::Scheduled),
+                Lifecycle::Scheduled => (Lifecycle::Scheduled, Lifecycle::Notified),
+                Lifecycle::Notified => (Lifecycle::Notified, Lifecycle::Notified),
+                Lifecycle::Done => return None,
             };
-            match word.compare_exchange(state, next as u8, Ordering::AcqRel, Ordering::Acquire) {
+            // Release: the caller's store of the condition goes with the new value.
+            match word.compare_exchange_weak(
+                state,
+                next as u8,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 // We moved it out of `Idle`, which no `Runnable` exists in: this is
                 // the only one.
-                Ok(_) if next == Lifecycle::Scheduled => return Some(Runnable(task.clone())),
+                Ok(_) if from == Lifecycle::Idle => return Some(Runnable(task.clone())),
                 Ok(_) => return None,
                 Err(actual) => state = actual,
             }
@@ -200,37 +211,44 @@ impl Runnable {
         unsafe { self.0.worker_part() }
     }
 
-    /// Begins a run: `Scheduled` becomes `Running`, then a `SeqCst` fence before
-    /// the coroutine checks what it waits for: it pairs with the one in
-    /// [`Runnable::wake`] (module docs).
+    /// Begins a run. A wake that came in since the task was queued (or while it
+    /// last ran) is taken in: the swap synchronises with the waker, so the coroutine
+    /// sees what it was woken for, and an idle at the end of this run is not refused
+    /// because of it. Without one, this is a single plain load (module docs).
     pub(crate) fn begin_run(&self) {
-        debug_assert_eq!(self.0.state.get(), Lifecycle::Scheduled);
-        self.0
-            .state
-            .word
-            .store(Lifecycle::Running as u8, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        let word = &self.0.state.word;
+        let state = word.load(Ordering::Relaxed);
+        debug_assert!(matches!(
+            Lifecycle::from_u8(state),
+            Lifecycle::Scheduled | Lifecycle::Notified
+        ));
+        if state == Lifecycle::Notified as u8 {
+            // Only we move the word out of `Notified` (wakers leave it there).
+            word.swap(Lifecycle::Scheduled as u8, Ordering::AcqRel);
+        }
     }
 
-    /// After a run that yielded: the task goes back in a run queue.
+    /// After a run that yielded: the task goes back in a run queue, its state as it
+    /// is (`Scheduled`, or `Notified` if a wake came in while it ran).
     pub(crate) fn requeue(self) -> Runnable {
-        self.0.state.store(Lifecycle::Scheduled);
         self
     }
 
     /// After a run that switched out to wait: idles the task, giving up the right
-    /// to run it, unless a wake came in while it ran; then it stays runnable
-    /// (`Scheduled` again) and is returned to be requeued.
+    /// to run it, unless a wake came in while it ran or sat queued (`Notified`);
+    /// then it stays runnable and is returned to be requeued, and its next
+    /// [`begin_run`](Runnable::begin_run) takes the wake in.
     pub(crate) fn try_idle(self) -> Option<Runnable> {
+        // Release: what this run wrote goes to whoever wakes the task next.
         let idled = self.0.state.word.compare_exchange(
-            Lifecycle::Running as u8,
+            Lifecycle::Scheduled as u8,
             Lifecycle::Idle as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
+            Ordering::Release,
+            Ordering::Relaxed,
         );
         match idled {
             Ok(_) => None,
-            Err(_) => Some(self.requeue()),
+            Err(_) => Some(self),
         }
     }
 
