@@ -309,6 +309,7 @@ pub fn park_timeout(timeout: Duration) {
 /// });
 /// h.join().unwrap();
 /// ```
+#[inline]
 pub fn yield_now() {
     if !suspend_current(Request::Yield) {
         thread::yield_now();

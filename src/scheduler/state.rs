@@ -183,12 +183,8 @@ impl Runnable {
                 Lifecycle::Done => return None,
             };
             // Release: the caller's store of the condition goes with the new value.
-            match word.compare_exchange_weak(
-                state,
-                next as u8,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match word.compare_exchange_weak(state, next as u8, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 // We moved it out of `Idle`, which no `Runnable` exists in: this is
                 // the only one.
                 Ok(_) if from == Lifecycle::Idle => return Some(Runnable(task.clone())),

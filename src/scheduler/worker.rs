@@ -165,6 +165,11 @@ pub(crate) fn cancel_timer(key: TimerKey) {
 ///
 /// Aborts the process if the coroutine is unwinding (see
 /// `blocked_while_unwinding`).
+///
+/// Inlined into its callers, like `yield_now`: a frame between the coroutine's code
+/// and the switch would cost two mispredicted returns per round trip (the context
+/// module's docs; the yield row went from ~140 to ~55 ns with both inlined).
+#[inline]
 pub(crate) fn suspend_current(request: Request) -> bool {
     let suspender = with_core(|core| {
         let current = core.current.get()?;
@@ -267,12 +272,16 @@ impl Core {
         &self.shared.remotes[self.index]
     }
 
+    #[inline]
     fn push_ready(&self, task: Runnable) {
-        let mut queue = self.run_queue.borrow_mut();
-        queue.push_back(task);
-        self.remote()
-            .run_queue_len
-            .store(queue.len(), Ordering::Relaxed);
+        self.run_queue.borrow_mut().push_back(task);
+    }
+
+    /// Publishes the run queue's length for metrics: every [`FAIRNESS_TICKS`] runs
+    /// and whenever the queue runs dry, not on every push and pop (the hot path).
+    fn publish_run_queue_len(&self) {
+        let len = self.run_queue.borrow().len();
+        self.remote().run_queue_len.store(len, Ordering::Relaxed);
     }
 
     /// Places a task spawned on this worker (see the placement module).
@@ -372,13 +381,9 @@ impl Core {
         self.remote().next.take().or_else(|| self.deque.pop())
     }
 
+    #[inline]
     fn pop_ready(&self) -> Option<Runnable> {
-        let mut queue = self.run_queue.borrow_mut();
-        let task = queue.pop_front();
-        self.remote()
-            .run_queue_len
-            .store(queue.len(), Ordering::Relaxed);
-        task
+        self.run_queue.borrow_mut().pop_front()
     }
 
     fn run(&self) {
@@ -393,6 +398,7 @@ impl Core {
                 continue;
             }
             // Nothing queued: take what the reactor and the timers have ready.
+            self.publish_run_queue_len();
             if self.poll_io(Some(Duration::ZERO)) {
                 continue;
             }
@@ -414,6 +420,7 @@ impl Core {
             // I/O and timers are looked at too.
             self.poll_io(Some(Duration::ZERO));
             self.take_inbox();
+            self.publish_run_queue_len();
             if let Some(task) = self.take_spawned().or_else(|| self.take_own_new()) {
                 return Some(task);
             }
