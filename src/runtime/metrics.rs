@@ -35,7 +35,8 @@ pub struct Metrics {
     /// Times a worker went to sleep for lack of work.
     pub parks: u64,
     /// Per worker: coroutines ready to run there (run queue, next slot, deque and
-    /// inbox).
+    /// inbox). The run queue's part is as its worker last published it: every few
+    /// dozen runs, and whenever it runs out of ready coroutines.
     pub run_queue_depths: Vec<usize>,
     /// Coroutines placed on a worker by another thread (spawned from outside the
     /// runtime, or handed over by a spawn on another worker) and not picked up yet.

@@ -67,6 +67,7 @@ pub(crate) enum Lifecycle {
 }
 
 impl Lifecycle {
+    #[inline]
     fn from_u8(value: u8) -> Lifecycle {
         match value {
             0 => Lifecycle::Scheduled,
@@ -91,6 +92,7 @@ pub(crate) enum Resume {
 
 impl Resume {
     /// The value that crossed the context switch.
+    #[inline]
     pub(crate) fn from_raw(value: usize) -> Resume {
         match value {
             1 => Resume::Unwind,
@@ -131,12 +133,14 @@ impl TaskState {
     }
 
     /// Whether `JoinHandle::cancel` was called.
+    #[inline]
     pub(crate) fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 
     /// How the next run must resume the coroutine; for one that never ran, anything
     /// but [`Resume::Run`] means it must be completed unrun.
+    #[inline]
     pub(crate) fn resume(&self) -> Resume {
         if self.unwind.load(Ordering::Acquire) {
             Resume::Unwind
@@ -195,11 +199,13 @@ impl Runnable {
     }
 
     /// The task.
+    #[inline]
     pub(crate) fn task(&self) -> &Arc<Task> {
         &self.0
     }
 
     /// The task's worker part: ours, since we hold the right to run it.
+    #[inline]
     pub(crate) fn worker_part(&mut self) -> &mut WorkerPart {
         // SAFETY: holding the `Runnable` is holding the right to run the task (module
         // invariant), and `&mut self` makes this the only reference into the part
@@ -211,6 +217,7 @@ impl Runnable {
     /// last ran) is taken in: the swap synchronises with the waker, so the coroutine
     /// sees what it was woken for, and an idle at the end of this run is not refused
     /// because of it. Without one, this is a single plain load (module docs).
+    #[inline]
     pub(crate) fn begin_run(&self) {
         let word = &self.0.state.word;
         let state = word.load(Ordering::Relaxed);
@@ -226,6 +233,7 @@ impl Runnable {
 
     /// After a run that yielded: the task goes back in a run queue, its state as it
     /// is (`Scheduled`, or `Notified` if a wake came in while it ran).
+    #[inline]
     pub(crate) fn requeue(self) -> Runnable {
         self
     }
@@ -234,6 +242,7 @@ impl Runnable {
     /// to run it, unless a wake came in while it ran or sat queued (`Notified`);
     /// then it stays runnable and is returned to be requeued, and its next
     /// [`begin_run`](Runnable::begin_run) takes the wake in.
+    #[inline]
     pub(crate) fn try_idle(self) -> Option<Runnable> {
         // Release: what this run wrote goes to whoever wakes the task next.
         let idled = self.0.state.word.compare_exchange(
@@ -249,6 +258,7 @@ impl Runnable {
     }
 
     /// The task finished, or was completed unrun: it never runs again.
+    #[inline]
     pub(crate) fn complete(self) {
         self.0.state.store(Lifecycle::Done);
     }

@@ -387,14 +387,19 @@ impl Core {
     }
 
     fn run(&self) {
+        // A task the last run handed over to run next (after a yield).
+        let mut handed: Option<Runnable> = None;
         loop {
             // Once shutdown begins, nothing new starts: `drain_for_shutdown` unwinds
             // the started coroutines and completes the others unrun.
             if self.shared.shutdown.load(Ordering::Acquire) {
+                if let Some(task) = handed {
+                    self.push_ready(task);
+                }
                 return;
             }
-            if let Some(task) = self.next_task() {
-                self.run_task(task);
+            if let Some(task) = handed.take().or_else(|| self.next_task()) {
+                handed = self.run_task(task);
                 continue;
             }
             // Nothing queued: take what the reactor and the timers have ready.
@@ -406,6 +411,30 @@ impl Core {
                 return;
             }
             self.sleep();
+        }
+    }
+
+    /// After `task` yielded: the next ready task, with `task` queued behind it, in
+    /// one borrow of the run queue (`task` itself if none is ready). `None`, with
+    /// `task` queued, when the next run is a fairness tick: then [`next_task`]
+    /// looks at new work first.
+    ///
+    /// [`next_task`]: Core::next_task
+    #[inline]
+    fn after_yield(&self, task: Runnable) -> Option<Runnable> {
+        let tick = self.tick.get().wrapping_add(1);
+        if tick % FAIRNESS_TICKS == 0 {
+            self.push_ready(task);
+            return None;
+        }
+        self.tick.set(tick);
+        let mut queue = self.run_queue.borrow_mut();
+        match queue.pop_front() {
+            Some(next) => {
+                queue.push_back(task);
+                Some(next)
+            }
+            None => Some(task),
         }
     }
 
@@ -637,15 +666,18 @@ impl Core {
     }
 
     /// Runs `task` until it suspends or finishes, then carries out what it asked
-    /// for.
-    fn run_task(&self, mut task: Runnable) {
+    /// for; returns the task to run next when that is already known (after a
+    /// yield, see [`Core::after_yield`]).
+    #[inline(always)]
+    fn run_task(&self, mut task: Runnable) -> Option<Runnable> {
         task.begin_run();
         let resume = task.task().state.resume();
         if task.worker_part().context.is_none() {
             if resume != Resume::Run {
                 // Never started, and the runtime is going away or it was cancelled:
                 // complete it unrun.
-                return super::complete_unstarted(task);
+                super::complete_unstarted(task);
+                return None;
             }
             self.start(&mut task);
         }
@@ -660,17 +692,20 @@ impl Core {
         self.current.set(None);
         // SAFETY: the coroutine is suspended or finished, so the part is ours again.
         if unsafe { (*context).is_finished() } {
-            return self.finish(task);
+            self.finish(task);
+            return None;
         }
-        let task = match Request::from_raw(request) {
-            Request::Yield => Some(task.requeue()),
+        match Request::from_raw(request) {
+            Request::Yield => return self.after_yield(task.requeue()),
             // Idle it, unless a wake came in while it ran (the suspend protocol, see
             // the state module).
-            Request::Wait => task.try_idle(),
-        };
-        if let Some(task) = task {
-            self.push_ready(task);
+            Request::Wait => {
+                if let Some(task) = task.try_idle() {
+                    self.push_ready(task);
+                }
+            }
         }
+        None
     }
 
     /// First run of `task` on this worker: makes this its home and builds its context.
@@ -717,12 +752,16 @@ impl Core {
             let mut ran = false;
             while let Some(task) = self.pop_ready().or_else(|| self.take_own_new()) {
                 task.task().state.request_unwind();
-                self.run_task(task);
+                if let Some(next) = self.run_task(task) {
+                    self.push_ready(next);
+                }
                 ran = true;
             }
             while let Some(task) = self.take_spawned() {
                 task.task().state.request_unwind();
-                self.run_task(task);
+                if let Some(next) = self.run_task(task) {
+                    self.push_ready(next);
+                }
                 ran = true;
             }
             if self.started.borrow().is_empty() && !ran {
