@@ -48,7 +48,7 @@
 //! that finds its data ready) costs one plain load of the word.
 
 use super::task::{Body, Task, WorkerPart};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Where a task is in its life (the diagram in the module docs).
@@ -105,49 +105,54 @@ impl Resume {
 /// A task's state word and the two flags that change how its next run goes.
 pub(crate) struct TaskState {
     word: AtomicU8,
-    /// Set to make the coroutine unwind at its next suspension point (shutdown).
-    unwind: AtomicBool,
-    /// Set by `JoinHandle::cancel`: unwind with `Cancelled` at the next suspension
-    /// point (or never start).
-    cancelled: AtomicBool,
+    /// [`UNWIND`] and [`CANCEL`], in one byte so that a run reads both with one
+    /// load.
+    flags: AtomicU8,
 }
+
+/// Unwind with `Unwound` at the next suspension point (shutdown), or never start.
+const UNWIND: u8 = 1;
+/// `JoinHandle::cancel` was called: unwind with `Cancelled` at the next suspension
+/// point, or never start.
+const CANCEL: u8 = 2;
 
 impl TaskState {
     /// The state of a new task: `Scheduled`, its `Runnable` about to be queued.
     pub(crate) const fn new() -> TaskState {
         TaskState {
             word: AtomicU8::new(Lifecycle::Scheduled as u8),
-            unwind: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
         }
     }
 
     /// Marks the task to unwind at its next suspension point (or never start).
     pub(crate) fn request_unwind(&self) {
-        self.unwind.store(true, Ordering::Release);
+        self.flags.fetch_or(UNWIND, Ordering::Release);
     }
 
     /// Marks the task cancelled (see [`TaskState::cancelled`]).
     pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
+        self.flags.fetch_or(CANCEL, Ordering::Release);
     }
 
     /// Whether `JoinHandle::cancel` was called.
     #[inline]
     pub(crate) fn cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & CANCEL != 0
     }
 
     /// How the next run must resume the coroutine; for one that never ran, anything
-    /// but [`Resume::Run`] means it must be completed unrun.
+    /// but [`Resume::Run`] means it must be completed unrun. Unwinding for shutdown
+    /// wins over a cancel.
     #[inline]
     pub(crate) fn resume(&self) -> Resume {
-        if self.unwind.load(Ordering::Acquire) {
-            Resume::Unwind
-        } else if self.cancelled() {
-            Resume::Cancel
-        } else {
+        let flags = self.flags.load(Ordering::Acquire);
+        if flags == 0 {
             Resume::Run
+        } else if flags & UNWIND != 0 {
+            Resume::Unwind
+        } else {
+            Resume::Cancel
         }
     }
 
