@@ -46,9 +46,18 @@
 //! visible to it, only makes one extra round: its `try_idle` fails. No fence is
 //! needed on either side, so a run that nobody woke meanwhile (a yield, a coroutine
 //! that finds its data ready) costs one plain load of the word.
+//!
+//! The loom models at the end of this file check this argument (one waker, a yield
+//! before the wait, two wakers where the second finds `Notified`); each of them
+//! fails when the wake's release, the swap's acquire or the compare-exchange on
+//! `Notified` is taken out.
 
 use super::task::{Body, Task, WorkerPart};
-use std::sync::atomic::{AtomicU8, Ordering};
+#[cfg(stackweave_loom)]
+use loom::sync::atomic::AtomicU8;
+#[cfg(not(stackweave_loom))]
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Where a task is in its life (the diagram in the module docs).
@@ -118,7 +127,7 @@ const CANCEL: u8 = 2;
 
 impl TaskState {
     /// The state of a new task: `Scheduled`, its `Runnable` about to be queued.
-    pub(crate) const fn new() -> TaskState {
+    pub(crate) fn new() -> TaskState {
         TaskState {
             word: AtomicU8::new(Lifecycle::Scheduled as u8),
             flags: AtomicU8::new(0),
@@ -156,8 +165,71 @@ impl TaskState {
         }
     }
 
-    fn store(&self, state: Lifecycle) {
-        self.word.store(state as u8, Ordering::Release);
+    /// A wake: `Idle` becomes `Scheduled` (returns true: the caller makes the
+    /// task's one `Runnable`); `Scheduled` (queued or running) becomes `Notified`,
+    /// which its worker will find; otherwise (already notified, or finished) nothing
+    /// changes.
+    ///
+    /// The decision is a compare-exchange even when the word already says
+    /// `Notified`: the worker's next read-modify-write must synchronise with this
+    /// wake, not an older one (module docs).
+    fn wake(&self) -> bool {
+        let mut state = self.word.load(Ordering::Relaxed);
+        loop {
+            let (from, next) = match Lifecycle::from_u8(state) {
+                Lifecycle::Idle => (Lifecycle::Idle, Lifecycle::Scheduled),
+                Lifecycle::Scheduled => (Lifecycle::Scheduled, Lifecycle::Notified),
+                Lifecycle::Notified => (Lifecycle::Notified, Lifecycle::Notified),
+                Lifecycle::Done => return false,
+            };
+            // Release: the caller's store of the condition goes with the new value.
+            match self.word.compare_exchange_weak(
+                state,
+                next as u8,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return from == Lifecycle::Idle,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// A run begins: a pending `Notified` is taken in (swapped back to
+    /// `Scheduled`, synchronising with the waker); otherwise one plain load.
+    #[inline]
+    fn begin_run(&self) {
+        let state = self.word.load(Ordering::Relaxed);
+        debug_assert!(matches!(
+            Lifecycle::from_u8(state),
+            Lifecycle::Scheduled | Lifecycle::Notified
+        ));
+        if state == Lifecycle::Notified as u8 {
+            // Only the holder of the `Runnable` moves the word out of `Notified`
+            // (wakers leave it there).
+            self.word.swap(Lifecycle::Scheduled as u8, Ordering::AcqRel);
+        }
+    }
+
+    /// A run that waits ended: `Scheduled` becomes `Idle` (returns true), unless a
+    /// wake left `Notified` (returns false: the task stays runnable).
+    #[inline]
+    fn try_idle(&self) -> bool {
+        // Release: what this run wrote goes to whoever wakes the task next.
+        self.word
+            .compare_exchange(
+                Lifecycle::Scheduled as u8,
+                Lifecycle::Idle as u8,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// The task finished or was completed unrun: `Done`, for good.
+    #[inline]
+    fn complete(&self) {
+        self.word.store(Lifecycle::Done as u8, Ordering::Release);
     }
 }
 
@@ -173,34 +245,12 @@ impl Runnable {
         (Runnable(task.clone()), task)
     }
 
-    /// Wakes `task`: `Idle` becomes `Scheduled` and its new `Runnable` is returned,
-    /// for the caller to queue; `Scheduled` (queued or running) becomes `Notified`,
-    /// which its worker will find; otherwise (already notified, or finished) nothing
-    /// changes.
-    ///
-    /// The decision is a compare-exchange even when the word already says
-    /// `Notified`: the worker's next read-modify-write must synchronise with this
-    /// wake, not an older one (module docs).
+    /// Wakes `task` (see [`TaskState`]'s transitions): if it was `Idle`, its new
+    /// `Runnable` is returned for the caller to queue; otherwise its worker will
+    /// find the wake, or it has finished.
     pub(crate) fn wake(task: &Arc<Task>) -> Option<Runnable> {
-        let word = &task.state.word;
-        let mut state = word.load(Ordering::Relaxed);
-        loop {
-            let (from, next) = match Lifecycle::from_u8(state) {
-                Lifecycle::Idle => (Lifecycle::Idle, Lifecycle::Scheduled),
-                Lifecycle::Scheduled => (Lifecycle::Scheduled, Lifecycle::Notified),
-                Lifecycle::Notified => (Lifecycle::Notified, Lifecycle::Notified),
-                Lifecycle::Done => return None,
-            };
-            // Release: the caller's store of the condition goes with the new value.
-            match word.compare_exchange_weak(state, next as u8, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                // We moved it out of `Idle`, which no `Runnable` exists in: this is
-                // the only one.
-                Ok(_) if from == Lifecycle::Idle => return Some(Runnable(task.clone())),
-                Ok(_) => return None,
-                Err(actual) => state = actual,
-            }
-        }
+        // Out of `Idle`, which no `Runnable` exists in: this is the only one.
+        task.state.wake().then(|| Runnable(task.clone()))
     }
 
     /// The task.
@@ -219,21 +269,12 @@ impl Runnable {
     }
 
     /// Begins a run. A wake that came in since the task was queued (or while it
-    /// last ran) is taken in: the swap synchronises with the waker, so the coroutine
-    /// sees what it was woken for, and an idle at the end of this run is not refused
-    /// because of it. Without one, this is a single plain load (module docs).
+    /// last ran) is taken in: the coroutine sees what it was woken for, and an idle
+    /// at the end of this run is not refused because of it. Without one, this is a
+    /// single plain load (module docs).
     #[inline]
     pub(crate) fn begin_run(&self) {
-        let word = &self.0.state.word;
-        let state = word.load(Ordering::Relaxed);
-        debug_assert!(matches!(
-            Lifecycle::from_u8(state),
-            Lifecycle::Scheduled | Lifecycle::Notified
-        ));
-        if state == Lifecycle::Notified as u8 {
-            // Only we move the word out of `Notified` (wakers leave it there).
-            word.swap(Lifecycle::Scheduled as u8, Ordering::AcqRel);
-        }
+        self.0.state.begin_run();
     }
 
     /// After a run that yielded: the task goes back in a run queue, its state as it
@@ -249,22 +290,129 @@ impl Runnable {
     /// [`begin_run`](Runnable::begin_run) takes the wake in.
     #[inline]
     pub(crate) fn try_idle(self) -> Option<Runnable> {
-        // Release: what this run wrote goes to whoever wakes the task next.
-        let idled = self.0.state.word.compare_exchange(
-            Lifecycle::Scheduled as u8,
-            Lifecycle::Idle as u8,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
-        match idled {
-            Ok(_) => None,
-            Err(_) => Some(self),
+        if self.0.state.try_idle() {
+            None
+        } else {
+            Some(self)
         }
     }
 
     /// The task finished, or was completed unrun: it never runs again.
     #[inline]
     pub(crate) fn complete(self) {
-        self.0.state.store(Lifecycle::Done);
+        self.0.state.complete();
+    }
+}
+
+/// loom models of the protocol in the module docs (`RUSTFLAGS="--cfg
+/// stackweave_loom" cargo test --release --lib loom_`). The worker part is a loom
+/// cell that every holder of the right to run writes, so loom also checks that two
+/// holders never overlap; the condition a coroutine waits for is read with a plain
+/// acquire load, the weakest check the runtime's primitives make.
+#[cfg(all(test, stackweave_loom))]
+mod loom_models {
+    use super::TaskState;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::sync::atomic::Ordering;
+
+    /// One task: its state, the conditions it waits for, its worker part.
+    struct Model {
+        state: TaskState,
+        conditions: Vec<AtomicBool>,
+        /// Stands for the worker part: runs of the task write it.
+        part: UnsafeCell<usize>,
+        /// Set by the run that found every condition and finished the task.
+        finished: AtomicBool,
+    }
+
+    impl Model {
+        /// A task that waits for `n` conditions, `Scheduled` and held by its first
+        /// worker.
+        fn new(n: usize) -> Arc<Model> {
+            Arc::new(Model {
+                state: TaskState::new(),
+                conditions: (0..n).map(|_| AtomicBool::new(false)).collect(),
+                part: UnsafeCell::new(0),
+                finished: AtomicBool::new(false),
+            })
+        }
+
+        /// What the holder of the right to run does: runs the task (yielding once
+        /// first when `yields`) until it either finds every condition and
+        /// finishes, or waits and is idled.
+        fn hold(&self, yields: bool) {
+            let mut yielded = !yields;
+            loop {
+                self.state.begin_run();
+                // SAFETY: not a real dereference race: loom's cell reports any two
+                // accesses that are not ordered by happens-before, which is what
+                // this model exists to catch.
+                self.part.with_mut(|part| unsafe { *part += 1 });
+                if self.conditions.iter().all(|c| c.load(Ordering::Acquire)) {
+                    self.finished.store(true, Ordering::Relaxed);
+                    self.state.complete();
+                    return;
+                }
+                if !yielded {
+                    // A yield: it stays `Scheduled` (or `Notified`) and runs again.
+                    yielded = true;
+                    continue;
+                }
+                if self.state.try_idle() {
+                    return;
+                }
+                // Notified while it ran: requeued, so it runs again.
+            }
+        }
+
+        /// A waker: publishes condition `i`, wakes the task, and runs it if the
+        /// wake made the new `Runnable` (standing for the home worker, which the
+        /// inbox would hand it to: a queue orders it after the wake).
+        fn wake(&self, i: usize) {
+            self.conditions[i].store(true, Ordering::Release);
+            if self.state.wake() {
+                self.hold(false);
+            }
+        }
+    }
+
+    /// Runs the task on one thread while `wakers` threads each publish one condition
+    /// and wake it; at the end the task must have seen every condition.
+    fn race(wakers: usize, yields: bool) {
+        loom::model(move || {
+            let model = Model::new(wakers);
+            let threads: Vec<_> = (0..wakers)
+                .map(|i| {
+                    let model = model.clone();
+                    thread::spawn(move || model.wake(i))
+                })
+                .collect();
+            model.hold(yields);
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert!(
+                model.finished.load(Ordering::Relaxed),
+                "a wake was lost: the task idles with every condition set"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_wake_racing_a_suspend_is_never_lost() {
+        race(1, false);
+    }
+
+    #[test]
+    fn loom_a_wake_racing_a_yield_then_a_suspend_is_never_lost() {
+        race(1, true);
+    }
+
+    #[test]
+    fn loom_a_second_wake_on_a_notified_task_is_never_lost() {
+        race(2, false);
     }
 }
