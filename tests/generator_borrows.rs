@@ -212,25 +212,25 @@ thread_local! {
     static WORKER_VALUE: Vec<u64> = vec![FILL; 64];
 }
 
-static INTACT_ON_UNWIND: AtomicUsize = AtomicUsize::new(0);
-
 /// Checks, as it drops while its coroutine unwinds, that both borrowed values are
-/// intact.
-struct ChecksBorrows<'a>(&'a Vec<u64>, &'a Vec<u64>);
+/// intact, and counts itself in its counter (one per test: the tests run in
+/// parallel).
+struct ChecksBorrows<'a>(&'a Vec<u64>, &'a Vec<u64>, &'static AtomicUsize);
 impl Drop for ChecksBorrows<'_> {
     fn drop(&mut self) {
         let sum = |v: &Vec<u64>| v.iter().fold(0u64, |a, x| a.wrapping_add(*x));
         assert_eq!(sum(self.0), expected_sum());
         assert_eq!(sum(self.1), expected_sum());
-        INTACT_ON_UNWIND.fetch_add(1, Ordering::SeqCst);
+        self.2.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-/// Parks forever inside both kinds of `with`, once there counting itself in `parked`.
-fn park_inside_both_withs(parked: &AtomicUsize) {
+/// Parks forever inside both kinds of `with`, once there counting itself in `parked`;
+/// counts in `intact` when it unwinds and finds both values intact.
+fn park_inside_both_withs(parked: &AtomicUsize, intact: &'static AtomicUsize) {
     KEY.with(|local| {
         WORKER_VALUE.with(|tls| {
-            let _check = ChecksBorrows(local, tls);
+            let _check = ChecksBorrows(local, tls, intact);
             parked.fetch_add(1, Ordering::SeqCst);
             loop {
                 stackweave::park();
@@ -244,10 +244,10 @@ fn park_inside_both_withs(parked: &AtomicUsize) {
 #[test]
 fn cancelling_coroutines_suspended_inside_with_sees_the_values_intact() {
     let rt = stackweave::Runtime::builder().workers(2).build().unwrap();
-    let before = INTACT_ON_UNWIND.load(Ordering::SeqCst);
     static CANCEL_PARKED: AtomicUsize = AtomicUsize::new(0);
+    static CANCEL_INTACT: AtomicUsize = AtomicUsize::new(0);
     let handles: Vec<_> = (0..1_000)
-        .map(|_| rt.spawn(|| park_inside_both_withs(&CANCEL_PARKED)))
+        .map(|_| rt.spawn(|| park_inside_both_withs(&CANCEL_PARKED, &CANCEL_INTACT)))
         .collect();
     while CANCEL_PARKED.load(Ordering::SeqCst) < 1_000 {
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -256,24 +256,24 @@ fn cancelling_coroutines_suspended_inside_with_sees_the_values_intact() {
         h.cancel();
         assert!(h.join().is_err());
     }
-    assert_eq!(INTACT_ON_UNWIND.load(Ordering::SeqCst) - before, 1_000);
+    assert_eq!(CANCEL_INTACT.load(Ordering::SeqCst), 1_000);
 }
 
 /// Dropping the runtime while coroutines are suspended inside both kinds of `with`
 /// unwinds them before their worker threads (and so the thread-locals) go away.
 #[test]
 fn dropping_the_runtime_with_coroutines_suspended_inside_with_sees_the_values_intact() {
-    let before = INTACT_ON_UNWIND.load(Ordering::SeqCst);
     let rt = stackweave::Runtime::builder().workers(2).build().unwrap();
     static DROP_PARKED: AtomicUsize = AtomicUsize::new(0);
+    static DROP_INTACT: AtomicUsize = AtomicUsize::new(0);
     let handles: Vec<_> = (0..1_000)
-        .map(|_| rt.spawn(|| park_inside_both_withs(&DROP_PARKED)))
+        .map(|_| rt.spawn(|| park_inside_both_withs(&DROP_PARKED, &DROP_INTACT)))
         .collect();
     while DROP_PARKED.load(Ordering::SeqCst) < 1_000 {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     drop(rt);
-    assert_eq!(INTACT_ON_UNWIND.load(Ordering::SeqCst) - before, 1_000);
+    assert_eq!(DROP_INTACT.load(Ordering::SeqCst), 1_000);
     for h in handles {
         assert!(h.join().is_err());
     }

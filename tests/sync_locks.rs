@@ -12,8 +12,8 @@ use common::Watchdog;
 use stackweave::sync::{
     Arc, Barrier, Condvar, Mutex, MutexGuard, RwLock, Semaphore, TryLockError, WaitGroup,
 };
-use stackweave::{JoinHandle, Runtime};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use stackweave::{Builder, JoinHandle, Placement, Runtime};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,40 +27,23 @@ fn join<T>(h: JoinHandle<T>) -> T {
     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
-/// Spawns `f` (from a coroutine) so that it runs on another worker than the caller's:
-/// spawns that land on the caller's worker step aside and are retried. The caller
-/// keeps its worker busy meanwhile, so the other worker is the one that steals.
+/// Spawns `f` (from a coroutine of a two-worker runtime) on the worker that is not
+/// the caller's, named with `Placement::Worker` (a probe finds which one is ours).
 fn spawn_on_other_worker<T, F>(f: F) -> JoinHandle<Option<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    const PENDING: u8 = 0;
-    const SAME: u8 = 1;
-    const OTHER: u8 = 2;
     let me = thread::current().id();
-    let f = Arc::new(std::sync::Mutex::new(Some(f)));
-    for _ in 0..10_000 {
-        let landed = Arc::new(AtomicU8::new(PENDING));
-        let (f, landed2) = (f.clone(), landed.clone());
-        let h = stackweave::spawn(move || {
-            if thread::current().id() == me {
-                landed2.store(SAME, Ordering::SeqCst);
-                return None;
-            }
-            landed2.store(OTHER, Ordering::SeqCst);
-            let f = f.lock().unwrap().take().expect("runs once");
+    let on = |worker| Builder::new().placement(Placement::Worker(worker));
+    let probe = on(0).spawn(|| thread::current().id()).unwrap();
+    let other = if join(probe) == me { 1 } else { 0 };
+    on(other)
+        .spawn(move || {
+            assert_ne!(thread::current().id(), me, "placed on the other worker");
             Some(f())
-        });
-        while landed.load(Ordering::SeqCst) == PENDING {
-            stackweave::yield_now();
-        }
-        if landed.load(Ordering::SeqCst) == OTHER {
-            return h;
-        }
-        assert!(join(h).is_none());
-    }
-    panic!("no coroutine landed on another worker in 10,000 spawns");
+        })
+        .unwrap()
 }
 
 #[test]
