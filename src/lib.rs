@@ -80,6 +80,8 @@
 //!   fail with `ErrorKind::TimedOut`; [`io::Pollable`] does the same for any
 //!   pollable descriptor;
 //! * [`time`] — [`sleep`](time::sleep) and [`sleep_until`](time::sleep_until);
+//! * [`signal`] — Unix signals ([`wait`](signal::wait),
+//!   [`Signals`](signal::Signals)), waited for like a socket;
 //! * [`generator`] — standalone stackful generators that suspend from any call depth,
 //!   usable without a runtime;
 //! * [`stack`] — the configuration of coroutine stacks (lazily committed, guarded,
@@ -117,6 +119,7 @@ pub mod os;
 mod reactor;
 pub mod runtime;
 mod scheduler;
+pub mod signal;
 pub mod stack;
 pub mod sync;
 mod thread_exit;
