@@ -465,6 +465,13 @@ impl Builder {
         if shared.shutdown.load(Ordering::SeqCst) {
             return Err(io::Error::other("the runtime is shutting down"));
         }
+        if _done.is_some() && shared.draining.load(Ordering::Acquire) {
+            // Its own coroutines may still spawn: they finish the work in flight.
+            return Err(io::Error::other(
+                "the runtime is draining (Runtime::shutdown_timeout): it takes no new \
+                 coroutines from outside",
+            ));
+        }
         shared.check_placement(self.placement)?;
         let stack = stack::pool::take(self.stack_size.unwrap_or(shared.stack_size))?;
         let owner = Owner {

@@ -46,6 +46,11 @@ impl<T: AsFd> Source<T> {
         })
     }
 
+    /// The readiness slot (for a listener's drain, see `runtime::drain`).
+    pub(crate) fn slot(&self) -> &'static ScheduledIo {
+        self.slot
+    }
+
     pub(crate) fn get_ref(&self) -> &T {
         &self.io
     }

@@ -126,7 +126,11 @@ impl TcpListener {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, addr) = self.source.do_io(Direction::Read, |l| l.accept())?;
+        let slot = self.source.slot();
+        let (stream, addr) = self.source.do_io(Direction::Read, |l| {
+            crate::runtime::accepting(slot)?;
+            l.accept()
+        })?;
         Ok((TcpStream::from(stream), addr))
     }
 
@@ -187,7 +191,11 @@ impl TcpListener {
 impl<'a> Iterator for Incoming<'a> {
     type Item = io::Result<TcpStream>;
     fn next(&mut self) -> Option<io::Result<TcpStream>> {
-        Some(self.listener.accept().map(|(s, _)| s))
+        match self.listener.accept() {
+            // The runtime drains: the iteration ends (see `Runtime::shutdown_timeout`).
+            Err(e) if crate::runtime::is_drain_error(&e) => None,
+            accepted => Some(accepted.map(|(s, _)| s)),
+        }
     }
 }
 

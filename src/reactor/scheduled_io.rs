@@ -41,6 +41,10 @@ pub(crate) struct ScheduledIo {
     /// registered with; null before. Only compared, never dereferenced: the `Arc`
     /// in `Inner::registration` keeps it alive.
     registered: AtomicPtr<Shared>,
+    /// The runtime (`Arc::as_ptr` of its `Shared`) whose list of listeners to
+    /// interrupt at a drain holds this slot (see `runtime::drain`); null before.
+    /// Only compared, never dereferenced.
+    drain_listed: AtomicPtr<Shared>,
     inner: Mutex<Inner>,
 }
 
@@ -62,6 +66,7 @@ impl ScheduledIo {
             ticks: [AtomicU32::new(0), AtomicU32::new(0)],
             read_closed: AtomicBool::new(false),
             registered: AtomicPtr::new(std::ptr::null_mut()),
+            drain_listed: AtomicPtr::new(std::ptr::null_mut()),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -151,6 +156,23 @@ impl ScheduledIo {
         }
         if write {
             wake.append(&mut inner.waiters[1]);
+        }
+    }
+
+    /// Whether this slot is in the drain list of `shared`; if not, marks it so
+    /// (the caller then adds it, see `runtime::drain`).
+    pub(crate) fn list_for_drain(&self, shared: &Shared) -> bool {
+        let ours = (shared as *const Shared).cast_mut();
+        self.drain_listed.swap(ours, Ordering::AcqRel) == ours
+    }
+
+    /// Makes a waiter for readability look again, as an event would: how a drain
+    /// ends the accepts that wait on a listener (their next try sees the drain).
+    pub(crate) fn interrupt_read(&self) {
+        let mut woken = Vec::new();
+        self.dispatch(true, false, false, &mut woken);
+        for task in woken {
+            task.wake();
         }
     }
 

@@ -7,8 +7,11 @@
 //! every [`JoinHandle`] gets a result ([`Unwound`](crate::Unwound) for those the
 //! runtime ended).
 
+mod drain;
 mod metrics;
 
+pub use drain::Drained;
+pub(crate) use drain::{accepting, is_drain_error};
 pub use metrics::Metrics;
 
 use crate::coroutine::{self, JoinHandle};
@@ -149,6 +152,8 @@ impl Builder {
             stack_size: self.stack_size,
             spawned: Padded(AtomicU64::new(0)),
             completed: Padded(AtomicU64::new(0)),
+            draining: AtomicBool::new(false),
+            listeners: Mutex::new(Vec::new()),
         });
         let runtime = Runtime {
             handle: Handle {
@@ -300,21 +305,6 @@ impl Runtime {
             assert!(
                 !Arc::ptr_eq(&current, shared),
                 "a runtime cannot be shut down or dropped from one of its own coroutines"
-            );
-        }
-        if std::env::var_os("SW_DEBUG").is_some() {
-            eprintln!(
-                "DEBUG per-worker completed {:?} steals {:?}",
-                shared
-                    .remotes
-                    .iter()
-                    .map(|r| r.completed.load(Ordering::Relaxed))
-                    .collect::<Vec<_>>(),
-                shared
-                    .remotes
-                    .iter()
-                    .map(|r| r.steals.load(Ordering::Relaxed))
-                    .collect::<Vec<_>>()
             );
         }
         shared.shutdown.store(true, Ordering::SeqCst);

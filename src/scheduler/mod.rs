@@ -29,13 +29,14 @@ pub(crate) mod state;
 pub(crate) mod task;
 mod worker;
 
+use crate::reactor::scheduled_io::ScheduledIo;
 use crate::runtime::Metrics;
 use crossbeam_deque::{Injector, Steal, Stealer};
 use std::cell::Cell;
 use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use placement::Placement;
 
@@ -67,6 +68,11 @@ pub(crate) struct Shared {
     /// Spawns and completions counted off the workers (see [`Remote::spawned`]).
     pub(crate) spawned: Padded<AtomicU64>,
     pub(crate) completed: Padded<AtomicU64>,
+    /// Set by `Runtime::shutdown_timeout` (see `runtime::drain`).
+    pub(crate) draining: AtomicBool,
+    /// The readiness slots of the listeners accepting on this runtime, to
+    /// interrupt at a drain (see `runtime::drain`).
+    pub(crate) listeners: Mutex<Vec<&'static ScheduledIo>>,
 }
 
 /// A value on cache lines of its own (two, against the adjacent-line prefetcher):
@@ -375,6 +381,18 @@ pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
         Arc::increment_strong_count(shared);
         Some(Arc::from_raw(shared))
     }
+}
+
+/// Runs `f` with the runtime whose worker this thread is, if any, without touching
+/// its reference count.
+pub(crate) fn with_current_runtime<R>(f: impl FnOnce(&Shared) -> R) -> Option<R> {
+    let shared = RUNTIME.with(Cell::get);
+    if shared.is_null() {
+        return None;
+    }
+    // SAFETY: alive while RUNTIME is set (see `current_runtime`); `f` runs before we
+    // return, on this thread.
+    Some(f(unsafe { &*shared }))
 }
 
 /// Completes a task that never ran, without running user code: its closure is

@@ -105,7 +105,11 @@ impl UnixListener {
     ///
     /// As std; `WouldBlock` in non-blocking mode when no connection is pending.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, addr) = self.source.do_io(Direction::Read, |l| l.accept())?;
+        let slot = self.source.slot();
+        let (stream, addr) = self.source.do_io(Direction::Read, |l| {
+            crate::runtime::accepting(slot)?;
+            l.accept()
+        })?;
         Ok((UnixStream::from(stream), addr))
     }
 
@@ -162,11 +166,16 @@ impl<'a> Iterator for Incoming<'a> {
     type Item = io::Result<UnixStream>;
 
     fn next(&mut self) -> Option<io::Result<UnixStream>> {
-        Some(self.listener.accept().map(|(s, _)| s))
+        match self.listener.accept() {
+            // The runtime drains: the iteration ends (see `Runtime::shutdown_timeout`).
+            Err(e) if crate::runtime::is_drain_error(&e) => None,
+            accepted => Some(accepted.map(|(s, _)| s)),
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (usize::MAX, None)
+        // Endless, except on a draining runtime.
+        (0, None)
     }
 }
 

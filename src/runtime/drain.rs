@@ -1,0 +1,165 @@
+//! Graceful drain: [`Runtime::shutdown_timeout`] lets the work in flight finish, up
+//! to a deadline, before the usual shutdown ends the rest.
+//!
+//! Invariant: once `Shared::draining` is set, no accept on one of the runtime's
+//! listeners returns a new connection, and no spawn from outside the runtime
+//! succeeds; the runtime's own coroutines go on (they are the work in flight, and
+//! may spawn helpers for it). Every listener that accepted on the runtime's
+//! coroutines has its readiness slot in `Shared::listeners` (added before its
+//! accept first tries, at most once per slot); the drain sets the flag, then makes
+//! each of those slots' readers look again, so an accept that was waiting tries
+//! once more, sees the flag and returns the drain error. An accept that lists its
+//! slot after the drain took the list has taken the same lock since, so it sees the
+//! flag too. A slot whose listener has closed may stay listed (slots are reused):
+//! the only cost is one spurious wake of whatever socket uses it at the drain.
+
+use super::Runtime;
+use crate::reactor::scheduled_io::ScheduledIo;
+use crate::scheduler;
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What [`Runtime::shutdown_timeout`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Coroutines that finished by themselves during the drain (those in flight
+    /// when it began, and any they spawned meanwhile).
+    pub finished: u64,
+    /// Coroutines still running at the deadline, unwound with
+    /// [`Unwound`](crate::Unwound) (destructors run) as [`Runtime::shutdown`] does.
+    pub cancelled: usize,
+    /// How long the drain took, the final shutdown included.
+    pub elapsed: Duration,
+}
+
+/// The error of an accept on a draining runtime's listener.
+#[derive(Debug)]
+struct Draining;
+
+impl fmt::Display for Draining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the runtime is draining (Runtime::shutdown_timeout): its listeners accept no \
+             more connections",
+        )
+    }
+}
+
+impl Error for Draining {}
+
+/// Whether `e` is the error an accept returns on a draining runtime: `incoming()`
+/// ends on it.
+pub(crate) fn is_drain_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Draining>())
+}
+
+/// Called by a listener's accept before each try, with the listener's readiness
+/// slot: the drain error if this thread's runtime drains (module invariant); lists
+/// the slot for the drain the first time. Nothing outside a runtime's workers.
+pub(crate) fn accepting(slot: &'static ScheduledIo) -> io::Result<()> {
+    scheduler::with_current_runtime(|shared| {
+        if !slot.list_for_drain(shared) {
+            let mut listeners = shared.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            if !listeners.iter().any(|&l| std::ptr::eq(l, slot)) {
+                listeners.push(slot);
+            }
+        }
+        if shared.draining.load(Ordering::Acquire) {
+            Err(io::Error::other(Draining))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_or(Ok(()))
+}
+
+impl Runtime {
+    /// Shuts the runtime down gracefully: the coroutines in flight get until
+    /// `timeout` to finish, then the rest are unwound as by [`shutdown`].
+    ///
+    /// From the call on, the runtime's listeners accept no more connections: a
+    /// waiting `accept` returns an error and `incoming()` ends, so an accept loop
+    /// written as `for stream in listener.incoming()` returns by itself, and once it
+    /// drops its listener, new connections are refused. Spawns from outside the
+    /// runtime ([`Runtime::spawn`], a [`Handle`](super::Handle), other threads) fail
+    /// with an error; the runtime's own coroutines may still spawn, since they are
+    /// the work in flight. Returns as soon as every coroutine has finished, or at the
+    /// deadline, with what happened.
+    ///
+    /// A second signal during the drain (an impatient operator's second Ctrl-C) is
+    /// the caller's to watch for: e.g. a thread waiting on a
+    /// [`Signals`](crate::signal::Signals) that exits the process.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Deadlock`] if called from one of this runtime's own
+    /// coroutines (it would wait for itself); the runtime is left as it was.
+    ///
+    /// [`shutdown`]: Runtime::shutdown
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = stackweave::Runtime::builder().workers(2).build()?;
+    /// let quick = rt.spawn(|| stackweave::time::sleep(Duration::from_millis(10)));
+    /// let stuck = rt.spawn(|| loop {
+    ///     stackweave::park();
+    /// });
+    /// let drained = rt.shutdown_timeout(Duration::from_millis(100))?;
+    /// assert_eq!((drained.finished, drained.cancelled), (1, 1));
+    /// assert!(quick.join().is_ok());
+    /// assert!(stuck.join().is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> io::Result<Drained> {
+        let start = Instant::now();
+        let shared = &self.handle.shared;
+        if scheduler::with_current_runtime(|current| std::ptr::eq(current, &**shared))
+            .unwrap_or(false)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Deadlock,
+                "Runtime::shutdown_timeout called from one of the runtime's own coroutines \
+                 (it would wait for itself)",
+            ));
+        }
+        let completed_before = shared.metrics().completed;
+        shared.draining.store(true, Ordering::SeqCst);
+        let listeners = shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for slot in listeners {
+            slot.interrupt_read();
+        }
+        let deadline = start.checked_add(timeout);
+        let mut pause = Duration::from_micros(100);
+        loop {
+            let live = shared.metrics().live_coroutines;
+            let now = Instant::now();
+            if live == 0 || deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            // Polls the count: a drain lasts as long as its slowest request, and
+            // nothing on the coroutines' paths pays for it.
+            let left = deadline.map_or(pause, |d| d - now);
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+        let metrics = shared.metrics();
+        let cancelled = metrics.live_coroutines;
+        self.shutdown_inner();
+        Ok(Drained {
+            finished: metrics.completed - completed_before,
+            cancelled,
+            elapsed: start.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! `Runtime::shutdown_timeout`: the work in flight finishes, accept loops end by
+//! themselves, spawns from outside are refused, and what outlives the deadline is
+//! unwound and counted.
+
+use stackweave::net::{TcpListener, TcpStream};
+use stackweave::os::unix::net::{UnixListener, UnixStream};
+use stackweave::Runtime;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Sleeps until `cond` holds, failing the test after 20 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Suspends the calling coroutine until `flag` is set.
+fn wait_for(flag: &AtomicBool) {
+    while !flag.load(Ordering::Acquire) {
+        stackweave::time::sleep(Duration::from_millis(1));
+    }
+}
+
+const IN_FLIGHT: usize = 200;
+
+#[test]
+fn requests_in_flight_get_their_full_response_and_the_accept_loop_ends() {
+    let server = Runtime::builder().workers(2).build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let read_request = Arc::new(AtomicUsize::new(0));
+    let draining = Arc::new(AtomicBool::new(false));
+    let accept_loop = server.spawn({
+        let (read_request, draining) = (read_request.clone(), draining.clone());
+        move || {
+            let mut accepted = 0;
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                accepted += 1;
+                let (read_request, draining) = (read_request.clone(), draining.clone());
+                stackweave::spawn(move || {
+                    let mut request = [0; 4];
+                    stream.read_exact(&mut request).unwrap();
+                    read_request.fetch_add(1, Ordering::AcqRel);
+                    // The handler's work: 100 ms, all of it after the drain began.
+                    wait_for(&draining);
+                    stackweave::time::sleep(Duration::from_millis(100));
+                    stream.write_all(b"done:").unwrap();
+                    stream.write_all(&request).unwrap();
+                });
+            }
+            accepted
+        }
+    });
+
+    let clients_rt = Runtime::builder().workers(1).build().unwrap();
+    let clients: Vec<_> = (0..IN_FLIGHT as u32)
+        .map(|i| {
+            clients_rt.spawn(move || -> io::Result<Vec<u8>> {
+                let mut stream = TcpStream::connect(addr)?;
+                stream.write_all(&i.to_le_bytes())?;
+                let mut response = Vec::new();
+                stream.read_to_end(&mut response)?;
+                Ok(response)
+            })
+        })
+        .collect();
+    eventually("every request to be read", || {
+        read_request.load(Ordering::Acquire) == IN_FLIGHT
+    });
+
+    draining.store(true, Ordering::Release);
+    let drained = server.shutdown_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(drained.cancelled, 0, "{drained:?}");
+    // Every handler, and the accept loop, which ended by itself.
+    assert_eq!(drained.finished, IN_FLIGHT as u64 + 1, "{drained:?}");
+    assert!(drained.elapsed >= Duration::from_millis(100), "{drained:?}");
+    assert_eq!(accept_loop.join().unwrap(), IN_FLIGHT);
+
+    for (i, client) in clients.into_iter().enumerate() {
+        let mut expected = b"done:".to_vec();
+        expected.extend_from_slice(&(i as u32).to_le_bytes());
+        assert_eq!(client.join().unwrap().unwrap(), expected, "client {i}");
+    }
+    // The accept loop dropped the listener on its way out.
+    let refused = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn an_accept_waiting_on_a_unix_listener_returns_the_drain_error() {
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let dir = std::env::temp_dir().join(format!("stackweave-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let acceptor = rt.spawn({
+        let served = served.clone();
+        move || {
+            let (_first, _) = listener.accept()?;
+            served.fetch_add(1, Ordering::AcqRel);
+            // Waits here when the drain begins.
+            listener.accept().map(|_| ())
+        }
+    });
+    let _client = rt
+        .block_on({
+            let path = path.clone();
+            move || UnixStream::connect(path)
+        })
+        .unwrap();
+    eventually("the first connection to be accepted", || {
+        served.load(Ordering::Acquire) == 1
+    });
+    let drained = rt.shutdown_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(drained.cancelled, 0, "{drained:?}");
+    let err = acceptor.join().unwrap().unwrap_err();
+    assert!(err.to_string().contains("draining"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Counts its drops: proves a coroutine was unwound with its destructors run.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[test]
+fn coroutines_that_outlive_the_deadline_are_unwound_and_counted() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let parked = Arc::new(AtomicUsize::new(0));
+    let stuck: Vec<_> = (0..3)
+        .map(|_| {
+            let (dropped, parked) = (dropped.clone(), parked.clone());
+            rt.spawn(move || {
+                let _guard = Counted(dropped);
+                parked.fetch_add(1, Ordering::AcqRel);
+                loop {
+                    stackweave::park();
+                }
+            })
+        })
+        .collect();
+    eventually("the stuck coroutines to park", || {
+        parked.load(Ordering::Acquire) == 3
+    });
+    let start = Instant::now();
+    let drained = rt.shutdown_timeout(Duration::from_millis(200)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert_eq!((drained.finished, drained.cancelled), (0, 3), "{drained:?}");
+    assert_eq!(dropped.load(Ordering::Acquire), 3);
+    for h in stuck {
+        assert!(h.join().is_err());
+    }
+}
+
+#[test]
+fn spawns_from_outside_are_refused_while_the_runtimes_own_coroutines_may_spawn() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let go = Arc::new(AtomicBool::new(false));
+    let in_flight = rt.spawn({
+        let go = go.clone();
+        move || {
+            wait_for(&go);
+            // A helper for the work in flight: allowed during the drain.
+            stackweave::spawn(|| 6 * 7).join().unwrap()
+        }
+    });
+    let handle = rt.handle().clone();
+    thread::scope(|s| {
+        let drain = s.spawn(|| rt.shutdown_timeout(Duration::from_secs(30)));
+        // Until the drain begins, spawns from here succeed.
+        let refused = loop {
+            match handle.try_spawn(stackweave::Builder::new(), || ()) {
+                Ok(h) => drop(h),
+                Err(e) => break e,
+            }
+            thread::yield_now();
+        };
+        assert!(refused.to_string().contains("draining"), "{refused}");
+        go.store(true, Ordering::Release);
+        let drained = drain.join().unwrap().unwrap();
+        assert_eq!(drained.cancelled, 0, "{drained:?}");
+    });
+    assert_eq!(in_flight.join().unwrap(), 42);
+}
+
+#[test]
+fn shutdown_timeout_from_one_of_its_own_coroutines_is_a_deadlock_error() {
+    let rt = Arc::new(Runtime::builder().workers(1).build().unwrap());
+    let inner = rt.clone();
+    let err = rt
+        .block_on(move || inner.shutdown_timeout(Duration::from_secs(1)))
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Deadlock, "{err}");
+    // Left as it was.
+    assert_eq!(rt.block_on(|| 5), 5);
+}
