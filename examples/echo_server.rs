@@ -12,6 +12,8 @@
 //! * `--workers N` — worker threads (default: one per CPU).
 //! * `--for SECS` — stop after `SECS` seconds (for scripts and tests); the runtime is
 //!   shut down, which unwinds every coroutine still blocked in `accept` or `read`.
+//!   Without it the server runs until SIGINT (Ctrl-C) or SIGTERM, then drains: the
+//!   accept loop ends, open connections get 5 s to finish (`Runtime::shutdown_timeout`).
 //!
 //! Try it with the client example: `cargo run --release --example echo_client`.
 //!
@@ -31,6 +33,7 @@
 //!   causes (reset, broken pipe) are normal and not printed.
 
 use stackweave::net::{TcpListener, TcpStream};
+use stackweave::signal::{self, SIGINT, SIGTERM};
 use stackweave::Runtime;
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +56,9 @@ struct Stats {
 
 /// How long the accept loop backs off when the process is out of descriptors.
 const FD_BACKOFF: Duration = Duration::from_millis(50);
+/// How long the connections in flight get to finish after SIGINT or SIGTERM; idle
+/// ones that stay open are closed at the deadline.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// The accept loop: one coroutine per connection, forever.
 fn serve(listener: TcpListener, stats: Arc<Stats>) {
@@ -190,14 +196,22 @@ fn main() -> io::Result<()> {
     );
 
     let stats = Arc::new(Stats::default());
-    let server = {
+    let _server = {
         let stats = stats.clone();
         rt.spawn(move || serve(listener, stats))
     };
     match args.run_for {
         None => {
-            // The accept loop never ends by itself.
-            let _ = server.join();
+            // Until SIGINT (Ctrl-C) or SIGTERM; then the connections in flight get
+            // DRAIN to finish while the accept loop ends (see "Stopping a server" in
+            // the README).
+            let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
+            let drained = rt.shutdown_timeout(DRAIN)?;
+            println!(
+                "signal {signal}: drained in {:.1?} ({} coroutines finished, {} cancelled \
+                 at the {DRAIN:?} deadline)",
+                drained.elapsed, drained.finished, drained.cancelled
+            );
         }
         Some(d) => {
             std::thread::sleep(d);

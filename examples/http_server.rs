@@ -11,7 +11,9 @@
 //! * `ADDR` — where to listen, default `127.0.0.1:8080`.
 //! * `--workers N` — worker threads (default: one per CPU).
 //! * `--for SECS` — stop after `SECS` seconds (for scripts and tests) and print how
-//!   many requests were served.
+//!   many requests were served. Without it the server runs until SIGINT (Ctrl-C) or
+//!   SIGTERM, then drains: the accept loop ends, open connections get 5 s to finish
+//!   (`Runtime::shutdown_timeout`), and the same figures are printed.
 //!
 //! Try it:
 //!
@@ -46,6 +48,7 @@
 //! no `Date` header, to keep it cheap.
 
 use stackweave::net::{ListenOptions, Shutdown, TcpListener, TcpStream};
+use stackweave::signal::{self, SIGINT, SIGTERM};
 use stackweave::Runtime;
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +70,9 @@ const LINGER: Duration = Duration::from_millis(500);
 const BACKLOG: u32 = 1024;
 /// How long the accept loop backs off when the process is out of descriptors.
 const FD_BACKOFF: Duration = Duration::from_millis(50);
+/// How long the connections in flight get to finish after SIGINT or SIGTERM; idle
+/// ones that stay open are closed at the deadline.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// What the server counts, shared by every coroutine.
 #[derive(Default)]
@@ -380,14 +386,22 @@ fn main() -> io::Result<()> {
     );
 
     let stats = Arc::new(Stats::default());
-    let server = {
+    let _server = {
         let stats = stats.clone();
         rt.spawn(move || serve(listener, stats))
     };
     match args.run_for {
         None => {
-            // The accept loop never ends by itself.
-            let _ = server.join();
+            // Until SIGINT (Ctrl-C) or SIGTERM; then the requests in flight get
+            // DRAIN to finish while the accept loop ends (see "Stopping a server" in
+            // the README).
+            let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
+            let drained = rt.shutdown_timeout(DRAIN)?;
+            println!(
+                "signal {signal}: drained in {:.1?} ({} coroutines finished, {} cancelled \
+                 at the {DRAIN:?} deadline)",
+                drained.elapsed, drained.finished, drained.cancelled
+            );
         }
         Some(d) => {
             std::thread::sleep(d);

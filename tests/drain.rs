@@ -208,3 +208,147 @@ fn shutdown_timeout_from_one_of_its_own_coroutines_is_a_deadlock_error() {
     // Left as it was.
     assert_eq!(rt.block_on(|| 5), 5);
 }
+
+/// The environment variable that makes this test binary the server of
+/// [`sigterm_drains_a_server_process_and_it_exits_0`].
+const SERVER_CHILD: &str = "STACKWEAVE_DRAIN_SERVER_CHILD";
+
+/// The child process's server: prints its port, counts requests read (printing
+/// `ready` at `IN_FLIGHT`), answers each after 100 ms (a request `hang` never),
+/// and on SIGTERM drains with a 2 s deadline, prints what happened and exits 0.
+fn serve_until_sigterm() -> ! {
+    use stackweave::signal::{self, SIGTERM};
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("port {}", listener.local_addr().unwrap().port());
+    let read = Arc::new(AtomicUsize::new(0));
+    rt.spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let read = read.clone();
+            stackweave::spawn(move || {
+                let mut request = [0; 4];
+                stream.read_exact(&mut request).unwrap();
+                if read.fetch_add(1, Ordering::AcqRel) + 1 == IN_FLIGHT {
+                    println!("ready");
+                }
+                if &request == b"hang" {
+                    loop {
+                        stackweave::park();
+                    }
+                }
+                stackweave::time::sleep(Duration::from_millis(100));
+                stream.write_all(b"done:").unwrap();
+                stream.write_all(&request).unwrap();
+            });
+        }
+    });
+    let got = rt.block_on(|| signal::wait(&[SIGTERM])).unwrap();
+    assert_eq!(got, SIGTERM);
+    let drained = rt.shutdown_timeout(Duration::from_secs(2)).unwrap();
+    println!(
+        "drained finished={} cancelled={}",
+        drained.finished, drained.cancelled
+    );
+    std::process::exit(0)
+}
+
+/// A child process that is killed if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the server child, sends `IN_FLIGHT` requests (the first `hang` if `hang`),
+/// SIGTERMs it once all are read, and checks the responses, the refusal of new
+/// connections and the exit; returns the child's `drained` line.
+fn drain_a_server_process(test: &str, hang: bool) -> String {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(SERVER_CHILD, test)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    // The harness's `test … ... ` may start the child's first line.
+    let mut next_line = |marker: &str| loop {
+        let line = lines.next().expect("the child's output ended").unwrap();
+        if let Some(at) = line.find(marker) {
+            return line[at + marker.len()..].to_string();
+        }
+    };
+    let port: u16 = next_line("port ").parse().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let clients: Vec<_> = (0..IN_FLIGHT as u32)
+        .map(|i| {
+            thread::spawn(move || -> io::Result<Vec<u8>> {
+                let mut stream = std::net::TcpStream::connect(addr)?;
+                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let request = if hang && i == 0 {
+                    *b"hang"
+                } else {
+                    i.to_le_bytes()
+                };
+                stream.write_all(&request)?;
+                let mut response = Vec::new();
+                stream.read_to_end(&mut response)?;
+                Ok(response)
+            })
+        })
+        .collect();
+    next_line("ready");
+    let start = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let drained = next_line("drained ");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "the server exited with {status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the drain took {:?}",
+        start.elapsed()
+    );
+    for (i, client) in clients.into_iter().enumerate() {
+        let response = client.join().unwrap().unwrap();
+        if hang && i == 0 {
+            // Cancelled at the deadline: the connection closed without an answer.
+            assert!(response.is_empty(), "{response:?}");
+            continue;
+        }
+        let mut expected = b"done:".to_vec();
+        expected.extend_from_slice(&(i as u32).to_le_bytes());
+        assert_eq!(response, expected, "client {i}");
+    }
+    let refused = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    drained
+}
+
+#[test]
+fn sigterm_drains_a_server_process_and_it_exits_0() {
+    const TEST: &str = "sigterm_drains_a_server_process_and_it_exits_0";
+    if std::env::var_os(SERVER_CHILD).is_some_and(|v| v == TEST) {
+        serve_until_sigterm();
+    }
+    let drained = drain_a_server_process(TEST, false);
+    // Every handler and the accept loop finished; the main coroutine had already.
+    assert_eq!(drained, format!("finished={} cancelled=0", IN_FLIGHT + 1));
+}
+
+#[test]
+fn sigterm_drain_cancels_a_handler_that_never_finishes_at_the_deadline() {
+    const TEST: &str = "sigterm_drain_cancels_a_handler_that_never_finishes_at_the_deadline";
+    if std::env::var_os(SERVER_CHILD).is_some_and(|v| v == TEST) {
+        serve_until_sigterm();
+    }
+    let drained = drain_a_server_process(TEST, true);
+    assert_eq!(drained, format!("finished={} cancelled=1", IN_FLIGHT));
+}
