@@ -85,9 +85,10 @@ impl Runtime {
     /// waiting `accept` returns an error and `incoming()` ends, so an accept loop
     /// written as `for stream in listener.incoming()` returns by itself, and once it
     /// drops its listener, new connections are refused. Spawns from outside the
-    /// runtime ([`Runtime::spawn`], a [`Handle`](super::Handle), other threads) fail
-    /// with an error; the runtime's own coroutines may still spawn, since they are
-    /// the work in flight. Returns as soon as every coroutine has finished, or at the
+    /// runtime fail as they do after [`shutdown`]: [`Handle::try_spawn`] and
+    /// `Builder::spawn` return the error, [`Runtime::spawn`] and
+    /// [`Runtime::block_on`] panic with it; the runtime's own coroutines may still
+    /// spawn, since they are the work in flight. Returns as soon as every coroutine has finished, or at the
     /// deadline, with what happened.
     ///
     /// A second signal during the drain (an impatient operator's second Ctrl-C) is
@@ -100,6 +101,7 @@ impl Runtime {
     /// coroutines (it would wait for itself); the runtime is left as it was.
     ///
     /// [`shutdown`]: Runtime::shutdown
+    /// [`Handle::try_spawn`]: super::Handle::try_spawn
     ///
     /// # Examples
     ///
