@@ -9,7 +9,9 @@
 //!
 //! * `ADDR` — where to listen, default `127.0.0.1:7880`.
 //! * `--workers N` — worker threads (default: one per CPU).
-//! * `--for SECS` — stop after `SECS` seconds (for scripts and tests).
+//! * `--for SECS` — stop after `SECS` seconds (for scripts and tests). Without it
+//!   the server runs until SIGINT (Ctrl-C) or SIGTERM, then drains
+//!   (`Runtime::shutdown_timeout`, 5 s).
 //!
 //! Try it with two terminals running `nc 127.0.0.1 7880` (or `telnet`). Type
 //! `/nick NAME` to pick a name (1 to 32 letters, digits, `-` or `_`); until then a
@@ -48,6 +50,7 @@
 //! it.
 
 use stackweave::net::{Shutdown, TcpListener, TcpStream};
+use stackweave::signal::{self, SIGINT, SIGTERM};
 use stackweave::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use stackweave::Runtime;
 use std::collections::BTreeMap;
@@ -63,6 +66,8 @@ const INBOX: usize = 256;
 
 /// Longest line accepted from a client, in bytes; a longer one ends the connection.
 const MAX_LINE: usize = 4096;
+/// How long the clients still open get to finish after SIGINT or SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// A line on its way to clients, shared by every outbox it is in.
 type Line = Arc<str>;
@@ -341,11 +346,19 @@ fn main() -> io::Result<()> {
             None => String::new(),
         }
     );
-    let server = rt.spawn(move || serve(listener));
+    let _server = rt.spawn(move || serve(listener));
     match args.run_for {
         None => {
-            // The accept loop never ends by itself.
-            let _ = server.join();
+            // Until SIGINT (Ctrl-C) or SIGTERM; then the accept loop ends and the
+            // clients still open get DRAIN to finish (see "Stopping a server" in the
+            // README).
+            let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
+            let drained = rt.shutdown_timeout(DRAIN)?;
+            println!(
+                "signal {signal}: drained in {:.1?} ({} coroutines finished, {} cancelled \
+                 at the {DRAIN:?} deadline)",
+                drained.elapsed, drained.finished, drained.cancelled
+            );
         }
         Some(d) => {
             std::thread::sleep(d);

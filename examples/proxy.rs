@@ -14,6 +14,8 @@
 //! * `--workers N` — worker threads (default: one per CPU).
 //! * `--for SECS` — stop after `SECS` seconds (for scripts and tests); the runtime is
 //!   shut down, which unwinds every coroutine still blocked in `accept` or `read`.
+//!   Without it the proxy runs until SIGINT (Ctrl-C) or SIGTERM, then drains
+//!   (`Runtime::shutdown_timeout`, 5 s).
 //!
 //! Try it in front of the echo server:
 //!
@@ -43,6 +45,7 @@
 //! `tests/example_proxy.rs` can include this file and run them.
 
 use stackweave::net::{Shutdown, TcpListener, TcpStream};
+use stackweave::signal::{self, SIGINT, SIGTERM};
 use stackweave::Runtime;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -50,6 +53,8 @@ use std::time::Duration;
 
 /// Size of each direction's copy buffer (on the heap, not the coroutine's stack).
 const BUF_SIZE: usize = 64 * 1024;
+/// How long the connections still open get to finish after SIGINT or SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// The accept loop: forwards every client on `listener` to `upstream`, forever.
 ///
@@ -204,11 +209,19 @@ fn main() -> io::Result<()> {
             None => String::new(),
         }
     );
-    let server = rt.spawn(move || serve(listener, upstream));
+    let _server = rt.spawn(move || serve(listener, upstream));
     match args.run_for {
         None => {
-            // The accept loop never ends by itself.
-            let _ = server.join();
+            // Until SIGINT (Ctrl-C) or SIGTERM; then the accept loop ends and the
+            // connections still open get DRAIN to finish (see "Stopping a server" in the
+            // README).
+            let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
+            let drained = rt.shutdown_timeout(DRAIN)?;
+            println!(
+                "signal {signal}: drained in {:.1?} ({} coroutines finished, {} cancelled \
+                 at the {DRAIN:?} deadline)",
+                drained.elapsed, drained.finished, drained.cancelled
+            );
         }
         Some(d) => {
             std::thread::sleep(d);
