@@ -217,11 +217,7 @@ fn main() -> io::Result<()> {
             // README).
             let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
             let drained = rt.shutdown_timeout(DRAIN)?;
-            println!(
-                "signal {signal}: drained in {:.1?} ({} coroutines finished, {} cancelled \
-                 at the {DRAIN:?} deadline)",
-                drained.elapsed, drained.finished, drained.cancelled
-            );
+            println!("signal {signal}: {drained} ({DRAIN:?} deadline)");
         }
         Some(d) => {
             std::thread::sleep(d);

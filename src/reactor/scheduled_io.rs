@@ -163,7 +163,9 @@ impl ScheduledIo {
     /// (the caller then adds it, see `runtime::drain`).
     pub(crate) fn list_for_drain(&self, shared: &Shared) -> bool {
         let ours = (shared as *const Shared).cast_mut();
-        self.drain_listed.swap(ours, Ordering::AcqRel) == ours
+        // A plain load on the accept path; the swap only the first time.
+        self.drain_listed.load(Ordering::Acquire) == ours
+            || self.drain_listed.swap(ours, Ordering::AcqRel) == ours
     }
 
     /// Makes a waiter for readability look again, as an event would: how a drain

@@ -36,6 +36,17 @@ pub struct Drained {
     pub elapsed: Duration,
 }
 
+impl fmt::Display for Drained {
+    /// `drained in 12.3ms (201 coroutines finished, 0 cancelled at the deadline)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "drained in {:.1?} ({} coroutines finished, {} cancelled at the deadline)",
+            self.elapsed, self.finished, self.cancelled
+        )
+    }
+}
+
 /// The error of an accept on a draining runtime's listener.
 #[derive(Debug)]
 struct Draining;
@@ -122,9 +133,7 @@ impl Runtime {
     pub fn shutdown_timeout(&self, timeout: Duration) -> io::Result<Drained> {
         let start = Instant::now();
         let shared = &self.handle.shared;
-        if scheduler::with_current_runtime(|current| std::ptr::eq(current, &**shared))
-            .unwrap_or(false)
-        {
+        if shared.is_own_worker() {
             return Err(io::Error::new(
                 io::ErrorKind::Deadlock,
                 "Runtime::shutdown_timeout called from one of the runtime's own coroutines \
