@@ -376,3 +376,33 @@ fn unmap_pooled_stacks_under_pressure() {
     );
     eprintln!("CHILD-OK: an 8 MiB stack fit after the pooled 1 MiB stacks were unmapped");
 }
+
+/// 20,000 coroutines spawned before any of them runs, then joined on one worker:
+/// each run takes the stack the previous one gave back, so the stacks their
+/// spawns reserved stay untouched and the process's memory grows by far less than
+/// a page per coroutine.
+#[test]
+fn a_burst_of_spawns_does_not_fault_in_a_stack_per_coroutine() {
+    const NAME: &str = "a_burst_of_spawns_does_not_fault_in_a_stack_per_coroutine";
+    if common::is_child(NAME) {
+        const N: usize = 20_000;
+        let rt = stackweave::Runtime::builder().workers(1).build().unwrap();
+        let grown_kib = rt.block_on(|| {
+            let before = proc_status_kib("VmRSS");
+            let handles: Vec<_> = (0..N).map(|i| stackweave::spawn(move || i)).collect();
+            for (i, h) in handles.into_iter().enumerate() {
+                assert_eq!(h.join().unwrap(), i);
+            }
+            proc_status_kib("VmRSS").saturating_sub(before)
+        });
+        let page_kib = page_size() / 1024;
+        // A page per coroutine would be 80 MB; the tasks themselves take a few.
+        assert!(
+            grown_kib < N * page_kib / 4,
+            "resident memory grew by {grown_kib} KiB for {N} coroutines"
+        );
+        eprintln!("CHILD-OK grew {grown_kib} KiB for {N} coroutines");
+        return;
+    }
+    expect_child_ok(NAME);
+}

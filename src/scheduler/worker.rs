@@ -715,7 +715,8 @@ impl Core {
         self.homed.set(self.homed.get() + 1);
         self.publish_load();
         let part = task.worker_part();
-        let stack = part.stack.take().expect("unstarted task has its stack");
+        let stack =
+            stack::pool::for_first_run(part.stack.take().expect("unstarted task has its stack"));
         // SAFETY: the owner lives in the task, which outlives the stack's use (the
         // stack goes back to the pool, resetting its owner, in `finish`).
         unsafe { stack.set_owner(&handle.owner) };

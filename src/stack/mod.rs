@@ -200,6 +200,10 @@ pub(crate) struct Stack {
     /// Bytes at the very top set aside for the owner's data (see `reserve_top`);
     /// the context runs below them.
     reserved: usize,
+    /// No context has run on it since its memory was mapped or given back, so its
+    /// first use faults its pages in (see `pool::for_first_run`). A hint only: a
+    /// wrong value costs a page fault or a needless swap, nothing else.
+    fresh: bool,
 }
 
 impl Stack {
@@ -228,6 +232,7 @@ impl Stack {
         let stack = Stack {
             record: overflow::register(ptr as usize, guard, usable),
             reserved: 0,
+            fresh: true,
         };
         stack.no_huge_pages();
         stack.install_guard()?;
@@ -247,6 +252,7 @@ impl Stack {
         Stack {
             record: overflow::register(low, guard, usable),
             reserved: 0,
+            fresh: true,
         }
     }
 
@@ -435,7 +441,7 @@ impl std::fmt::Debug for Stack {
 /// Sound with respect to `mprotect` guards: `GUARD` becomes `GUARD_MPROTECT` before
 /// the first `mprotect` guard is made and never changes back, so while it reads
 /// `GUARD_INSTALL` no stack has an `mprotect` guard.
-pub(super) fn release_all(stacks: &[Stack]) {
+pub(super) fn release_all(stacks: &mut [Stack]) {
     let coalesce = GUARD.load(Ordering::Relaxed) == GUARD_INSTALL;
     let ranges = stacks.iter().map(|s| {
         if coalesce {
@@ -448,6 +454,9 @@ pub(super) fn release_all(stacks: &[Stack]) {
         // SAFETY: the ranges are pooled stacks of ours, unused; a range spans guards
         // only when they are `MADV_GUARD_INSTALL` guards (see above).
         unsafe { release_range(low, len) };
+    }
+    for stack in stacks {
+        stack.fresh = true;
     }
 }
 
