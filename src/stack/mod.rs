@@ -204,6 +204,9 @@ pub(crate) struct Stack {
     /// first use faults its pages in (see `pool::for_first_run`). A hint only: a
     /// wrong value costs a page fault or a needless swap, nothing else.
     fresh: bool,
+    /// Usable bytes: the record's, kept here too, so that telling pooled stacks
+    /// apart does not read a record that may be long out of the cache.
+    size: usize,
 }
 
 impl Stack {
@@ -233,6 +236,7 @@ impl Stack {
             record: overflow::register(ptr as usize, guard, usable),
             reserved: 0,
             fresh: true,
+            size: usable,
         };
         stack.no_huge_pages();
         stack.install_guard()?;
@@ -253,6 +257,7 @@ impl Stack {
             record: overflow::register(low, guard, usable),
             reserved: 0,
             fresh: true,
+            size: usable,
         }
     }
 
@@ -328,7 +333,7 @@ impl Stack {
     /// Usable bytes (excluding the guard).
     #[inline]
     pub(crate) fn size(&self) -> usize {
-        self.record.size()
+        self.size
     }
 
     /// The guard's address range `[start, end)`.
