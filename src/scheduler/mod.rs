@@ -22,6 +22,7 @@
 //! first, so a busy worker — even one whose run queue never empties because a
 //! coroutine yields in a loop — starves neither.
 
+pub(crate) mod deadline;
 pub(crate) mod idle;
 mod placement;
 mod started;

@@ -151,6 +151,8 @@ pub(crate) struct CoroutinePart {
     pub(crate) suspender: Option<Suspender>,
     /// `coroutine_local!` values.
     pub(crate) locals: LocalMap,
+    /// The deadline scopes it is inside (`time::deadline`).
+    pub(crate) scope: super::deadline::Scopes,
 }
 
 // SAFETY: the two parts follow the module invariant: it is only reached by the one thread
@@ -191,6 +193,7 @@ impl<B: Body> Task<B> {
             coroutine_part: UnsafeCell::new(CoroutinePart {
                 suspender: None,
                 locals: LocalMap::default(),
+                scope: super::deadline::Scopes::default(),
             }),
             body,
         }

@@ -7,10 +7,11 @@
 //! because a coroutine runs on its home worker's thread; no borrow of the core's
 //! queues is held across a `resume`.
 
+use super::deadline;
 use super::placement::{self, Placement, Watch, RECHECK};
 use super::started::Started;
 use super::state::{Resume, Runnable};
-use super::task::{Request, Task};
+use super::task::{Payload, Request, Task};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
 use crate::context::Context;
 use crate::coroutine::local;
@@ -171,7 +172,7 @@ pub(crate) fn cancel_timer(key: TimerKey) {
 /// module's docs; the yield row went from ~140 to ~55 ns with both inlined).
 #[inline]
 pub(crate) fn suspend_current(request: Request) -> bool {
-    let suspender = with_core(|core| {
+    let found = with_core(|core| {
         let current = core.current.get()?;
         // SAFETY: `current` is alive while set (see `current_task`).
         let task = unsafe { current.as_ref() };
@@ -179,18 +180,23 @@ pub(crate) fn suspend_current(request: Request) -> bool {
             blocked_while_unwinding(task);
         }
         if task.state.cancelled() {
-            return Some(None);
+            return Some(Err(Box::new(Cancelled) as Payload));
         }
         // SAFETY: we are the running coroutine: its part is ours (task module
         // invariant); this short borrow ends before the switch.
-        Some(unsafe { task.coroutine_part().suspender })
+        let part = unsafe { task.coroutine_part() };
+        if let Some(expired) = deadline::check(&part.scope) {
+            return Some(Err(expired));
+        }
+        part.suspender.map(Ok)
     })
     .flatten();
-    let suspender = match suspender {
+    let suspender = match found {
         None => return false,
-        // Cancelled: unwind from here, a blocking point, without waiting.
-        Some(None) => panic::resume_unwind(Box::new(Cancelled)),
-        Some(Some(suspender)) => suspender,
+        // Cancelled, or past a deadline scope's deadline: unwind from here, a
+        // blocking point, without waiting.
+        Some(Err(payload)) => panic::resume_unwind(payload),
+        Some(Ok(found)) => found,
     };
     // A generator the coroutine is inside stays with the coroutine: the coroutines
     // this worker runs meanwhile must not see its `coroutine_local!` map.

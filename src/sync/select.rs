@@ -117,6 +117,9 @@ trait Arm {
     /// Leaves after `token` was settled; `selected`: the token was claimed for
     /// this operation.
     fn leave(&mut self, token: &Arc<Token>, oper: usize, selected: bool);
+    /// The select unwinds after `leave` picked this operation (cancelled, or a
+    /// deadline scope ended): a received message goes back to its channel.
+    fn give_back(&mut self) {}
 }
 
 /// A type-erased arm for [`__run`].
@@ -179,6 +182,12 @@ impl<T> Arm for RecvArm<'_, T> {
             self.result = Some(msg.ok_or(RecvError));
         } else {
             debug_assert!(msg.is_none(), "only a claimer fills a packet");
+        }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(Ok(msg)) = self.result.take() {
+            self.chan.give_back(msg);
         }
     }
 }
@@ -291,6 +300,9 @@ impl Drop for Round<'_, '_> {
         if !self.left {
             let selected = self.token.abort();
             self.leave(selected);
+            if let Some(i) = selected {
+                self.arms[i].0.give_back();
+            }
         }
     }
 }

@@ -8,6 +8,9 @@
 //! calling thread like their `std` counterparts.
 
 pub(crate) mod queue;
+mod scope;
+
+pub use scope::{deadline, timeout, Elapsed};
 
 use crate::scheduler::{self, Request};
 use std::time::{Duration, Instant};

@@ -278,6 +278,18 @@ impl<T> State<T> {
         Err(TrySendError::Full(msg))
     }
 
+    /// Takes back a message that a receiver was handed but cannot return (it
+    /// unwound: cancelled, or its deadline scope ended as the message came): the
+    /// first parked receiver gets it, or else the next receive, before any other.
+    fn give_back(&mut self, msg: T) {
+        if let Some(entry) = self.claim(Side::Recv) {
+            entry.packet().put(msg);
+            entry.token().wake();
+        } else {
+            self.queue.push_front(msg);
+        }
+    }
+
     fn try_recv(&mut self) -> Result<T, TryRecvError> {
         if let Some(msg) = self.queue.pop_front() {
             // A slot is free: the first parked sender's message takes it.
@@ -456,10 +468,19 @@ impl<T> Chan<T> {
         impl<T> Drop for Abandon<'_, T> {
             fn drop(&mut self) {
                 self.token.abort();
-                // The message (if any) is dropped by the caller's unwind, unlocked.
-                let _msg = self
-                    .chan
-                    .leave(self.side, self.token, self.oper, self.packet);
+                let mut state = lock(&self.chan.state);
+                state.unpark(self.side, self.token, self.oper);
+                match (self.side, self.packet.take()) {
+                    // A sender claimed us just before we gave up: the message goes
+                    // to the next receiver, not down with this unwind.
+                    (Side::Recv, Some(msg)) => state.give_back(msg),
+                    // Our own unsent message is dropped by the unwind, unlocked.
+                    (Side::Send, msg) => {
+                        drop(state);
+                        drop(msg);
+                    }
+                    (Side::Recv, None) => {}
+                }
             }
         }
         let abandon = Abandon {
@@ -497,6 +518,12 @@ impl<T> Chan<T> {
             },
         );
         true
+    }
+
+    /// Takes back a message that a receive was handed but cannot return (see
+    /// `State::give_back`).
+    pub(crate) fn give_back(&self, msg: T) {
+        lock(&self.state).give_back(msg);
     }
 
     /// Leaves after the token was settled (claimed or aborted): takes the entry off
