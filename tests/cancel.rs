@@ -121,8 +121,14 @@ fn cancelling_a_joiner_unwinds_it_and_leaves_the_joined_alone() {
         7
     });
     let target_handle = target.coroutine().clone();
-    let joiner = rt.spawn(move || target.join().unwrap());
-    std::thread::sleep(Duration::from_millis(20));
+    let joining = Arc::new(AtomicUsize::new(0));
+    let j = joining.clone();
+    let joiner = rt.spawn(move || {
+        j.fetch_add(1, Ordering::SeqCst);
+        target.join().unwrap()
+    });
+    // Cancelled before it started, it would never have waited in `join` at all.
+    wait_for(&joining, 1);
     joiner.cancel();
     assert!(joiner.join().unwrap_err().is::<Cancelled>());
     // The joined coroutine is still there and finishes normally when woken.
