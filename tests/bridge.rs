@@ -95,8 +95,14 @@ fn spawn_blocking_runs_off_the_worker_while_other_coroutines_run() {
                 t.fetch_add(1, Ordering::SeqCst);
             }
         });
-        let id = stackweave::spawn_blocking(|| {
-            std::thread::sleep(Duration::from_millis(150));
+        let t = ticks.clone();
+        let id = stackweave::spawn_blocking(move || {
+            // Blocks until the ticker has ticked 5 times, however slowly a loaded
+            // machine runs it (a blocked worker never would: then the deadline).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while t.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             std::thread::current().id()
         });
         // The ticker ran on the (only) worker while we waited.

@@ -121,8 +121,14 @@ fn cancelling_a_joiner_unwinds_it_and_leaves_the_joined_alone() {
         7
     });
     let target_handle = target.coroutine().clone();
-    let joiner = rt.spawn(move || target.join().unwrap());
-    std::thread::sleep(Duration::from_millis(20));
+    let joining = Arc::new(AtomicUsize::new(0));
+    let j = joining.clone();
+    let joiner = rt.spawn(move || {
+        j.fetch_add(1, Ordering::SeqCst);
+        target.join().unwrap()
+    });
+    // Cancelled before it started, it would never have waited in `join` at all.
+    wait_for(&joining, 1);
     joiner.cancel();
     assert!(joiner.join().unwrap_err().is::<Cancelled>());
     // The joined coroutine is still there and finishes normally when woken.
@@ -227,17 +233,22 @@ fn a_panic_is_not_reported_as_a_cancellation() {
 fn a_coroutine_that_catches_the_cancellation_is_unwound_again_at_its_next_block() {
     let rt = Runtime::builder().workers(1).build().unwrap();
     let caught = Arc::new(AtomicUsize::new(0));
-    let c = caught.clone();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let (c, i) = (caught.clone(), inside.clone());
     let h = rt.spawn(move || {
-        let r = std::panic::catch_unwind(|| loop {
-            stackweave::park();
+        let r = std::panic::catch_unwind(|| {
+            i.fetch_add(1, Ordering::SeqCst);
+            loop {
+                stackweave::park();
+            }
         });
         assert!(r.unwrap_err().is::<Cancelled>());
         c.fetch_add(1, Ordering::SeqCst);
         stackweave::park(); // unwinds again
         unreachable!();
     });
-    std::thread::sleep(Duration::from_millis(20));
+    // Cancelled before it started, it would never run (and never catch anything).
+    wait_for(&inside, 1);
     h.cancel();
     assert!(h.join().unwrap_err().is::<Cancelled>());
     assert_eq!(caught.load(Ordering::SeqCst), 1);

@@ -15,7 +15,7 @@ use stackweave::select;
 use stackweave::sync::{mpmc, mpsc};
 use stackweave::time::sleep;
 use stackweave::Runtime;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -538,11 +538,19 @@ fn waiters_unwound_at_shutdown_leave_the_channel_intact() {
 const PRODUCERS: u64 = 8;
 const PER_PRODUCER: u64 = 100_000;
 
+/// A stress test whose messages stop arriving for this long has lost a wakeup (see
+/// `Watchdog::on_progress`).
+const STALL: Duration = Duration::from_secs(60);
+
 #[test]
 fn eight_producers_one_receiver_nothing_lost_order_kept() {
-    let _watchdog = Watchdog::new("mpsc stress", Duration::from_secs(120));
+    // On progress, not a time limit: 2.4 million hand-overs take a second or two on
+    // an idle 2-CPU machine and a minute and a half with three CPU hogs beside them.
+    let received = Arc::new(AtomicU64::new(0));
+    let _watchdog = Watchdog::on_progress("mpsc stress", received.clone(), STALL);
     let rt = two_workers();
     for kind in [Kind::Unbounded, Kind::Bounded(4), Kind::Bounded(0)] {
+        let received = received.clone();
         let counts = rt.block_on(move || {
             let (tx, rx) = chan::<(u64, u64)>(kind);
             for p in 0..PRODUCERS {
@@ -561,6 +569,7 @@ fn eight_producers_one_receiver_nothing_lost_order_kept() {
                     "producer {p} out of order ({kind:?})"
                 );
                 next[p as usize] += 1;
+                received.fetch_add(1, Ordering::Relaxed);
             }
             next
         });
@@ -830,9 +839,12 @@ fn never<T>(keep: &mut Vec<mpsc::Sender<T>>) -> mpsc::Receiver<T> {
 #[test]
 fn select_under_contention_delivers_exactly_what_was_sent() {
     const N: u64 = 20_000;
-    let _watchdog = Watchdog::new("select stress", Duration::from_secs(120));
+    // On progress (selects completed), not a time limit: a fifth of a second on an
+    // idle 2-CPU machine, most of a minute with three CPU hogs beside it.
+    let progress = Arc::new(AtomicU64::new(0));
+    let _watchdog = Watchdog::on_progress("select stress", progress.clone(), STALL);
     let rt = two_workers();
-    let (sent, received, forwarded, sunk) = rt.block_on(|| {
+    let (sent, received, forwarded, sunk) = rt.block_on(move || {
         // Four channels of four kinds, and a rendezvous sink the consumers forward
         // to with `send` arms.
         let (a_tx, a_rx) = mpsc::channel::<u64>();
@@ -886,7 +898,7 @@ fn select_under_contention_delivers_exactly_what_was_sent() {
         // Consumer 1: all four channels, forwarding what comes from `a`.
         let consumer1 = {
             let (s_tx, idle_tx, idle_rx) = (s_tx.clone(), idle_tx.clone(), idle_rx.clone());
-            let d_rx = d_rx.clone();
+            let (d_rx, progress) = (d_rx.clone(), progress.clone());
             stackweave::spawn(move || {
                 let (mut a_rx, mut b_rx, mut c_rx, mut d_rx) = (a_rx, b_rx, c_rx, d_rx);
                 let mut keep = Vec::new();
@@ -896,6 +908,7 @@ fn select_under_contention_delivers_exactly_what_was_sent() {
                 let mut fwd = Tally::default();
                 let mut pending = std::collections::VecDeque::new();
                 while open > 0 || !pending.is_empty() {
+                    progress.fetch_add(1, Ordering::Relaxed);
                     let (target, v) = match pending.front() {
                         Some(&v) => (&s_tx, v),
                         None => (&idle_tx, 0),
@@ -935,7 +948,7 @@ fn select_under_contention_delivers_exactly_what_was_sent() {
         };
         // Consumer 2: competes for `d` and for the sink, forwarding all it gets.
         let consumer2 = {
-            let s_tx = s_tx.clone();
+            let (s_tx, progress) = (s_tx.clone(), progress.clone());
             stackweave::spawn(move || {
                 let mut d_rx = d_rx;
                 let mut keep = Vec::new();
@@ -944,6 +957,7 @@ fn select_under_contention_delivers_exactly_what_was_sent() {
                 let mut fwd = Tally::default();
                 let mut pending = std::collections::VecDeque::new();
                 while open || !pending.is_empty() {
+                    progress.fetch_add(1, Ordering::Relaxed);
                     let (target, v) = match pending.front() {
                         Some(&v) => (&s_tx, v),
                         None => (&idle_tx, 0),
@@ -974,6 +988,7 @@ fn select_under_contention_delivers_exactly_what_was_sent() {
             let mut t = Tally::default();
             for v in s_rx {
                 t.add(v);
+                progress.fetch_add(1, Ordering::Relaxed);
             }
             t
         });

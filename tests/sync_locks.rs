@@ -13,7 +13,7 @@ use stackweave::sync::{
     Arc, Barrier, Condvar, Mutex, MutexGuard, RwLock, Semaphore, TryLockError, WaitGroup,
 };
 use stackweave::{Builder, JoinHandle, Placement, Runtime};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -209,6 +209,8 @@ struct Slot {
     item: Mutex<Option<u64>>,
     filled: Condvar,
     emptied: Condvar,
+    /// Items taken so far, for `Watchdog::on_progress`.
+    taken: Arc<AtomicU64>,
 }
 
 impl Slot {
@@ -217,7 +219,14 @@ impl Slot {
             item: Mutex::new(None),
             filled: Condvar::new(),
             emptied: Condvar::new(),
+            taken: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A watchdog on the hand-offs rather than a time limit: a hundred thousand of
+    /// them take a second on an idle 2-CPU machine and half a minute on a loaded one.
+    fn watchdog(&self, what: &str) -> Watchdog {
+        Watchdog::on_progress(what, self.taken.clone(), LIMIT)
     }
 
     /// Puts `0..n` through the slot one at a time; notifies after unlocking, so every
@@ -239,6 +248,7 @@ impl Slot {
             let mut guard = self.filled.wait_while(guard, |s| s.is_none()).unwrap();
             assert_eq!(guard.take(), Some(i));
             drop(guard);
+            self.taken.fetch_add(1, Ordering::Relaxed);
             self.emptied.notify_one();
         }
     }
@@ -248,10 +258,10 @@ const ITEMS: u64 = 100_000;
 
 #[test]
 fn condvar_hands_items_between_coroutines_on_different_workers() {
-    let _watchdog = Watchdog::new("condvar between workers", LIMIT);
     let rt = two_workers();
-    rt.block_on(|| {
-        let slot = Slot::new();
+    let slot = Slot::new();
+    let _watchdog = slot.watchdog("condvar between workers");
+    rt.block_on(move || {
         let consumer_thread = thread::current().id();
         let slot2 = slot.clone();
         let producer = spawn_on_other_worker(move || {
@@ -266,15 +276,17 @@ fn condvar_hands_items_between_coroutines_on_different_workers() {
 
 #[test]
 fn condvar_hands_items_between_a_thread_and_a_coroutine() {
-    let _watchdog = Watchdog::new("condvar between thread and coroutine", LIMIT);
     let rt = two_workers();
     // Thread produces, coroutine consumes; then the other way round.
     let slot = Slot::new();
+    let watchdog = slot.watchdog("condvar from a thread to a coroutine");
     let slot2 = slot.clone();
     let consumer = rt.spawn(move || slot2.consume(ITEMS / 2));
     slot.produce(ITEMS / 2);
     join(consumer);
+    drop(watchdog); // its count stops here
     let slot = Slot::new();
+    let _watchdog = slot.watchdog("condvar from a coroutine to a thread");
     let slot2 = slot.clone();
     let producer = rt.spawn(move || slot2.produce(ITEMS / 2));
     slot.consume(ITEMS / 2);

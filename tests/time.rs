@@ -12,7 +12,7 @@ use stackweave::net::{TcpListener, TcpStream};
 use stackweave::time::{sleep, sleep_until};
 use stackweave::{JoinHandle, Runtime};
 use std::io::{ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,7 +215,8 @@ fn sleep_outside_a_coroutine_sleeps_the_thread() {
 
 /// Ping-pong over a TCP pair, `rounds` times; every read waits (so it arms a timer
 /// for `read_timeout`) and then completes long before it (so the timer is cancelled).
-fn ping_pong(rt: &Runtime, rounds: u32, read_timeout: Duration) {
+/// Counts the round trips in `done`.
+fn ping_pong(rt: &Runtime, rounds: u32, read_timeout: Duration, done: &Arc<AtomicU64>) {
     let (a, b) = rt.block_on(|| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -226,6 +227,7 @@ fn ping_pong(rt: &Runtime, rounds: u32, read_timeout: Duration) {
         s.set_read_timeout(Some(read_timeout)).unwrap();
         s.set_nodelay(true).unwrap();
     }
+    let done = done.clone();
     let pinger = rt.spawn(move || {
         let mut a = a;
         let mut buf = [0; 4];
@@ -233,6 +235,7 @@ fn ping_pong(rt: &Runtime, rounds: u32, read_timeout: Duration) {
             a.write_all(&i.to_le_bytes()).unwrap();
             a.read_exact(&mut buf).unwrap();
             assert_eq!(u32::from_le_bytes(buf), i);
+            done.fetch_add(1, Ordering::Relaxed);
         }
     });
     let ponger = rt.spawn(move || {
@@ -252,7 +255,15 @@ fn ping_pong(rt: &Runtime, rounds: u32, read_timeout: Duration) {
 #[test]
 fn cancelled_timers_neither_keep_the_process_busy_nor_delay_other_timers() {
     let _serial = lock(&SERIAL);
-    let _watchdog = Watchdog::new("cancelled timers", Duration::from_secs(120));
+    // On progress, not a time limit: the 12,000 round trips, each a wake of the
+    // other worker, take a second on an idle 2-CPU machine and close to a minute
+    // beside three CPU hogs. (The idle check and the timeout below add a second.)
+    let round_trips = Arc::new(AtomicU64::new(0));
+    let _watchdog = Watchdog::on_progress(
+        "cancelled timers",
+        round_trips.clone(),
+        Duration::from_secs(60),
+    );
     let rt = two_workers();
     // A canary keeps sleeping 20 ms while the timers come and go.
     let stop = Arc::new(AtomicBool::new(false));
@@ -275,9 +286,9 @@ fn cancelled_timers_neither_keep_the_process_busy_nor_delay_other_timers() {
     };
     let start = Instant::now();
     // 10,000 round trips: 20,000 reads with a 30 s timeout that complete at once.
-    ping_pong(&rt, 10_000, Duration::from_secs(30));
+    ping_pong(&rt, 10_000, Duration::from_secs(30), &round_trips);
     // And reads whose cancelled deadlines (100 ms) pass during the idle check below.
-    ping_pong(&rt, 2_000, Duration::from_millis(100));
+    ping_pong(&rt, 2_000, Duration::from_millis(100), &round_trips);
     let busy = start.elapsed();
     stop.store(true, Ordering::SeqCst);
     let (naps, worst) = join(canary);

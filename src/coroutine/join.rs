@@ -201,10 +201,13 @@ impl<T> JoinHandle<T> {
     ///
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// let h = stackweave::spawn(move || {
-    ///     let _guard = Cleanup(tx);
+    ///     let _guard = Cleanup(tx.clone());
+    ///     tx.send("started").unwrap();
     ///     stackweave::time::sleep(Duration::from_secs(3600)); // cancelled here
     /// });
-    /// std::thread::sleep(Duration::from_millis(10));
+    /// // Once it has started (cancelled before that, it would never run, and its
+    /// // guard would never exist).
+    /// assert_eq!(rx.recv().unwrap(), "started");
     /// h.cancel();
     /// assert!(h.join().unwrap_err().is::<Cancelled>());
     /// assert_eq!(rx.recv().unwrap(), "cleaned up");

@@ -120,13 +120,16 @@ impl Runtime {
     /// use std::time::Duration;
     ///
     /// let rt = stackweave::Runtime::builder().workers(2).build()?;
-    /// let quick = rt.spawn(|| stackweave::time::sleep(Duration::from_millis(10)));
+    /// let listener = stackweave::net::TcpListener::bind("127.0.0.1:0")?;
+    /// // An accept loop: it ends by itself once the drain begins (never before, so
+    /// // it is counted in `finished` however late this thread gets to the drain).
+    /// let server = rt.spawn(move || listener.incoming().count());
     /// let stuck = rt.spawn(|| loop {
     ///     stackweave::park();
     /// });
-    /// let drained = rt.shutdown_timeout(Duration::from_millis(100))?;
+    /// let drained = rt.shutdown_timeout(Duration::from_millis(500))?;
     /// assert_eq!((drained.finished, drained.cancelled), (1, 1));
-    /// assert!(quick.join().is_ok());
+    /// assert_eq!(server.join().unwrap(), 0);
     /// assert!(stuck.join().is_err());
     /// # Ok::<(), std::io::Error>(())
     /// ```

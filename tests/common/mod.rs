@@ -12,9 +12,11 @@
 use std::fmt;
 use std::io::Write;
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The environment variable that tells a child process which test's dangerous part
 /// to run.
@@ -125,7 +127,42 @@ impl Watchdog {
             thread: Some(thread),
         }
     }
+
+    /// Aborts the whole test process, naming `what`, if `progress` stays unchanged
+    /// for `stall` before this is dropped.
+    ///
+    /// For the stress tests whose running time is the machine's: hundreds of
+    /// thousands of hand-overs between threads take a second on an idle machine and
+    /// a minute or more on a loaded one (each wake waits for a CPU), so a fixed limit
+    /// either fails slow runs or waits long on a hang; a lost wakeup stops the count.
+    pub fn on_progress(what: &str, progress: Arc<AtomicU64>, stall: Duration) -> Watchdog {
+        let (done, stop) = mpsc::channel::<()>();
+        let what = what.to_owned();
+        let thread = thread::spawn(move || {
+            let mut last = (progress.load(Ordering::Relaxed), Instant::now());
+            while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(STALL_POLL) {
+                let now = progress.load(Ordering::Relaxed);
+                if now != last.0 {
+                    last = (now, Instant::now());
+                } else if last.1.elapsed() > stall {
+                    let message = format!(
+                        "watchdog: {what} made no progress (stuck at {now}) for {stall:?}; \
+                         aborting\n"
+                    );
+                    let _ = std::io::stderr().write_all(message.as_bytes());
+                    std::process::abort();
+                }
+            }
+        });
+        Watchdog {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
 }
+
+/// How often [`Watchdog::on_progress`] looks at the count.
+const STALL_POLL: Duration = Duration::from_millis(100);
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
