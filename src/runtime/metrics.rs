@@ -34,6 +34,10 @@ pub struct Metrics {
     pub steals: u64,
     /// Times a worker went to sleep for lack of work.
     pub parks: u64,
+    /// Stalls the watchdog reported: runs of a coroutine that went past the stall
+    /// threshold without suspending (see
+    /// [`Builder::stall_threshold`](crate::runtime::Builder::stall_threshold)).
+    pub stalls: u64,
     /// Per worker: coroutines ready to run there (run queue, next slot, deque and
     /// inbox). The run queue's part is as its worker last published it: every few
     /// dozen runs, and whenever it runs out of ready coroutines.

@@ -27,6 +27,7 @@ mod placement;
 mod started;
 pub(crate) mod state;
 pub(crate) mod task;
+pub(crate) mod watchdog;
 mod worker;
 
 use crate::reactor::scheduled_io::ScheduledIo;
@@ -129,6 +130,8 @@ pub(crate) struct Remote {
     /// the metrics add them to the runtime's own counters.
     pub(crate) spawned: AtomicU64,
     pub(crate) completed: AtomicU64,
+    /// What the stall watchdog samples (written by the worker on every run).
+    pub(crate) activity: Padded<watchdog::Activity>,
 }
 
 impl Remote {
@@ -155,6 +158,7 @@ impl Remote {
             parks: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            activity: Padded(watchdog::Activity::default()),
         }
     }
 
@@ -333,6 +337,11 @@ impl Shared {
                 .remotes
                 .iter()
                 .map(|r| r.parks.load(Ordering::Relaxed))
+                .sum(),
+            stalls: self
+                .remotes
+                .iter()
+                .map(|r| r.activity.stalls.load(Ordering::Relaxed))
                 .sum(),
             run_queue_depths: self
                 .remotes

@@ -623,6 +623,7 @@ impl Core {
     /// Sleeps in the reactor until there may be work (see the idle module's
     /// invariant): I/O, a timer, or an unpark from another thread.
     fn sleep(&self) {
+        self.remote().activity.idle();
         // Spin a little first: a wakeup that is microseconds away (a reply from a
         // coroutine on another worker) is cheaper to wait for than a sleep in
         // `epoll_wait` and an eventfd wake. Yielding the CPU in between keeps this
@@ -682,6 +683,7 @@ impl Core {
             self.start(&mut task);
         }
         let context: *mut Context = task.worker_part().context.as_mut().expect("started");
+        self.remote().activity.begin_run(&task.task().owner);
         self.current
             .set(NonNull::new(Arc::as_ptr(task.task()).cast_mut()));
         // SAFETY: the context is started, not finished (finished tasks are never
@@ -727,6 +729,8 @@ impl Core {
     }
 
     fn finish(&self, mut task: Runnable) {
+        // Before the task can go: the watchdog may be reading its owner.
+        self.remote().activity.finished();
         let part = task.worker_part();
         let context = part.context.take().expect("finished task has its context");
         let slot = part.slot;
@@ -772,6 +776,7 @@ impl Core {
             if !ran {
                 // Started coroutines remain but none is ready: their wakes are in
                 // flight to our inbox.
+                self.remote().activity.idle();
                 std::thread::yield_now();
             }
         }
