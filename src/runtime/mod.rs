@@ -12,7 +12,7 @@ mod metrics;
 
 pub use drain::Drained;
 pub(crate) use drain::{accepting, is_drain_error};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, WorkerMetrics};
 
 use crate::coroutine::{self, JoinHandle};
 use crate::reactor::WAKER_TOKEN;
@@ -209,6 +209,7 @@ impl Builder {
             completed: Padded(AtomicU64::new(0)),
             draining: AtomicBool::new(false),
             listeners: Mutex::new(Vec::new()),
+            started_at: std::time::Instant::now(),
         });
         let runtime = Runtime {
             handle: Handle {

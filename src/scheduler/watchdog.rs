@@ -58,6 +58,11 @@ impl Activity {
             .store(ptr::from_ref(owner).cast_mut(), Ordering::Release);
     }
 
+    /// Runs begun so far (for the metrics).
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
     /// The worker has no coroutine to run: it looks for work or sleeps.
     pub(crate) fn idle(&self) {
         self.owner.store(ptr::null_mut(), Ordering::Release);

@@ -335,6 +335,12 @@ impl Core {
         self.own_load() + self.remote().spawn_pending.load(Ordering::Relaxed)
     }
 
+    /// Sets the count of homed coroutines, published exactly for the metrics.
+    fn set_homed(&self, n: usize) {
+        self.homed.set(n);
+        self.remote().homed.store(n, Ordering::Relaxed);
+    }
+
     /// What this worker publishes as its load: homed + deque + next slot.
     fn own_load(&self) -> usize {
         self.homed.get() + self.deque.len() + usize::from(self.remote().next.held() != 0)
@@ -612,6 +618,7 @@ impl Core {
                 .borrow_mut()
                 .fire_due(Instant::now(), |task| woken.push(task));
         }
+        self.remote().polled(self.timers.borrow().len());
         let any = !woken.is_empty();
         for task in woken.drain(..) {
             task.wake();
@@ -659,8 +666,10 @@ impl Core {
         let timeout = self.others_hold_fresh_work().then_some(RECHECK);
         let parker = &remote.parker;
         if parker.begin_park() {
+            let began = remote.park_began(self.shared.started_at);
             self.poll_io(timeout);
             parker.end_park();
+            remote.park_ended(began);
         }
         self.shared.idle.unregister(self.index);
         remote.sleeping.store(false, Ordering::Release);
@@ -714,7 +723,7 @@ impl Core {
     fn start(&self, task: &mut Runnable) {
         let handle = task.task().clone();
         handle.home.store(self.index, Ordering::Release);
-        self.homed.set(self.homed.get() + 1);
+        self.set_homed(self.homed.get() + 1);
         self.publish_load();
         let part = task.worker_part();
         let stack = part.stack.take().expect("unstarted task has its stack");
@@ -737,7 +746,7 @@ impl Core {
         // SAFETY: its entry has returned: nothing lives on the stack any more.
         stack::pool::give(unsafe { context.into_stack() });
         let kept = self.started.borrow_mut().remove(slot);
-        self.homed.set(self.homed.get() - 1);
+        self.set_homed(self.homed.get() - 1);
         self.publish_load();
         debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task.task())));
         task.complete();
