@@ -64,6 +64,7 @@ fn a_busy_coroutine_is_reported_with_its_name_and_spawn_location() {
         "'busy-loop'",
         "(spawned at tests/watchdog.rs:",
         " ms on worker ",
+        "the 0 other coroutine(s) homed on that worker wait",
         "stackweave::spawn_blocking",
     ] {
         assert!(

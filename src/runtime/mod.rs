@@ -145,8 +145,8 @@ impl Builder {
     /// suspending (a CPU loop, `std::thread::sleep`, a blocking `std::net` call)
     /// holds up every coroutine homed on that worker. With a threshold, a monitor
     /// thread reports each run longer than that once on stderr, with the
-    /// coroutine's id, name and spawn location, the worker and how long it has run,
-    /// then once more when it ends; [`Metrics::stalls`] counts them. The workers
+    /// coroutine's id, name and spawn location, the worker, how long it has run and
+    /// how many coroutines it holds up, then once more when it ends; [`Metrics::stalls`] counts them. The workers
     /// only publish a counter and the running coroutine on each switch; the monitor
     /// looks four times per threshold. The default runtime reads the threshold in
     /// milliseconds from `STACKWEAVE_STALL_THRESHOLD_MS` (`0` or `off`: off).

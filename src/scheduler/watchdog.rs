@@ -23,7 +23,7 @@
 //! of its own; a clear and a load per finished coroutine; a clear when it goes to
 //! sleep. Nothing when the watchdog is off but those stores.
 
-use super::{Padded, Shared};
+use super::{Remote, Shared};
 use crate::stack::Owner;
 use std::io;
 use std::panic::Location;
@@ -190,7 +190,7 @@ fn watch(shared: &Shared, threshold: Duration, stop: &AtomicBool) {
         let last = stop.load(Ordering::Acquire);
         let now = Instant::now();
         for (worker, (remote, seen)) in shared.remotes.iter().zip(&mut seen).enumerate() {
-            look(&remote.activity, worker, seen, threshold, now);
+            look(remote, worker, seen, threshold, now);
         }
         if last {
             return;
@@ -200,13 +200,8 @@ fn watch(shared: &Shared, threshold: Duration, stop: &AtomicBool) {
 }
 
 /// One look at one worker.
-fn look(
-    activity: &Padded<Activity>,
-    worker: usize,
-    seen: &mut Seen,
-    threshold: Duration,
-    now: Instant,
-) {
+fn look(remote: &Remote, worker: usize, seen: &mut Seen, threshold: Duration, now: Instant) {
+    let activity = &remote.activity;
     let runs = activity.runs.load(Ordering::Relaxed);
     let running = !activity.owner.load(Ordering::Relaxed).is_null();
     if !running || runs != seen.runs {
@@ -231,10 +226,12 @@ fn look(
         return;
     };
     activity.stalls.fetch_add(1, Ordering::Relaxed);
+    // The stalled coroutine is one of those homed there.
+    let others = remote.homed.load(Ordering::Relaxed).saturating_sub(1);
     report(&format!(
-        "stackweave: {} has run for {} ms on worker {worker} without suspending; every other \
-         coroutine homed on that worker waits meanwhile (stall threshold {} ms). Move blocking \
-         calls and long computations to stackweave::spawn_blocking, or call \
+        "stackweave: {} has run for {} ms on worker {worker} without suspending; the {others} \
+         other coroutine(s) homed on that worker wait meanwhile (stall threshold {} ms). Move \
+         blocking calls and long computations to stackweave::spawn_blocking, or call \
          stackweave::yield_now() now and then in long loops.\n",
         stall.describe(),
         took.as_millis(),
