@@ -89,6 +89,12 @@ where
     }
 }
 
+/// Threads of the pool, and how many of them run a job, for the metrics.
+pub(crate) fn thread_counts() -> (usize, usize) {
+    let state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
+    (state.threads, state.busy)
+}
+
 /// Sets the most threads the pool may run at once (at least 1).
 pub(crate) fn set_max_threads(n: usize) {
     MAX.store(n.max(1), std::sync::atomic::Ordering::Relaxed);

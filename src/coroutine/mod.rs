@@ -344,6 +344,7 @@ pub fn yield_now() {
 /// let rc = std::rc::Rc::new(5);
 /// stackweave::spawn(move || *rc);
 /// ```
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -436,6 +437,7 @@ impl Builder {
     /// exhausted); [`io::ErrorKind::InvalidInput`] for a [`Placement::Worker`] index
     /// the runtime does not have; an error of kind [`io::ErrorKind::Other`] if the
     /// runtime is shutting down.
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -445,11 +447,15 @@ impl Builder {
         self.spawn_on(&shared, f)
     }
 
+    /// Spawns on `shared`'s runtime; the caller's caller (through the public spawn
+    /// functions, all `#[track_caller]`) is recorded as where it was spawned.
+    #[track_caller]
     pub(crate) fn spawn_on<F, T>(self, shared: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        let spawned_at = std::panic::Location::caller();
         // Off the runtime's workers, announce the spawn before checking for shutdown:
         // `Runtime::shutdown` sets the flag, then waits for in-flight spawns before
         // its last sweep of the worker queues, so a task is either refused here or
@@ -478,6 +484,7 @@ impl Builder {
             kind: "coroutine",
             id: CoroutineId::next().as_u64(),
             name: self.name.map(String::into_boxed_str),
+            spawned_at: Some(spawned_at),
         };
         let body = CoroutineBody::<F, T>::new(f);
         let (runnable, task) = Runnable::spawn(Task::new(owner, shared.clone(), stack, body));

@@ -261,6 +261,7 @@ impl<'a, Y, R> Generator<'a, Y, R> {
                 kind: "generator",
                 id: next_id(),
                 name: None,
+                spawned_at: None,
             });
             (&raw mut (*place).common.locals).write(GeneratorMap::default());
             (&raw mut (*place).f).write(ManuallyDrop::new(f));

@@ -93,9 +93,9 @@ impl ScheduledIo {
         };
         if let Some((shared, worker)) = registration {
             // Errors mean the fd is no longer in that epoll set: nothing to undo.
-            let _ = shared.remotes[worker]
-                .registry
-                .deregister(&mut SourceFd(&fd));
+            let remote = &shared.remotes[worker];
+            let _ = remote.registry.deregister(&mut SourceFd(&fd));
+            remote.registrations.fetch_sub(1, Ordering::Relaxed);
         }
         self.registered
             .store(std::ptr::null_mut(), Ordering::Release);
@@ -192,9 +192,9 @@ impl ScheduledIo {
             Some((shared, _)) if !shared.shutdown.load(Ordering::Acquire) => return Ok(()),
             Some((shared, worker)) => {
                 // Its runtime is gone: nobody polls that `Poll` any more.
-                let _ = shared.remotes[*worker]
-                    .registry
-                    .deregister(&mut SourceFd(&fd));
+                let remote = &shared.remotes[*worker];
+                let _ = remote.registry.deregister(&mut SourceFd(&fd));
+                remote.registrations.fetch_sub(1, Ordering::Relaxed);
                 inner.registration = None;
             }
             None => {}
@@ -205,6 +205,9 @@ impl ScheduledIo {
             self.token(),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        task.shared.remotes[home]
+            .registrations
+            .fetch_add(1, Ordering::Relaxed);
         inner.registration = Some((task.shared.clone(), home));
         self.registered.store(ours, Ordering::Release);
         Ok(())

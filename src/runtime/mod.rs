@@ -12,11 +12,12 @@ mod metrics;
 
 pub use drain::Drained;
 pub(crate) use drain::{accepting, is_drain_error};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, WorkerMetrics};
 
 use crate::coroutine::{self, JoinHandle};
 use crate::reactor::WAKER_TOKEN;
 use crate::scheduler::idle::Idle;
+use crate::scheduler::watchdog::Monitor;
 use crate::scheduler::{self, Padded, Remote, Shared};
 use crate::stack;
 use crossbeam_deque::Worker;
@@ -25,6 +26,24 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
+use std::time::Duration;
+
+/// The stall watchdog's default threshold: a coroutine that runs this long without
+/// suspending is reported (see [`Builder::stall_threshold`]).
+///
+/// 100 ms: above the longest runs of well-behaved coroutines, which the watchdog
+/// cannot tell from a worker thread the OS did not run (on a 2-core machine at a
+/// load of 9, the TCP echo and ping-pong benchmarks' coroutines ran up to 40 ms at
+/// a time), and short enough that what it reports is a stall users notice. See
+/// `docs/DECISIONS.md`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(stackweave::runtime::DEFAULT_STALL_THRESHOLD, Duration::from_millis(100));
+/// ```
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
 
 /// A set of worker threads running coroutines.
 ///
@@ -44,6 +63,7 @@ use std::thread;
 pub struct Runtime {
     handle: Handle,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    watchdog: Mutex<Option<Monitor>>,
 }
 
 /// Configures a [`Runtime`].
@@ -63,6 +83,7 @@ pub struct Builder {
     workers: Option<usize>,
     stack_size: usize,
     blocking_threads: Option<usize>,
+    stall_threshold: Option<Duration>,
 }
 
 /// A cloneable, `Send` handle to a runtime: spawns onto it from any thread.
@@ -92,6 +113,7 @@ impl Builder {
             workers: None,
             stack_size: stack::DEFAULT_STACK_SIZE,
             blocking_threads: None,
+            stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
         }
     }
 
@@ -116,12 +138,45 @@ impl Builder {
         self
     }
 
+    /// Sets the stall watchdog's threshold ([`DEFAULT_STALL_THRESHOLD`] unless set;
+    /// at least 1 ms), or turns the watchdog off with `None`.
+    ///
+    /// A coroutine never leaves its worker once started, so one that runs without
+    /// suspending (a CPU loop, `std::thread::sleep`, a blocking `std::net` call)
+    /// holds up every coroutine homed on that worker. With a threshold, a monitor
+    /// thread reports each run longer than that once on stderr, with the
+    /// coroutine's id, name and spawn location, the worker, how long it has run and
+    /// how many coroutines it holds up, then once more when it ends; [`Metrics::stalls`] counts them. The workers
+    /// only publish a counter and the running coroutine on each switch; the monitor
+    /// looks four times per threshold. The default runtime reads the threshold in
+    /// milliseconds from `STACKWEAVE_STALL_THRESHOLD_MS` (`0` or `off`: off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = stackweave::Runtime::builder()
+    ///     .workers(1)
+    ///     .stall_threshold(Some(Duration::from_millis(20)))
+    ///     .build()?;
+    /// rt.block_on(|| std::thread::sleep(Duration::from_millis(200))); // reported
+    /// let quiet = stackweave::Runtime::builder().stall_threshold(None).build()?;
+    /// quiet.block_on(|| std::thread::sleep(Duration::from_millis(200))); // not
+    /// assert_eq!(quiet.metrics().stalls, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Builder {
+        self.stall_threshold = threshold.map(|t| t.max(Duration::from_millis(1)));
+        self
+    }
+
     /// Starts the worker threads.
     ///
     /// # Errors
     ///
-    /// When a worker thread or its `epoll` instance cannot be created, or the stack
-    /// size is invalid.
+    /// When a worker thread, the watchdog's thread or a worker's `epoll` instance
+    /// cannot be created, or the stack size is invalid.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = self
             .workers
@@ -154,20 +209,28 @@ impl Builder {
             completed: Padded(AtomicU64::new(0)),
             draining: AtomicBool::new(false),
             listeners: Mutex::new(Vec::new()),
+            started_at: std::time::Instant::now(),
         });
         let runtime = Runtime {
             handle: Handle {
                 shared: shared.clone(),
             },
             threads: Mutex::new(Vec::new()),
+            watchdog: Mutex::new(None),
         };
-        match scheduler::start_workers(&shared, locals) {
-            Ok(threads) => *runtime.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads,
-            Err(e) => {
-                // Stop the workers that did start.
-                runtime.shutdown_inner();
-                return Err(e);
-            }
+        let started = scheduler::start_workers(&shared, locals).and_then(|threads| {
+            *runtime.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+            let monitor = self
+                .stall_threshold
+                .map(|threshold| Monitor::start(&shared, threshold))
+                .transpose()?;
+            *runtime.watchdog.lock().unwrap_or_else(|e| e.into_inner()) = monitor;
+            Ok(())
+        });
+        if let Err(e) = started {
+            // Stop the workers that did start.
+            runtime.shutdown_inner();
+            return Err(e);
         }
         Ok(runtime)
     }
@@ -228,6 +291,7 @@ impl Runtime {
     /// assert_eq!(v, [1, 2, 3]);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[track_caller]
     pub fn block_on<F, T>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -252,6 +316,7 @@ impl Runtime {
     /// assert_eq!(rt.spawn(|| 3).join().unwrap(), 3);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -321,6 +386,15 @@ impl Runtime {
             thread::yield_now();
         }
         shared.complete_stranded();
+        // Last: a coroutine that kept its worker from shutting down is reported too.
+        let monitor = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(monitor) = monitor {
+            monitor.stop();
+        }
     }
 }
 
@@ -354,6 +428,7 @@ impl Handle {
     /// assert_eq!(h.join().unwrap(), "hi");
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -378,6 +453,7 @@ impl Handle {
     /// assert_eq!(h.join().unwrap().as_deref(), Some("named"));
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[track_caller]
     pub fn try_spawn<F, T>(&self, builder: coroutine::Builder, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -429,8 +505,9 @@ impl fmt::Debug for Handle {
 }
 
 /// The default runtime, started on first use: `STACKWEAVE_WORKERS` workers if that
-/// variable holds a positive number, else one per available CPU. It lives until the
-/// process exits.
+/// variable holds a positive number, else one per available CPU; the stall
+/// watchdog's threshold from `STACKWEAVE_STALL_THRESHOLD_MS` (`0` or `off`: off). It
+/// lives until the process exits.
 pub(crate) fn default_shared() -> Arc<Shared> {
     static DEFAULT: OnceLock<Runtime> = OnceLock::new();
     let runtime = DEFAULT.get_or_init(|| {
@@ -441,6 +518,16 @@ pub(crate) fn default_shared() -> Arc<Shared> {
             .filter(|&n| n > 0)
         {
             builder = builder.workers(n);
+        }
+        if let Ok(v) = std::env::var("STACKWEAVE_STALL_THRESHOLD_MS") {
+            match v.trim() {
+                "0" | "off" => builder = builder.stall_threshold(None),
+                ms => {
+                    if let Ok(ms) = ms.parse::<u64>() {
+                        builder = builder.stall_threshold(Some(Duration::from_millis(ms)));
+                    }
+                }
+            }
         }
         builder
             .build()

@@ -28,16 +28,17 @@ mod placement;
 mod started;
 pub(crate) mod state;
 pub(crate) mod task;
+pub(crate) mod watchdog;
 mod worker;
 
 use crate::reactor::scheduled_io::ScheduledIo;
-use crate::runtime::Metrics;
 use crossbeam_deque::{Injector, Steal, Stealer};
 use std::cell::Cell;
 use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 pub use placement::Placement;
 
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     /// The readiness slots of the listeners accepting on this runtime, to
     /// interrupt at a drain (see `runtime::drain`).
     pub(crate) listeners: Mutex<Vec<&'static ScheduledIo>>,
+    /// When the runtime was built: the origin of the workers' busy time.
+    pub(crate) started_at: Instant,
 }
 
 /// A value on cache lines of its own (two, against the adjacent-line prefetcher):
@@ -130,6 +133,23 @@ pub(crate) struct Remote {
     /// the metrics add them to the runtime's own counters.
     pub(crate) spawned: AtomicU64,
     pub(crate) completed: AtomicU64,
+    /// What the stall watchdog samples (written by the worker on every run).
+    pub(crate) activity: Padded<watchdog::Activity>,
+    /// Started, unfinished coroutines homed here (stored by the worker at each
+    /// start and finish).
+    pub(crate) homed: AtomicUsize,
+    /// Armed timers, as the worker last published them (each reactor poll).
+    pub(crate) timers: AtomicUsize,
+    /// Reactor polls (written only by the worker).
+    pub(crate) polls: AtomicU64,
+    /// File descriptors registered with this worker's `Poll`.
+    pub(crate) registrations: AtomicUsize,
+    /// Nanoseconds parked in the reactor, since `Shared::started_at`, not counting a
+    /// park in progress (written only by the worker).
+    pub(crate) parked_nanos: AtomicU64,
+    /// While parked: 1 + when the park began, in nanoseconds since
+    /// `Shared::started_at`; 0 while awake.
+    pub(crate) parked_since: AtomicU64,
 }
 
 impl Remote {
@@ -156,6 +176,13 @@ impl Remote {
             parks: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            activity: Padded(watchdog::Activity::default()),
+            homed: AtomicUsize::new(0),
+            timers: AtomicUsize::new(0),
+            polls: AtomicU64::new(0),
+            registrations: AtomicUsize::new(0),
+            parked_nanos: AtomicU64::new(0),
+            parked_since: AtomicU64::new(0),
         }
     }
 
@@ -187,7 +214,7 @@ impl Remote {
 }
 
 /// Adds one to a counter that only the calling thread writes.
-fn bump_own(counter: &AtomicU64) {
+pub(crate) fn bump_own(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
@@ -305,47 +332,6 @@ impl Shared {
     pub(crate) fn wake_one(&self) {
         if let Some(w) = self.idle.pick_one() {
             self.remotes[w].parker.unpark();
-        }
-    }
-
-    /// A snapshot of the counters.
-    pub(crate) fn metrics(&self) -> Metrics {
-        let sum = |own: &AtomicU64, each: fn(&Remote) -> &AtomicU64| {
-            own.load(Ordering::Relaxed)
-                + self
-                    .remotes
-                    .iter()
-                    .map(|r| each(r).load(Ordering::Relaxed))
-                    .sum::<u64>()
-        };
-        let spawned = sum(&self.spawned, |r| &r.spawned);
-        let completed = sum(&self.completed, |r| &r.completed);
-        Metrics {
-            workers: self.remotes.len(),
-            live_coroutines: spawned.saturating_sub(completed) as usize,
-            spawned,
-            completed,
-            steals: self
-                .remotes
-                .iter()
-                .map(|r| r.steals.load(Ordering::Relaxed))
-                .sum(),
-            parks: self
-                .remotes
-                .iter()
-                .map(|r| r.parks.load(Ordering::Relaxed))
-                .sum(),
-            run_queue_depths: self
-                .remotes
-                .iter()
-                .map(|r| {
-                    r.run_queue_len.load(Ordering::Relaxed)
-                        + r.stealer.len()
-                        + r.inbox.len()
-                        + usize::from(r.next.held() != 0)
-                })
-                .collect(),
-            injector_depth: self.remotes.iter().map(|r| r.spawn_inbox.len()).sum(),
         }
     }
 }

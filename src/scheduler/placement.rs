@@ -154,7 +154,7 @@ impl NextSlot {
     }
 
     /// The address of the task in the slot (0 when empty), for identity checks.
-    pub(super) fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 }

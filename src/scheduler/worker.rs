@@ -341,6 +341,12 @@ impl Core {
         self.own_load() + self.remote().spawn_pending.load(Ordering::Relaxed)
     }
 
+    /// Sets the count of homed coroutines, published exactly for the metrics.
+    fn set_homed(&self, n: usize) {
+        self.homed.set(n);
+        self.remote().homed.store(n, Ordering::Relaxed);
+    }
+
     /// What this worker publishes as its load: homed + deque + next slot.
     fn own_load(&self) -> usize {
         self.homed.get() + self.deque.len() + usize::from(self.remote().next.held() != 0)
@@ -618,6 +624,7 @@ impl Core {
                 .borrow_mut()
                 .fire_due(Instant::now(), |task| woken.push(task));
         }
+        self.remote().polled(self.timers.borrow().len());
         let any = !woken.is_empty();
         for task in woken.drain(..) {
             task.wake();
@@ -629,6 +636,7 @@ impl Core {
     /// Sleeps in the reactor until there may be work (see the idle module's
     /// invariant): I/O, a timer, or an unpark from another thread.
     fn sleep(&self) {
+        self.remote().activity.idle();
         // Spin a little first: a wakeup that is microseconds away (a reply from a
         // coroutine on another worker) is cheaper to wait for than a sleep in
         // `epoll_wait` and an eventfd wake. Yielding the CPU in between keeps this
@@ -664,8 +672,10 @@ impl Core {
         let timeout = self.others_hold_fresh_work().then_some(RECHECK);
         let parker = &remote.parker;
         if parker.begin_park() {
+            let began = remote.park_began(self.shared.started_at);
             self.poll_io(timeout);
             parker.end_park();
+            remote.park_ended(began);
         }
         self.shared.idle.unregister(self.index);
         remote.sleeping.store(false, Ordering::Release);
@@ -688,6 +698,7 @@ impl Core {
             self.start(&mut task);
         }
         let context: *mut Context = task.worker_part().context.as_mut().expect("started");
+        self.remote().activity.begin_run(&task.task().owner);
         self.current
             .set(NonNull::new(Arc::as_ptr(task.task()).cast_mut()));
         // SAFETY: the context is started, not finished (finished tasks are never
@@ -718,7 +729,7 @@ impl Core {
     fn start(&self, task: &mut Runnable) {
         let handle = task.task().clone();
         handle.home.store(self.index, Ordering::Release);
-        self.homed.set(self.homed.get() + 1);
+        self.set_homed(self.homed.get() + 1);
         self.publish_load();
         let part = task.worker_part();
         let stack =
@@ -734,13 +745,15 @@ impl Core {
     }
 
     fn finish(&self, mut task: Runnable) {
+        // Before the task can go: the watchdog may be reading its owner.
+        self.remote().activity.finished();
         let part = task.worker_part();
         let context = part.context.take().expect("finished task has its context");
         let slot = part.slot;
         // SAFETY: its entry has returned: nothing lives on the stack any more.
         stack::pool::give(unsafe { context.into_stack() });
         let kept = self.started.borrow_mut().remove(slot);
-        self.homed.set(self.homed.get() - 1);
+        self.set_homed(self.homed.get() - 1);
         self.publish_load();
         debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task.task())));
         task.complete();
@@ -779,6 +792,7 @@ impl Core {
             if !ran {
                 // Started coroutines remain but none is ready: their wakes are in
                 // flight to our inbox.
+                self.remote().activity.idle();
                 std::thread::yield_now();
             }
         }

@@ -45,6 +45,9 @@ pub(crate) struct Owner {
     pub(crate) id: u64,
     /// Optional name, printed in quotes.
     pub(crate) name: Option<Box<str>>,
+    /// Where a coroutine was spawned (`#[track_caller]` on the spawn functions), for
+    /// the stall watchdog's report; `None` for generators.
+    pub(crate) spawned_at: Option<&'static std::panic::Location<'static>>,
 }
 
 /// What the overflow handler needs to know about a stack; also where the

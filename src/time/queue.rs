@@ -129,7 +129,6 @@ impl<T> TimerQueue<T> {
     }
 
     /// Live timers.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.live
     }
