@@ -6,6 +6,7 @@
 //! any failing step closes the socket and returns its `io::Error`.
 
 use super::addr::{each_addr, ToSocketAddrs};
+use super::sockopt;
 use super::tcp::TcpListener;
 use std::io;
 use std::mem;
@@ -156,14 +157,14 @@ impl ListenOptions {
         // every early return.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         if self.reuse_address {
-            set_flag(&fd, libc::SO_REUSEADDR)?;
+            sockopt::set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         }
         if self.reuse_port {
-            set_flag(&fd, libc::SO_REUSEPORT)?;
+            sockopt::set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         }
         let (storage, len) = socket_address(addr);
         // SAFETY: `storage` holds a valid sockaddr of `len` bytes for `addr`'s family.
-        check(unsafe {
+        sockopt::check(unsafe {
             libc::bind(
                 fd.as_raw_fd(),
                 (&storage as *const libc::sockaddr_storage).cast(),
@@ -172,32 +173,8 @@ impl ListenOptions {
         })?;
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
         // SAFETY: listen(2) takes no pointers; `fd` is a bound socket we own.
-        check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+        sockopt::check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
         Ok(net::TcpListener::from(fd))
-    }
-}
-
-/// Sets a boolean `SOL_SOCKET` option to 1.
-fn set_flag(fd: &OwnedFd, option: libc::c_int) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: the option value points at a live c_int and its size is passed.
-    check(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&one as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-}
-
-/// A system call's `0`-or-`-1` result as an `io::Result` (errno on failure).
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

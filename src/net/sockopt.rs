@@ -1,0 +1,135 @@
+//! Socket options that `std::net` does not set (or sets only on nightly): TCP
+//! keepalive and `SO_LINGER`, read and written with `getsockopt`/`setsockopt` on
+//! the socket's descriptor.
+//!
+//! Invariant: every function here takes a descriptor that the caller keeps open for
+//! the duration of the call, and passes the kernel a pointer to a live value of
+//! exactly the size it names; nothing here changes the socket's blocking mode.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Sets the `int`-valued option `level`/`name` of `fd`.
+pub(crate) fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the value points at a live c_int and its size is passed (module
+    // invariant: `fd` is open).
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+/// Reads the `int`-valued option `level`/`name` of `fd`.
+pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are live and len holds value's size (module invariant:
+    // `fd` is open).
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Whole seconds for a keepalive or linger time: at least 1 unless zero, at most
+/// what a C `int` holds.
+fn whole_seconds(d: Duration) -> libc::c_int {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.min(libc::c_int::MAX as u64) as libc::c_int
+}
+
+/// `SO_KEEPALIVE` on, with the first probe after `idle` (`TCP_KEEPIDLE`), or off.
+pub(crate) fn set_keepalive(fd: RawFd, idle: Option<Duration>) -> io::Result<()> {
+    match idle {
+        None => set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0),
+        Some(idle) if idle.is_zero() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a keepalive idle time of zero is not valid (use None to turn keepalive off)",
+        )),
+        Some(idle) => {
+            set_int(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPIDLE,
+                whole_seconds(idle),
+            )?;
+            set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
+        }
+    }
+}
+
+/// The keepalive idle time if `SO_KEEPALIVE` is on.
+pub(crate) fn keepalive(fd: RawFd) -> io::Result<Option<Duration>> {
+    if get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? == 0 {
+        return Ok(None);
+    }
+    let idle = get_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)?;
+    Ok(Some(Duration::from_secs(idle.max(0) as u64)))
+}
+
+/// `SO_LINGER`: on with `linger` (whole seconds, rounded up), or off.
+pub(crate) fn set_linger(fd: RawFd, linger: Option<Duration>) -> io::Result<()> {
+    let value = libc::linger {
+        l_onoff: libc::c_int::from(linger.is_some()),
+        l_linger: linger.map_or(0, whole_seconds),
+    };
+    // SAFETY: the value points at a live linger and its size is passed (module
+    // invariant: `fd` is open).
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&value as *const libc::linger).cast(),
+            mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+}
+
+/// `SO_LINGER`'s time if it is on.
+pub(crate) fn linger(fd: RawFd) -> io::Result<Option<Duration>> {
+    let mut value = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: value and len are live and len holds value's size (module invariant:
+    // `fd` is open).
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&mut value as *mut libc::linger).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((value.l_onoff != 0).then(|| Duration::from_secs(value.l_linger.max(0) as u64)))
+}
+
+/// A system call's `0`-or-`-1` result as an `io::Result` (errno on failure).
+pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
