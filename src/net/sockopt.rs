@@ -6,10 +6,109 @@
 //! the duration of the call, and passes the kernel a pointer to a live value of
 //! exactly the size it names; nothing here changes the socket's blocking mode.
 
+use super::tcp::TcpStream;
 use std::io;
 use std::mem;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+/// The options of this module on a stream (the rest of its methods are in
+/// `tcp.rs`).
+impl TcpStream {
+    /// Turns TCP keepalive on, with the first probe after the connection has been
+    /// idle for `idle` (`SO_KEEPALIVE` and `TCP_KEEPIDLE`, whole seconds, rounded
+    /// up), or off with `None`. The kernel's probe interval and count apply; a
+    /// peer that stops answering them makes blocked calls fail with `TimedOut`.
+    /// Not in `std` (the `socket2` crate has it).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero `idle`; the system call's error otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stackweave::net::{TcpListener, TcpStream};
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let stream = TcpStream::connect(listener.local_addr()?)?;
+    /// stream.set_keepalive(Some(Duration::from_secs(60)))?;
+    /// assert_eq!(stream.keepalive()?, Some(Duration::from_secs(60)));
+    /// stream.set_keepalive(None)?;
+    /// assert_eq!(stream.keepalive()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        set_keepalive(self.as_raw_fd(), idle)
+    }
+
+    /// The keepalive idle time if TCP keepalive is on (see
+    /// [`set_keepalive`](TcpStream::set_keepalive)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stackweave::net::{TcpListener, TcpStream};
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let stream = TcpStream::connect(listener.local_addr()?)?;
+    /// assert_eq!(stream.keepalive()?, None); // off unless asked for
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn keepalive(&self) -> io::Result<Option<Duration>> {
+        keepalive(self.as_raw_fd())
+    }
+
+    /// Sets `SO_LINGER`, like the (nightly) `std` method of the same name.
+    ///
+    /// `Some(Duration::ZERO)` makes dropping the stream abort the connection: the
+    /// peer gets a reset (`ConnectionReset`) instead of an orderly end of stream,
+    /// and the socket skips `TIME_WAIT`. A non-zero time makes the kernel's
+    /// `close` wait up to that long for unsent data, blocking the worker's thread
+    /// (every coroutine homed there) meanwhile: prefer `shutdown(Write)` and a read
+    /// to the end of stream for a graceful close. `None` (the default) closes in
+    /// the background.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read};
+    /// use std::time::Duration;
+    /// use stackweave::net::{TcpListener, TcpStream};
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
+    /// let (server_side, _) = listener.accept()?;
+    /// server_side.set_linger(Some(Duration::ZERO))?;
+    /// drop(server_side); // aborts the connection
+    /// let err = client.read(&mut [0; 1]).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        set_linger(self.as_raw_fd(), linger)
+    }
+
+    /// `SO_LINGER`'s time if it is on (see [`set_linger`](TcpStream::set_linger)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stackweave::net::{TcpListener, TcpStream};
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let stream = TcpStream::connect(listener.local_addr()?)?;
+    /// assert_eq!(stream.linger()?, None);
+    /// stream.set_linger(Some(Duration::ZERO))?;
+    /// assert_eq!(stream.linger()?, Some(Duration::ZERO));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        linger(self.as_raw_fd())
+    }
+}
 
 /// Sets the `int`-valued option `level`/`name` of `fd`.
 pub(crate) fn set_int(
