@@ -113,6 +113,8 @@ mod context;
 mod coroutine;
 pub mod future;
 pub mod generator;
+#[cfg(feature = "hooks")]
+mod hooks;
 pub mod io;
 pub mod net;
 pub mod os;
