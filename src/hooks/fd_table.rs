@@ -14,6 +14,9 @@
 //! Each entry owns one readiness slot for life (allocated the first time a
 //! coroutine waits on that number, never returned): the number's sockets come and go,
 //! the slot is reset (deregistered) at each close, so no other source ever shares it.
+//! A waiter that raced with a close from another thread (it may have registered the
+//! closing descriptor after the reset) sees the entry's `closes` count move and
+//! forgets that registration itself.
 
 use crate::reactor::scheduled_io::ScheduledIo;
 use std::os::fd::RawFd;
@@ -26,14 +29,19 @@ pub(super) const SOCKET: u32 = 1;
 pub(super) const USER_NONBLOCK: u32 = 2;
 /// Classified, not a socket: calls pass through.
 pub(super) const OTHER: u32 = 4;
+/// Being classified by some thread (for a few system calls).
+const CLASSIFYING: u32 = 8;
 
 /// One descriptor number's state.
 pub(super) struct Entry {
     pub(super) state: AtomicU32,
+    /// Bumped by each [`forget`] of a socket: a waiter that sees it move knows its
+    /// registration may belong to a closed descriptor.
+    pub(super) closes: AtomicU32,
     slot: AtomicPtr<ScheduledIo>,
 }
 
-/// Entries per page (16 bytes each: 64 KiB pages).
+/// Entries per page (24 bytes each: 96 KiB pages).
 const PAGE: usize = 4096;
 /// Pages: descriptor numbers up to `PAGES * PAGE` (1 Mi) are tracked; calls on
 /// higher ones pass through.
@@ -134,10 +142,31 @@ pub(super) fn classify(fd: RawFd) -> (Option<&'static Entry>, u32) {
     let Some(entry) = get_or_make(fd) else {
         return (None, 0);
     };
-    let state = entry.state.load(Ordering::Acquire);
-    if state != 0 {
-        return (Some(entry), state);
+    loop {
+        match entry
+            .state
+            .compare_exchange(0, CLASSIFYING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => break,
+            // Another thread is looking at this number: a few system calls.
+            Err(CLASSIFYING) => std::thread::yield_now(),
+            Err(state) => return (Some(entry), state),
+        }
     }
+    let state = kind_of(fd);
+    // Fails only if `forget` ran meanwhile (the number was closed): nothing known.
+    match entry
+        .state
+        .compare_exchange(CLASSIFYING, state, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => (Some(entry), state),
+        Err(_) => (Some(entry), 0),
+    }
+}
+
+/// What `fd` is (see [`classify`]), switching a blocking socket to non-blocking
+/// mode; 0 when that fails (a closed number: the call itself reports it).
+fn kind_of(fd: RawFd) -> u32 {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `ty` and `len` are valid for writing; a non-socket fails with
@@ -151,30 +180,21 @@ pub(super) fn classify(fd: RawFd) -> (Option<&'static Entry>, u32) {
             &mut len,
         )
     } == 0;
-    let state = if is_socket {
+    if is_socket {
         let flags = super::control::real_getfl(fd);
         if flags < 0 {
-            return (Some(entry), 0);
-        }
-        if flags & libc::O_NONBLOCK != 0 {
+            0
+        } else if flags & libc::O_NONBLOCK != 0 {
             SOCKET | USER_NONBLOCK
         } else if super::control::real_setfl(fd, flags | libc::O_NONBLOCK) < 0 {
-            return (Some(entry), 0);
+            0
         } else {
             SOCKET
         }
     } else if super::errno() == libc::ENOTSOCK {
         OTHER
     } else {
-        // EBADF and the like: leave it unknown; the call itself reports the error.
-        return (Some(entry), 0);
-    };
-    match entry
-        .state
-        .compare_exchange(0, state, Ordering::AcqRel, Ordering::Acquire)
-    {
-        Ok(_) => (Some(entry), state),
-        Err(theirs) => (Some(entry), theirs),
+        0
     }
 }
 
@@ -187,6 +207,9 @@ pub(super) fn forget(fd: RawFd) {
     };
     // SeqCst, then the ticks: a waiter that reads a tick after this bump sees the
     // cleared state and does not wait (see `io_calls::wait_for`).
+    if entry.state.load(Ordering::Acquire) & SOCKET != 0 {
+        entry.closes.fetch_add(1, Ordering::SeqCst);
+    }
     if entry.state.swap(0, Ordering::SeqCst) & SOCKET == 0 {
         return;
     }

@@ -73,6 +73,7 @@ fn wait_and_retry(
     mut op: impl FnMut() -> ssize_t,
 ) -> ssize_t {
     let slot = entry.slot();
+    let closes = entry.closes.load(Ordering::SeqCst);
     let deadline = so_timeout(fd, dir);
     loop {
         let seen = slot.tick(dir);
@@ -83,7 +84,14 @@ fn wait_and_retry(
         if r >= 0 || errno() != libc::EAGAIN || state & (SOCKET | USER_NONBLOCK) != SOCKET {
             return r;
         }
-        match wait_slot(slot, fd, dir, seen, deadline) {
+        let waited = wait_slot(slot, fd, dir, seen, deadline);
+        if entry.closes.load(Ordering::SeqCst) != closes {
+            // Closed by another thread meanwhile: the wait may have registered the
+            // closing descriptor (see `fd_table::forget`). The retry reports it.
+            slot.forget_registration();
+            return op();
+        }
+        match waited {
             Some(Waited::Ready) => {}
             Some(Waited::TimedOut) => {
                 set_errno(libc::EAGAIN);

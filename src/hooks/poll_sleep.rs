@@ -16,6 +16,7 @@ use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::Direction;
 use crate::scheduler::{self, Request};
 use libc::{c_int, c_uint, nfds_t, pollfd, sigset_t, timespec};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// libc's `poll`.
@@ -112,10 +113,13 @@ fn directions(events: libc::c_short) -> [bool; 2] {
 fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> c_int {
     let len = usize::try_from(nfds).unwrap_or(usize::MAX);
     let mut waits: Vec<(&'static ScheduledIo, c_int, Direction, u32)> = Vec::new();
+    // Each socket's entry and its count of closes when the wait began.
+    let mut entries: Vec<(&'static fd_table::Entry, u32)> = Vec::new();
     let mut stepping = len == 0 || fds.is_null();
     let mut step = Duration::from_millis(1);
     loop {
         waits.clear();
+        entries.clear();
         if !stepping {
             for i in 0..len {
                 // SAFETY: `fds` holds `nfds` pollfds (caller's contract).
@@ -129,6 +133,7 @@ fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> 
                     break;
                 };
                 let slot = entry.slot();
+                entries.push((entry, entry.closes.load(Ordering::SeqCst)));
                 let [r, w] = directions(pfd.events);
                 if r {
                     waits.push((slot, pfd.fd, Direction::Read, slot.tick(Direction::Read)));
@@ -206,6 +211,12 @@ fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> 
             }
             false
         });
+        for &(entry, closes) in &entries {
+            if entry.closes.load(Ordering::SeqCst) != closes {
+                // Closed meanwhile: see `io_calls::wait_and_retry`.
+                entry.slot().forget_registration();
+            }
+        }
         match outcome {
             None => {
                 set_errno(libc::ECANCELED);

@@ -204,6 +204,16 @@ impl ScheduledIo {
         self.read_closed.store(false, Ordering::Relaxed);
     }
 
+    /// Forgets the registration without deregistering: for a registration that may
+    /// have been made for a descriptor closed meanwhile (the kernel drops it with the
+    /// file; if the file lives on in a duplicate, its events are spurious wakeups).
+    #[cfg(feature = "hooks")]
+    pub(crate) fn forget_registration(&self) {
+        self.lock().registration = None;
+        self.registered
+            .store(std::ptr::null_mut(), Ordering::Release);
+    }
+
     /// Adds `task` (running) to the waiters of `dir`, registering `fd` first, unless
     /// the tick moved from `seen` (returns false then). One of several waits of the
     /// hooks' `poll`; the caller removes it with [`remove_waiter`](Self::remove_waiter).
