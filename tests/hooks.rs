@@ -631,3 +631,31 @@ fn ten_thousand_distinct_fds() {
     );
     assert!(start.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn a_big_write_on_a_blocking_socket_takes_all_its_bytes() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let reader = rt.spawn(move || {
+        let mut total = 0;
+        let mut buf = [0u8; 65536];
+        loop {
+            // Slowly: the writer must wait for room several times.
+            std::thread::sleep(Duration::from_millis(1));
+            match b.read(&mut buf).unwrap() {
+                0 => return total,
+                n => total += n,
+            }
+        }
+    });
+    let big = vec![7u8; 4 << 20];
+    let n = rt.block_on(move || {
+        // One `write` (std's is one send): a blocking socket takes it all.
+        let n = a.write(&big).unwrap();
+        drop(a);
+        n
+    });
+    assert_eq!(n, 4 << 20);
+    assert_eq!(reader.join().unwrap(), 4 << 20);
+}

@@ -4,7 +4,10 @@
 //! for a descriptor in the mode the program set, with the same `errno`: on a socket
 //! the program left blocking, `EAGAIN` from the non-blocking call underneath is never
 //! seen by the caller, except after the socket's `SO_RCVTIMEO`/`SO_SNDTIMEO` (as the
-//! kernel does); `connect` in progress is waited out and reports `SO_ERROR`.
+//! kernel does); `connect` in progress is waited out and reports `SO_ERROR`; and
+//! `write`, `send` and `sendto` on such a socket take all their bytes, as a
+//! blocking stream socket does (`writev` and `sendmsg` may return a partial count,
+//! which callers of those loop on anyway).
 
 use super::fd_table::{self, Entry, SOCKET, USER_NONBLOCK};
 use super::real::call_real;
@@ -27,6 +30,46 @@ fn blocking(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize
         return r;
     }
     inside(fd, dir, op)
+}
+
+/// A write of `len` bytes from `buf` the way a blocking stream socket takes it: all
+/// of it, waiting for room between partial writes (a partial count only when an
+/// error or a timeout stops it after some bytes, as the kernel does). `op(p, n)`
+/// writes `n` bytes from `p`.
+#[inline(always)]
+fn blocking_write(
+    fd: RawFd,
+    buf: *const c_void,
+    len: size_t,
+    mut op: impl FnMut(*const c_void, size_t) -> ssize_t,
+) -> ssize_t {
+    let r = blocking(fd, Direction::Write, || op(buf, len));
+    if r <= 0 || r as size_t >= len {
+        return r;
+    }
+    write_rest(fd, buf, len, r as size_t, op)
+}
+
+/// The rest of a partial [`blocking_write`]: only for a socket the program left
+/// blocking (a non-blocking one reports the partial count).
+#[cold]
+fn write_rest(
+    fd: RawFd,
+    buf: *const c_void,
+    len: size_t,
+    mut done: size_t,
+    mut op: impl FnMut(*const c_void, size_t) -> ssize_t,
+) -> ssize_t {
+    while done < len && managed(fd) {
+        // SAFETY: `done < len`: inside the caller's buffer.
+        let rest = unsafe { buf.cast::<u8>().add(done) }.cast::<c_void>();
+        let r = blocking(fd, Direction::Write, || op(rest, len - done));
+        if r <= 0 {
+            break;
+        }
+        done += r as size_t;
+    }
+    done as ssize_t
 }
 
 /// Outside a coroutine, after `op` failed: a socket the hooks made non-blocking for
@@ -264,7 +307,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// libc's contract for `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    blocking(fd, Direction::Write, || {
+    blocking_write(fd, buf, count, |buf, count| {
         call_real!(
             Write,
             fn(c_int, *const c_void, size_t) -> ssize_t,
@@ -298,7 +341,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
 /// libc's contract for `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    let op = || {
+    let op = |buf: *const c_void, len: size_t| {
         call_real!(
             Send,
             fn(c_int, *const c_void, size_t, c_int) -> ssize_t,
@@ -307,9 +350,9 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         )
     };
     if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
+        return op(buf, len);
     }
-    blocking(fd, Direction::Write, op)
+    blocking_write(fd, buf, len, op)
 }
 
 /// Hook of `sendto(2)`.
@@ -326,7 +369,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    let op = || {
+    let op = |buf: *const c_void, len: size_t| {
         call_real!(
             Sendto,
             fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t,
@@ -335,9 +378,9 @@ pub unsafe extern "C" fn sendto(
         )
     };
     if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
+        return op(buf, len);
     }
-    blocking(fd, Direction::Write, op)
+    blocking_write(fd, buf, len, op)
 }
 
 /// Hook of `sendmsg(2)`.
