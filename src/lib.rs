@@ -87,6 +87,16 @@
 //! * [`stack`] — the configuration of coroutine stacks (lazily committed, guarded,
 //!   pooled; an overflow is reported by name and aborts, never silently corrupts).
 //!
+//! With the opt-in Cargo feature **`hooks`** (Linux with glibc), unmodified
+//! blocking code cooperates too: libc's `read`, `recv`, `write`, `send`,
+//! `connect`, `accept`, `poll`, `nanosleep` and their relatives, called from
+//! `std::net`, `std::thread::sleep` or C code inside a coroutine, suspend only that
+//! coroutine; everywhere else they are libc's after one thread-local check.
+//! Regular files and `getaddrinfo` still block: use [`spawn_blocking`] for those.
+//! The README's "Running blocking crates" has the list and the limits. Turned on
+//! with `stackweave = { version = "0.1", features = ["hooks"] }`; nothing changes
+//! without it.
+//!
 //! A coroutine never changes OS thread once it has started (its stack may hold
 //! `Rc`s, `MutexGuard`s, thread-local borrows), which is why [`spawn`] is a safe
 //! function: only the `Send` closure of a coroutine that has not started yet can be
@@ -113,6 +123,8 @@ mod context;
 mod coroutine;
 pub mod future;
 pub mod generator;
+#[cfg(feature = "hooks")]
+mod hooks;
 pub mod io;
 pub mod net;
 pub mod os;

@@ -178,6 +178,69 @@ impl ScheduledIo {
         }
     }
 
+    /// Wakes every waiter of both directions, as an event would (the hooks' `close`
+    /// of a descriptor coroutines wait on: their retry then sees it closed).
+    #[cfg(feature = "hooks")]
+    pub(crate) fn interrupt_all(&self) {
+        let mut woken = Vec::new();
+        self.dispatch(true, true, true, &mut woken);
+        for task in woken {
+            task.wake();
+        }
+    }
+
+    /// Deregisters `fd` (still open) and forgets the registration, keeping the slot
+    /// (the hooks' per-number slots, which are never given back).
+    #[cfg(feature = "hooks")]
+    pub(crate) fn reset(&'static self, fd: RawFd) {
+        let registration = self.lock().registration.take();
+        if let Some((shared, worker)) = registration {
+            let _ = shared.remotes[worker]
+                .registry
+                .deregister(&mut SourceFd(&fd));
+        }
+        self.registered
+            .store(std::ptr::null_mut(), Ordering::Release);
+        self.read_closed.store(false, Ordering::Relaxed);
+    }
+
+    /// Forgets the registration without deregistering: for a registration that may
+    /// have been made for a descriptor closed meanwhile (the kernel drops it with the
+    /// file; if the file lives on in a duplicate, its events are spurious wakeups).
+    #[cfg(feature = "hooks")]
+    pub(crate) fn forget_registration(&self) {
+        self.lock().registration = None;
+        self.registered
+            .store(std::ptr::null_mut(), Ordering::Release);
+    }
+
+    /// Adds `task` (running) to the waiters of `dir`, registering `fd` first, unless
+    /// the tick moved from `seen` (returns false then). One of several waits of the
+    /// hooks' `poll`; the caller removes it with [`remove_waiter`](Self::remove_waiter).
+    #[cfg(feature = "hooks")]
+    pub(crate) fn add_waiter(
+        &'static self,
+        fd: RawFd,
+        task: &Arc<Task>,
+        dir: Direction,
+        seen: u32,
+    ) -> io::Result<bool> {
+        self.ensure_registered(fd, task)?;
+        let mut inner = self.lock();
+        if self.tick(dir) != seen {
+            return Ok(false);
+        }
+        inner.waiters[dir as usize].push(task.clone());
+        Ok(true)
+    }
+
+    /// Takes `task` off the waiters of `dir` (if an event has not already).
+    #[cfg(feature = "hooks")]
+    pub(crate) fn remove_waiter(&self, task: &Arc<Task>, dir: Direction) {
+        let mut inner = self.lock();
+        inner.waiters[dir as usize].retain(|t| !Arc::ptr_eq(t, task));
+    }
+
     /// Registers `fd` with the `Poll` of `task`'s home worker, once per runtime
     /// that is alive: a source first used on a runtime that has since shut down is
     /// moved to the caller's. (While both runtimes live, the first one's worker keeps

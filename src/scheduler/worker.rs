@@ -236,6 +236,8 @@ pub(crate) fn start(
     shared: &Arc<Shared>,
     workers: Vec<(Worker<Runnable>, mio::Poll)>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    #[cfg(feature = "hooks")]
+    crate::hooks::init();
     let mut threads = Vec::with_capacity(workers.len());
     for (index, (deque, poll)) in workers.into_iter().enumerate() {
         let shared = shared.clone();
@@ -701,11 +703,15 @@ impl Core {
         self.remote().activity.begin_run(&task.task().owner);
         self.current
             .set(NonNull::new(Arc::as_ptr(task.task()).cast_mut()));
+        #[cfg(feature = "hooks")]
+        crate::hooks::set_in_coroutine(true);
         // SAFETY: the context is started, not finished (finished tasks are never
         // queued again) and not running; the coroutine does not touch the worker's
         // part, and we do not either until it switches back, so this pointer stays
         // valid and unaliased.
         let request = unsafe { (*context).resume(resume as usize) };
+        #[cfg(feature = "hooks")]
+        crate::hooks::set_in_coroutine(false);
         self.current.set(None);
         // SAFETY: the coroutine is suspended or finished, so the part is ours again.
         if unsafe { (*context).is_finished() } {

@@ -156,6 +156,10 @@ pub fn timeout<T>(duration: Duration, body: impl FnOnce() -> T) -> Result<T, Ela
 ///   that completed returns its result (bytes read, a message received), and the
 ///   deadline ends the body at its next wait; a message handed to a receive that
 ///   unwinds goes back to the channel, first in line.
+/// * With the `hooks` feature, a hooked libc call (`std::net`, `std::thread::sleep`
+///   inside the body) cannot unwind through libc's frame: it returns `ETIMEDOUT`
+///   (an `io::Error` of kind `TimedOut`; a sleep ends early), and the body unwinds
+///   at its next stackweave wait.
 /// * [`park`](crate::park) may return when the deadline passes (a spurious wakeup,
 ///   as its contract allows); the next wait unwinds.
 ///

@@ -1,0 +1,690 @@
+//! The `hooks` feature (`cargo test --release --features hooks --test hooks`):
+//! unmodified `std::net`, `std::thread::sleep` and libc calls inside coroutines
+//! suspend only their coroutine, and behave as libc's everywhere else.
+//!
+//! Every test takes `SERIAL`: the timing bounds (all generous: CI is a loaded
+//! two-core machine) must not share the CPUs with the heavy tests.
+
+mod common;
+
+use common::raise_nofile_limit;
+use stackweave::Runtime;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn two_workers() -> Runtime {
+    Runtime::builder().workers(2).build().expect("runtime")
+}
+
+/// A coroutine that ticks every 10 ms until stopped and reports its longest gap.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    handle: stackweave::JoinHandle<Duration>,
+}
+
+impl Heartbeat {
+    fn start(rt: &Runtime) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = rt.spawn(move || {
+            let mut longest = Duration::ZERO;
+            let mut last = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                stackweave::time::sleep(Duration::from_millis(10));
+                let now = Instant::now();
+                longest = longest.max(now - last);
+                last = now;
+            }
+            longest
+        });
+        Heartbeat { stop, handle }
+    }
+
+    fn longest_gap(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// The flags the kernel has for `fd` (not the hook's answer).
+fn kernel_flags(fd: i32) -> i32 {
+    // SAFETY: a raw fcntl(F_GETFL); no pointers.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) as i32 }
+}
+
+/// `fcntl(F_GETFL)` through the hook.
+fn flags(fd: i32) -> i32 {
+    // SAFETY: fcntl(F_GETFL); no pointers.
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+}
+
+#[test]
+fn std_thread_sleep_in_1000_coroutines_overlaps() {
+    let _g = serial();
+    let rt = two_workers();
+    let beat = Heartbeat::start(&rt);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..1000)
+        .map(|_| rt.spawn(|| std::thread::sleep(Duration::from_millis(100))))
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total = start.elapsed();
+    let gap = beat.longest_gap();
+    println!("1000 x std::thread::sleep(100 ms): {total:?}, heartbeat's longest gap {gap:?}");
+    assert!(total >= Duration::from_millis(100));
+    // Serially this is 100 s (50 s on two workers).
+    assert!(total < Duration::from_secs(5), "took {total:?}");
+    assert!(gap < Duration::from_secs(1), "heartbeat gap {gap:?}");
+}
+
+#[test]
+fn other_sleeps_are_hooked_too() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            rt.spawn(move || {
+                let before = Instant::now();
+                // SAFETY: plain libc sleeps, no pointers except the valid timespecs.
+                unsafe {
+                    match i % 3 {
+                        0 => {
+                            libc::usleep(100_000);
+                        }
+                        1 => {
+                            let ts = libc::timespec {
+                                tv_sec: 0,
+                                tv_nsec: 100_000_000,
+                            };
+                            assert_eq!(
+                                libc::clock_nanosleep(
+                                    libc::CLOCK_MONOTONIC,
+                                    0,
+                                    &ts,
+                                    std::ptr::null_mut()
+                                ),
+                                0
+                            );
+                        }
+                        _ => {
+                            let mut now = libc::timespec {
+                                tv_sec: 0,
+                                tv_nsec: 0,
+                            };
+                            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+                            now.tv_nsec += 100_000_000;
+                            if now.tv_nsec >= 1_000_000_000 {
+                                now.tv_nsec -= 1_000_000_000;
+                                now.tv_sec += 1;
+                            }
+                            assert_eq!(
+                                libc::clock_nanosleep(
+                                    libc::CLOCK_MONOTONIC,
+                                    libc::TIMER_ABSTIME,
+                                    &now,
+                                    std::ptr::null_mut()
+                                ),
+                                0
+                            );
+                        }
+                    }
+                }
+                assert!(before.elapsed() >= Duration::from_millis(99));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total = start.elapsed();
+    // Serially 5 s on the one worker.
+    assert!(total < Duration::from_millis(2500), "took {total:?}");
+    // An invalid request is libc's EINVAL.
+    let r = rt.block_on(|| {
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000_000,
+        };
+        // SAFETY: a valid pointer to an (invalid) timespec.
+        let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        (r, std::io::Error::last_os_error().raw_os_error())
+    });
+    assert_eq!(r, (-1, Some(libc::EINVAL)));
+}
+
+/// A server of `std::net` in coroutines that answers each line after 100 ms, and
+/// `clients` coroutines that each make one request with `std::net`.
+#[test]
+fn std_net_clients_and_server_in_coroutines_overlap() {
+    let _g = serial();
+    let limit = raise_nofile_limit();
+    let clients = if limit >= 2300 {
+        1000
+    } else {
+        (limit as usize - 300) / 2
+    };
+    if clients < 1000 {
+        println!("RLIMIT_NOFILE is {limit}: {clients} clients instead of 1000");
+    }
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(move || {
+        for stream in listener.incoming() {
+            // At the runtime's shutdown the waiting accept fails with ECANCELED.
+            let Ok(mut stream) = stream else { return };
+            stackweave::spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut got = 0;
+                while !buf[..got].contains(&b'\n') {
+                    match stream.read(&mut buf[got..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                stream.write_all(&buf[..got]).unwrap();
+            });
+        }
+    });
+    let beat = Heartbeat::start(&rt);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            rt.spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let line = format!("hello {i}\n");
+                s.write_all(line.as_bytes()).unwrap();
+                let mut reply = vec![0u8; line.len()];
+                s.read_exact(&mut reply).unwrap();
+                assert_eq!(reply, line.as_bytes());
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total = start.elapsed();
+    let gap = beat.longest_gap();
+    println!("{clients} std::net requests answered after 100 ms: {total:?}, heartbeat gap {gap:?}");
+    assert!(total < Duration::from_secs(5), "took {total:?}");
+    assert!(gap < Duration::from_secs(1), "heartbeat gap {gap:?}");
+}
+
+#[test]
+fn echo_of_std_net_in_coroutines_moves_a_megabyte() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = rt.spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+    });
+    let client = rt.spawn(move || {
+        let s = TcpStream::connect(addr).unwrap();
+        let mut r = s.try_clone().unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let expect = data.clone();
+        // Writes bigger than the socket buffers: the writer and reader must overlap.
+        let mut w = s;
+        let writer = stackweave::spawn(move || {
+            w.write_all(&data).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == expect, "echo differs");
+    });
+    client.join().unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn a_socket_the_user_made_nonblocking_passes_through() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.block_on(move || {
+        let s = TcpStream::connect(addr).unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        let e = (&s).read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        assert_ne!(flags(s.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    });
+}
+
+#[test]
+fn f_getfl_reports_what_the_user_set() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.block_on(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let fd = s.as_raw_fd();
+        // connect went through the hook: non-blocking underneath, blocking to the user.
+        assert_ne!(kernel_flags(fd) & libc::O_NONBLOCK, 0);
+        assert_eq!(flags(fd) & libc::O_NONBLOCK, 0);
+        s.set_nonblocking(true).unwrap();
+        assert_ne!(flags(fd) & libc::O_NONBLOCK, 0);
+        s.set_nonblocking(false).unwrap();
+        assert_eq!(flags(fd) & libc::O_NONBLOCK, 0);
+        assert_ne!(kernel_flags(fd) & libc::O_NONBLOCK, 0);
+        // F_SETFL too.
+        // SAFETY: fcntl on our own descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags(fd) | libc::O_NONBLOCK) };
+        assert_ne!(flags(fd) & libc::O_NONBLOCK, 0);
+        let mut buf = [0u8; 1];
+        assert_eq!(s.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags(fd) & !libc::O_NONBLOCK) };
+        assert_eq!(flags(fd) & libc::O_NONBLOCK, 0);
+        // Blocking again: the read waits (cooperatively) for the peer's byte.
+        let writer = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            peer.write_all(b"x").unwrap();
+            peer
+        });
+        assert_eq!(s.read(&mut buf).unwrap(), 1);
+        drop(writer.join().unwrap());
+    });
+}
+
+#[test]
+fn calls_outside_coroutines_are_libcs() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The main thread: a blocking read that a plain thread's write ends.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        peer.write_all(b"abc").unwrap();
+        peer
+    });
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"abc");
+    drop(t.join().unwrap());
+    // The hooks never touched these sockets' modes.
+    assert_eq!(kernel_flags(s.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    // The blocking pool is a plain thread too.
+    let slept = rt.block_on(|| {
+        stackweave::spawn_blocking(|| {
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_millis(20));
+            t.elapsed()
+        })
+    });
+    assert!(slept >= Duration::from_millis(20));
+    drop(rt);
+}
+
+#[test]
+fn a_socket_accepted_in_a_coroutine_still_blocks_on_a_plain_thread() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    rt.spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Read once in the coroutine: the hooks make it non-blocking underneath.
+        let mut buf = [0u8; 1];
+        s.read_exact(&mut buf).unwrap();
+        tx.send(s).unwrap();
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"1").unwrap();
+    let mut s = rx.recv().unwrap();
+    assert_ne!(kernel_flags(s.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    // On this plain thread the read must block as the user expects, not WouldBlock.
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        c.write_all(b"2").unwrap();
+        c
+    });
+    let mut buf = [0u8; 1];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"2");
+    drop(t.join().unwrap());
+}
+
+#[test]
+fn so_rcvtimeo_ends_a_read_with_would_block() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let beat = Heartbeat::start(&rt);
+    rt.block_on(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let start = Instant::now();
+        let e = s.read(&mut [0u8; 4]).unwrap_err();
+        let waited = start.elapsed();
+        assert!(
+            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        assert!(waited >= Duration::from_millis(190), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    });
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+}
+
+#[test]
+fn connect_timeout_goes_through_the_poll_hook() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            rt.spawn(move || {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+                assert_eq!(flags(s.as_raw_fd()) & libc::O_NONBLOCK, 0);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // A poll on a socket that becomes readable later, and poll() as a sleep.
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let writer = rt.spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        b.write_all(b"x").unwrap();
+        b
+    });
+    let n = rt.block_on(move || {
+        let mut pfd = libc::pollfd {
+            fd: a.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+        assert_ne!(pfd.revents & libc::POLLIN, 0);
+        let t = Instant::now();
+        // SAFETY: no descriptors.
+        assert_eq!(unsafe { libc::poll(std::ptr::null_mut(), 0, 30) }, 0);
+        assert!(t.elapsed() >= Duration::from_millis(29));
+        n
+    });
+    assert_eq!(n, 1);
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn a_poll_on_a_pipe_and_its_timeout() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let [r, w] = fds;
+    let beat = Heartbeat::start(&rt);
+    let writer = rt.spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: one byte from a valid buffer.
+        assert_eq!(unsafe { libc::write(w, b"p".as_ptr().cast(), 1) }, 1);
+    });
+    rt.block_on(move || {
+        let mut pfd = libc::pollfd {
+            fd: r,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let t = Instant::now();
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 20) }, 0);
+        assert!(t.elapsed() >= Duration::from_millis(19));
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+        assert_ne!(pfd.revents & libc::POLLIN, 0);
+    });
+    writer.join().unwrap();
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+    // SAFETY: our pipe's ends, closed once.
+    unsafe {
+        libc::close(r);
+        libc::close(w);
+    }
+}
+
+#[test]
+fn an_fd_closed_while_a_coroutine_waits_on_it_ends_the_wait() {
+    let _g = serial();
+    let rt = two_workers();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let fd = a.into_raw_fd();
+    let (tx, rx) = mpsc::channel();
+    rt.spawn(move || {
+        let mut buf = [0u8; 4];
+        // SAFETY: a valid buffer; the fd is closed by another thread meanwhile.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        tx.send((r, std::io::Error::last_os_error().raw_os_error()))
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: we own `fd` (taken with into_raw_fd); closed once, here.
+    assert_eq!(unsafe { libc::close(fd) }, 0);
+    let (r, errno) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the waiter never woke");
+    assert_eq!(r, -1);
+    assert_eq!(errno, Some(libc::EBADF));
+    // The number is free and works for a new socket.
+    let (c, mut d) = UnixStream::pair().unwrap();
+    let got = rt.block_on(move || {
+        let mut c = c;
+        let w = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            d.write_all(b"ok").unwrap();
+            d
+        });
+        let mut buf = [0u8; 2];
+        c.read_exact(&mut buf).unwrap();
+        drop(w.join().unwrap());
+        buf
+    });
+    assert_eq!(&got, b"ok");
+}
+
+#[test]
+fn dup2_over_a_registered_fd() {
+    let _g = serial();
+    let rt = two_workers();
+    rt.block_on(|| {
+        let (mut a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        // Make `a` wait once, so that it is registered with the reactor.
+        let w = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            a_peer.write_all(b"1").unwrap();
+            a_peer
+        });
+        let mut buf = [0u8; 1];
+        a.read_exact(&mut buf).unwrap();
+        let _a_peer = w.join().unwrap();
+        // SAFETY: both descriptors are open; `a`'s number now names `b`'s socket.
+        let r = unsafe { libc::dup2(b.as_raw_fd(), a.as_raw_fd()) };
+        assert_eq!(r, a.as_raw_fd());
+        let w = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            b_peer.write_all(b"2").unwrap();
+            b_peer
+        });
+        a.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"2");
+        drop(w.join().unwrap());
+        // Still blocking to the user on both numbers.
+        assert_eq!(flags(a.as_raw_fd()) & libc::O_NONBLOCK, 0);
+        assert_eq!(flags(b.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    });
+}
+
+static SIGNAL_FD: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    let fd = SIGNAL_FD.load(Ordering::Relaxed) as i32;
+    // SAFETY: write(2) from a signal handler, as async-signal-safe as libc's.
+    unsafe { libc::write(fd, b"s".as_ptr().cast(), 1) };
+}
+
+#[test]
+fn a_hooked_call_from_a_signal_handler_passes_through() {
+    let _g = serial();
+    let rt = two_workers();
+    let mut fds = [0; 2];
+    // SAFETY: a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    SIGNAL_FD.store(fds[1] as u64, Ordering::Relaxed);
+    // SAFETY: installs a handler that only calls write(2).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    rt.block_on(|| {
+        // The handler runs on this coroutine's stack, on its worker.
+        // SAFETY: raising a signal whose handler is installed.
+        unsafe { libc::raise(libc::SIGUSR1) };
+    });
+    let mut b = [0u8; 1];
+    // SAFETY: a valid one-byte buffer.
+    assert_eq!(unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) }, 1);
+    assert_eq!(&b, b"s");
+    // SAFETY: our pipe, closed once; the default action restored.
+    unsafe {
+        libc::signal(libc::SIGUSR1, libc::SIG_DFL);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
+
+#[test]
+fn ten_thousand_distinct_fds() {
+    let _g = serial();
+    let limit = raise_nofile_limit();
+    if limit < 10_300 {
+        println!("skipped: RLIMIT_NOFILE hard limit is {limit}, below 10,300");
+        return;
+    }
+    let rt = two_workers();
+    let pairs: Vec<(UnixStream, UnixStream)> =
+        (0..5000).map(|_| UnixStream::pair().unwrap()).collect();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for (mut a, mut b) in pairs {
+        handles.push(rt.spawn(move || {
+            let mut buf = [0u8; 1];
+            a.read_exact(&mut buf).unwrap();
+            a.write_all(&buf).unwrap();
+        }));
+        handles.push(rt.spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            b.write_all(b"z").unwrap();
+            let mut buf = [0u8; 1];
+            b.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"z");
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    println!(
+        "10,000 fds, each waited on by a coroutine: {:?}",
+        start.elapsed()
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_big_write_on_a_blocking_socket_takes_all_its_bytes() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let reader = rt.spawn(move || {
+        let mut total = 0;
+        let mut buf = [0u8; 65536];
+        loop {
+            // Slowly: the writer must wait for room several times.
+            std::thread::sleep(Duration::from_millis(1));
+            match b.read(&mut buf).unwrap() {
+                0 => return total,
+                n => total += n,
+            }
+        }
+    });
+    let big = vec![7u8; 4 << 20];
+    let n = rt.block_on(move || {
+        // One `write` (std's is one send): a blocking socket takes it all.
+        let n = a.write(&big).unwrap();
+        drop(a);
+        n
+    });
+    assert_eq!(n, 4 << 20);
+    assert_eq!(reader.join().unwrap(), 4 << 20);
+}
+
+#[test]
+fn a_deadline_scope_ends_a_hooked_read_with_timed_out_not_an_abort() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.block_on(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        let start = Instant::now();
+        // The unwind cannot cross libc's frame: the hooked read returns ETIMEDOUT,
+        // which std reports as `TimedOut`, and the body returns it.
+        let got = stackweave::time::timeout(Duration::from_millis(50), || {
+            s.read(&mut [0u8; 4]).map_err(|e| e.kind())
+        });
+        match got {
+            Ok(Err(kind)) => assert_eq!(kind, ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // A scope that reaches a stackweave wait after the hooked call unwinds there.
+        let got = stackweave::time::timeout(Duration::from_millis(20), || {
+            let _ = s.read(&mut [0u8; 4]);
+            stackweave::time::sleep(Duration::from_secs(60));
+        });
+        assert!(got.is_err());
+    });
+}
