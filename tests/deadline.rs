@@ -310,6 +310,18 @@ fn outside_a_coroutine_a_scope_panics_with_a_clear_message() {
     assert!(message.contains("outside a coroutine"), "{message}");
 }
 
+/// Sends 1 to `n` (letting the receivers run every 64), then disconnects: the
+/// receivers stop once the channel is empty and disconnected.
+fn send_numbered(tx: mpmc::Sender<usize>, rx: mpmc::Receiver<usize>, n: usize) {
+    for v in 1..=n {
+        tx.send(v).unwrap();
+        if v % 64 == 0 {
+            stackweave::yield_now();
+        }
+    }
+    drop((tx, rx));
+}
+
 /// Many receivers whose deadlines race with senders: every message sent is either
 /// received inside a scope, or received afterwards from the channel; none is lost
 /// to a scope that ended as the message arrived.
@@ -341,14 +353,7 @@ fn messages_racing_with_deadlines_are_never_lost() {
                 })
             })
             .collect();
-        for v in 1..=MESSAGES {
-            tx.send(v).unwrap();
-            if v % 64 == 0 {
-                stackweave::yield_now();
-            }
-        }
-        // The receivers stop once the channel is empty and disconnected.
-        drop((tx, rx));
+        send_numbered(tx, rx, MESSAGES);
         let timeouts: usize = receivers.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(received.load(Ordering::Acquire), MESSAGES);
         assert_eq!(sum.load(Ordering::Acquire), MESSAGES * (MESSAGES + 1) / 2);
@@ -397,13 +402,7 @@ fn select_messages_racing_with_deadlines_are_never_lost() {
                     })
                 })
                 .collect();
-            for v in 1..=MESSAGES {
-                tx.send(v).unwrap();
-                if v % 64 == 0 {
-                    stackweave::yield_now();
-                }
-            }
-            drop((tx, rx));
+            send_numbered(tx, rx, MESSAGES);
             for h in receivers {
                 h.join().unwrap();
             }
