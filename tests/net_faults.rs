@@ -9,7 +9,7 @@
 mod common;
 
 use common::{
-    frame, is_child, lock, process_cpu_time, read_frame, run_child, set_backlog, set_linger_zero,
+    frame, is_child, lock, process_cpu_time, read_frame, run_child, set_linger_zero,
     set_nofile_limit, Rng, Watchdog,
 };
 use stackweave::net::{Shutdown, TcpListener, TcpStream};
@@ -32,8 +32,10 @@ fn join<T>(h: JoinHandle<T>) -> T {
 }
 
 fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    set_backlog(l.as_raw_fd(), 4096);
+    let l = stackweave::net::ListenOptions::new()
+        .backlog(4096)
+        .bind("127.0.0.1:0")
+        .expect("bind");
     let addr = l.local_addr().unwrap();
     (l, addr)
 }

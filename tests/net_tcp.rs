@@ -41,8 +41,10 @@ fn two_workers() -> Runtime {
 
 /// A listener on 127.0.0.1 with a large backlog, for bursts of connections.
 fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    set_backlog(l.as_raw_fd(), 4096);
+    let l = stackweave::net::ListenOptions::new()
+        .backlog(4096)
+        .bind("127.0.0.1:0")
+        .expect("bind");
     let addr = l.local_addr().unwrap();
     (l, addr)
 }
