@@ -167,19 +167,8 @@ pub(super) fn classify(fd: RawFd) -> (Option<&'static Entry>, u32) {
 /// What `fd` is (see [`classify`]), switching a blocking socket to non-blocking
 /// mode; 0 when that fails (a closed number: the call itself reports it).
 fn kind_of(fd: RawFd) -> u32 {
-    let mut ty: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `ty` and `len` are valid for writing; a non-socket fails with
-    // ENOTSOCK, a closed fd with EBADF.
-    let is_socket = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    } == 0;
+    // A non-socket fails with ENOTSOCK, a closed fd with EBADF.
+    let is_socket = crate::net::sockopt::get_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).is_ok();
     if is_socket {
         let flags = super::control::real_getfl(fd);
         if flags < 0 {

@@ -525,24 +525,13 @@ fn connect_outside(fd: RawFd) -> c_int {
 
 /// The outcome of a finished connect: 0, or -1 with `SO_ERROR` as errno.
 fn connect_result(fd: RawFd) -> c_int {
-    let mut err: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: `err` and `len` are valid for writing.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return -1;
+    match crate::net::sockopt::get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+        // errno is getsockopt's.
+        Err(_) => -1,
+        Ok(0) => 0,
+        Ok(err) => {
+            set_errno(err);
+            -1
+        }
     }
-    if err != 0 {
-        set_errno(err);
-        return -1;
-    }
-    0
 }

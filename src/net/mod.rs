@@ -21,7 +21,7 @@
 mod addr;
 mod listen;
 mod per_worker;
-mod sockopt;
+pub(crate) mod sockopt;
 pub(crate) mod tcp;
 mod udp;
 

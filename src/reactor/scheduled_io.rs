@@ -171,8 +171,13 @@ impl ScheduledIo {
     /// Makes a waiter for readability look again, as an event would: how a drain
     /// ends the accepts that wait on a listener (their next try sees the drain).
     pub(crate) fn interrupt_read(&self) {
+        self.interrupt(true, false, false);
+    }
+
+    /// Dispatches an event of its own making and wakes whom it woke.
+    fn interrupt(&self, readable: bool, writable: bool, closed: bool) {
         let mut woken = Vec::new();
-        self.dispatch(true, false, false, &mut woken);
+        self.dispatch(readable, writable, closed, &mut woken);
         for task in woken {
             task.wake();
         }
@@ -182,11 +187,7 @@ impl ScheduledIo {
     /// of a descriptor coroutines wait on: their retry then sees it closed).
     #[cfg(feature = "hooks")]
     pub(crate) fn interrupt_all(&self) {
-        let mut woken = Vec::new();
-        self.dispatch(true, true, true, &mut woken);
-        for task in woken {
-            task.wake();
-        }
+        self.interrupt(true, true, true);
     }
 
     /// Deregisters `fd` (still open) and forgets the registration, keeping the slot

@@ -119,7 +119,9 @@ pub fn timeout<T>(duration: Duration, body: impl FnOnce() -> T) -> Result<T, Ela
     match Instant::now().checked_add(duration) {
         Some(at) => deadline(at, body),
         None => {
-            assert_in_coroutine("timeout");
+            if crate::scheduler::current_task().is_none() {
+                outside_coroutine("timeout");
+            }
             Ok(body())
         }
     }
@@ -192,8 +194,7 @@ pub fn timeout<T>(duration: Duration, body: impl FnOnce() -> T) -> Result<T, Ela
 /// ```
 pub fn deadline<T>(at: Instant, body: impl FnOnce() -> T) -> Result<T, Elapsed> {
     let Some(entered) = deadline::enter(at) else {
-        assert_in_coroutine("deadline");
-        unreachable!("enter fails only outside a coroutine");
+        outside_coroutine("deadline");
     };
     let depth = entered.depth();
     let scope = Scope(Some(entered));
@@ -221,12 +222,12 @@ impl Drop for Scope {
     }
 }
 
-/// Panics unless the caller runs in a coroutine.
-fn assert_in_coroutine(what: &str) {
-    assert!(
-        crate::scheduler::current_task().is_some(),
+/// The panic of a scope entered outside a coroutine.
+#[cold]
+fn outside_coroutine(what: &str) -> ! {
+    panic!(
         "stackweave::time::{what} called outside a coroutine: blocking calls there \
          block the thread and cannot be interrupted (run it in a coroutine, e.g. with \
          Runtime::block_on)"
-    );
+    )
 }
