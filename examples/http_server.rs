@@ -12,8 +12,10 @@
 //! * `--workers N` — worker threads (default: one per CPU).
 //! * `--for SECS` — stop after `SECS` seconds (for scripts and tests) and print how
 //!   many requests were served. Without it the server runs until SIGINT (Ctrl-C) or
-//!   SIGTERM, then drains: the accept loop ends, open connections get 5 s to finish
-//!   (`Runtime::shutdown_timeout`), and the same figures are printed.
+//!   SIGTERM, then drains: the accept loop ends, idle keep-alive connections close
+//!   at once (`runtime::until_drain` around the wait for the next request),
+//!   requests in flight get 5 s to finish (`Runtime::shutdown_timeout`), and the
+//!   same figures are printed.
 //!
 //! Try it:
 //!
@@ -48,6 +50,7 @@
 //! no `Date` header, to keep it cheap.
 
 use stackweave::net::{ListenOptions, Shutdown, TcpListener, TcpStream};
+use stackweave::runtime::until_drain;
 use stackweave::signal::{self, SIGINT, SIGTERM};
 use stackweave::Runtime;
 use std::io::{self, ErrorKind, Read, Write};
@@ -169,7 +172,18 @@ pub fn handle_connection(mut stream: &TcpStream, stats: &Stats) -> io::Result<()
             end -= start;
             start = 0;
         }
-        let n = match stream.read(&mut buf[end..]) {
+        // Between requests the connection is idle: a drain (SIGINT/SIGTERM) closes
+        // it instead of waiting out the deadline. Mid-request it is work in flight.
+        let idle = matches!(state, State::Head) && start == end;
+        let read = if idle {
+            match until_drain(|| stream.read(&mut buf[end..])) {
+                Ok(read) => read,
+                Err(_draining) => return Ok(()),
+            }
+        } else {
+            stream.read(&mut buf[end..])
+        };
+        let n = match read {
             Ok(0) => return Ok(()), // the client closed (between or mid-request)
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -363,6 +363,33 @@ fn concurrent_keep_alive_clients() {
 }
 
 #[test]
+fn a_drain_closes_idle_keep_alive_connections_at_once() {
+    const IDLE: usize = 100;
+    let server = start();
+    let mut clients: Vec<_> = (0..IDLE)
+        .map(|_| {
+            let mut c = Client::connect(server.addr);
+            c.send(GET);
+            c.response().assert_hello();
+            c
+        })
+        .collect();
+    // Every connection waits for its next request, in the example's drain scope.
+    let drained = server
+        ._rt
+        .shutdown_timeout(Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(drained.cancelled, 0, "{drained:?}");
+    // The handlers and the accept loop.
+    assert_eq!(drained.finished, IDLE as u64 + 1, "{drained:?}");
+    assert!(drained.elapsed < Duration::from_secs(120), "{drained:?}");
+    for c in &mut clients {
+        assert!(!c.fill().unwrap(), "the server closed the idle connection");
+    }
+    assert_eq!(server.stats.failed.load(Ordering::Relaxed), 0);
+}
+
+#[test]
 fn curl_gets_the_body() {
     let found = std::process::Command::new("which")
         .arg("curl")

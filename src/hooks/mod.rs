@@ -34,6 +34,7 @@ mod poll_sleep;
 use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::Direction;
 use crate::scheduler;
+use crate::scheduler::deadline::Expired;
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
@@ -120,15 +121,17 @@ enum Waited {
 }
 
 /// Runs `f`, which may suspend the coroutine, catching the unwind that cancellation,
-/// a shutdown or a deadline scope (`time::timeout`) starts there (it must not cross
-/// the hook's C frame): the errno the hook returns instead, `ECANCELED` or
-/// `ETIMEDOUT`; the coroutine unwinds at its next stackweave blocking point. Any
+/// a shutdown, a drain scope (`runtime::until_drain`) or a deadline scope
+/// (`time::timeout`) starts there (it must not cross the hook's C frame): the errno
+/// the hook returns instead, `ECANCELED` or (for a deadline) `ETIMEDOUT`; the coroutine unwinds at its next stackweave blocking point. Any
 /// other panic is a bug of this module: abort, as a panic out of `extern "C"` would.
 fn catch<R>(f: impl FnOnce() -> R) -> Result<R, libc::c_int> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Ok(r),
         Err(p) if p.is::<crate::Unwound>() || p.is::<crate::Cancelled>() => Err(libc::ECANCELED),
-        Err(p) if p.is::<scheduler::deadline::Expired>() => Err(libc::ETIMEDOUT),
+        // A drain scope (`runtime::until_drain`) ended: like a cancel.
+        Err(p) if p.downcast_ref::<Expired>().is_some_and(|e| e.drained) => Err(libc::ECANCELED),
+        Err(p) if p.is::<Expired>() => Err(libc::ETIMEDOUT),
         Err(_) => {
             eprintln!("stackweave: a panic inside a libc hook; aborting");
             std::process::abort()

@@ -15,7 +15,7 @@
 
 use super::Runtime;
 use crate::reactor::scheduled_io::ScheduledIo;
-use crate::scheduler;
+use crate::scheduler::{self, deadline};
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -47,20 +47,116 @@ impl fmt::Display for Drained {
     }
 }
 
-/// The error of an accept on a draining runtime's listener.
-#[derive(Debug)]
-struct Draining;
+/// The runtime began to drain ([`Runtime::shutdown_timeout`]): the error of an
+/// [`until_drain`] scope whose body was waiting, and, inside an [`io::Error`] of
+/// kind [`Other`](io::ErrorKind::Other), of an accept on a draining runtime's
+/// listener.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::runtime::Draining;
+///
+/// let e = std::io::Error::from(Draining::default());
+/// assert!(e.get_ref().is_some_and(|inner| inner.is::<Draining>()));
+/// assert_eq!(e.kind(), std::io::ErrorKind::Other);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Draining;
 
 impl fmt::Display for Draining {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the runtime is draining (Runtime::shutdown_timeout): its listeners accept no \
-             more connections",
-        )
+        f.write_str("the runtime is draining (Runtime::shutdown_timeout)")
     }
 }
 
 impl Error for Draining {}
+
+impl From<Draining> for io::Error {
+    /// Kind [`Other`](io::ErrorKind::Other): not `Interrupted` or
+    /// `ConnectionAborted`, which robust loops retry.
+    fn from(e: Draining) -> io::Error {
+        io::Error::other(e)
+    }
+}
+
+/// Runs `body`, ending it if the runtime begins to drain while it waits: for the
+/// idle part of a connection, such as a keep-alive HTTP connection waiting for its
+/// next request, so that [`Runtime::shutdown_timeout`] closes it at once instead of
+/// waiting for the deadline.
+///
+/// While `body` runs, every wait of this coroutine inside it (socket I/O, channels,
+/// locks, sleeps, joins, [`yield_now`](crate::yield_now), hooked libc calls) that
+/// would happen once the drain has begun unwinds back here instead, and
+/// `until_drain` returns `Err(Draining)`: at the first wait if the drain began
+/// before it, or when the drain begins if `body` is waiting then. Work that does not wait is never cut:
+/// a read whose bytes are already there returns them. Destructors run on the way
+/// out, as for cancellation (a `MutexGuard` dropped by it poisons its mutex), and
+/// coroutines spawned by `body` are not covered. Nested inside a
+/// [`time::deadline`](crate::time::deadline) scope or around one, each scope ends
+/// by its own rule; nested drain scopes end together, at the outermost.
+///
+/// Costs one uncontended lock of the home worker's list at the start and the end,
+/// and nothing on the waits of coroutines outside a scope.
+///
+/// # Panics
+///
+/// If called outside a coroutine (a plain thread has no drain to wait for).
+///
+/// # Examples
+///
+/// A keep-alive echo server whose idle connections end at the drain:
+///
+/// ```
+/// use stackweave::net::TcpListener;
+/// use stackweave::runtime::until_drain;
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+///
+/// let rt = stackweave::Runtime::builder().workers(2).build()?;
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// rt.spawn(move || {
+///     for stream in listener.incoming() {
+///         let Ok(mut stream) = stream else { continue };
+///         stackweave::spawn(move || {
+///             let mut buf = [0; 1024];
+///             loop {
+///                 // Idle between requests: a drain ends the wait for the next one.
+///                 let n = match until_drain(|| stream.read(&mut buf)) {
+///                     Ok(Ok(n)) if n > 0 => n,
+///                     _ => return,
+///                 };
+///                 // Answering is work in flight: the drain waits for it.
+///                 if stream.write_all(&buf[..n]).is_err() {
+///                     return;
+///                 }
+///             }
+///         });
+///     }
+/// });
+/// // A client that gets one answer and keeps its connection open.
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"ping")?;
+/// let mut answer = [0; 4];
+/// client.read_exact(&mut answer)?;
+///
+/// let drained = rt.shutdown_timeout(Duration::from_secs(60))?;
+/// // The accept loop and the idle connection both ended by themselves.
+/// assert_eq!((drained.finished, drained.cancelled), (2, 0));
+/// assert_eq!(client.read(&mut answer)?, 0, "closed by the server");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn until_drain<T>(body: impl FnOnce() -> T) -> Result<T, Draining> {
+    let Some(entered) = deadline::enter_drain() else {
+        crate::time::outside_coroutine("runtime::until_drain");
+    };
+    deadline::within(entered, body).map_err(|drained| {
+        debug_assert!(drained, "a deadline ends deadline scopes only");
+        Draining
+    })
+}
 
 /// Whether `e` is the error an accept returns on a draining runtime: `incoming()`
 /// ends on it.
@@ -153,6 +249,7 @@ impl Runtime {
         for slot in listeners {
             slot.interrupt_read();
         }
+        deadline::wake_drain_scopes(shared);
         let deadline = start.checked_add(timeout);
         let mut pause = Duration::from_micros(100);
         loop {

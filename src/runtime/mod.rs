@@ -10,8 +10,8 @@
 mod drain;
 mod metrics;
 
-pub use drain::Drained;
 pub(crate) use drain::{accepting, is_drain_error};
+pub use drain::{until_drain, Drained, Draining};
 pub use metrics::{Metrics, WorkerMetrics};
 
 use crate::coroutine::{self, JoinHandle};

@@ -150,6 +150,9 @@ pub(crate) struct Remote {
     /// While parked: 1 + when the park began, in nanoseconds since
     /// `Shared::started_at`; 0 while awake.
     pub(crate) parked_since: AtomicU64,
+    /// Its coroutines inside a drain scope (`runtime::until_drain`), for the drain
+    /// to wake (deadline module).
+    pub(crate) drain_scopes: Mutex<deadline::DrainScopes>,
 }
 
 impl Remote {
@@ -183,6 +186,7 @@ impl Remote {
             registrations: AtomicUsize::new(0),
             parked_nanos: AtomicU64::new(0),
             parked_since: AtomicU64::new(0),
+            drain_scopes: Mutex::new(deadline::DrainScopes::default()),
         }
     }
 

@@ -10,6 +10,7 @@
 pub(crate) mod queue;
 mod scope;
 
+pub(crate) use scope::outside_coroutine;
 pub use scope::{deadline, timeout, Elapsed};
 
 use crate::scheduler::{self, Request};

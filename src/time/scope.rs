@@ -8,11 +8,10 @@
 //! unwind on to the one whose it is. The checks live in the scheduler
 //! (`scheduler::deadline`); this module is the public face.
 
-use crate::scheduler::deadline::{self, Entered, Expired};
+use crate::scheduler::deadline;
 use std::error::Error;
 use std::fmt;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 /// The error of a [`timeout`] or [`deadline`] scope whose deadline passed while its
@@ -120,7 +119,7 @@ pub fn timeout<T>(duration: Duration, body: impl FnOnce() -> T) -> Result<T, Ela
         Some(at) => deadline(at, body),
         None => {
             if crate::scheduler::current_task().is_none() {
-                outside_coroutine("timeout");
+                outside_coroutine("time::timeout");
             }
             Ok(body())
         }
@@ -194,39 +193,19 @@ pub fn timeout<T>(duration: Duration, body: impl FnOnce() -> T) -> Result<T, Ela
 /// ```
 pub fn deadline<T>(at: Instant, body: impl FnOnce() -> T) -> Result<T, Elapsed> {
     let Some(entered) = deadline::enter(at) else {
-        outside_coroutine("deadline");
+        outside_coroutine("time::deadline");
     };
-    let depth = entered.depth();
-    let scope = Scope(Some(entered));
-    let result = panic::catch_unwind(AssertUnwindSafe(body));
-    // Ends before the unwind goes on, so that the scope outside sees its own
-    // deadline again.
-    drop(scope);
-    match result {
-        Ok(value) => Ok(value),
-        Err(payload) => match payload.downcast_ref::<Expired>() {
-            Some(expired) if expired.depth == depth => Err(Elapsed { deadline: at }),
-            _ => panic::resume_unwind(payload),
-        },
-    }
-}
-
-/// Ends its scope when dropped.
-struct Scope(Option<Entered>);
-
-impl Drop for Scope {
-    fn drop(&mut self) {
-        if let Some(entered) = self.0.take() {
-            deadline::leave(entered);
-        }
-    }
+    deadline::within(entered, body).map_err(|drained| {
+        debug_assert!(!drained, "a drain ends drain scopes only");
+        Elapsed { deadline: at }
+    })
 }
 
 /// The panic of a scope entered outside a coroutine.
 #[cold]
-fn outside_coroutine(what: &str) -> ! {
+pub(crate) fn outside_coroutine(what: &str) -> ! {
     panic!(
-        "stackweave::time::{what} called outside a coroutine: blocking calls there \
+        "stackweave::{what} called outside a coroutine: blocking calls there \
          block the thread and cannot be interrupted (run it in a coroutine, e.g. with \
          Runtime::block_on)"
     )
