@@ -10,9 +10,9 @@ mod common;
 
 use common::{
     check_timeout_bounds, fnv1a, frame, lock, proc_status_kib, raise_nofile_limit, read_frame,
-    set_backlog, set_linger_zero, Rng, Watchdog,
+    set_linger_zero, Rng, Watchdog,
 };
-use stackweave::net::{Shutdown, TcpListener, TcpStream};
+use stackweave::net::{ListenOptions, Shutdown, TcpListener, TcpStream};
 use stackweave::time::sleep;
 use stackweave::{JoinHandle, Runtime};
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write};
@@ -359,9 +359,11 @@ fn write_timeout_gives_timed_out_when_the_peer_never_reads() {
 /// A listener whose accept queue is full: the kernel drops further SYNs, so a
 /// connect to it waits for the handshake until its timeout. The returned streams
 /// keep the queue full.
-fn full_backlog_listener() -> (std::net::TcpListener, SocketAddr, Vec<std::net::TcpStream>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    set_backlog(l.as_raw_fd(), 0);
+fn full_backlog_listener() -> (TcpListener, SocketAddr, Vec<std::net::TcpStream>) {
+    let l = ListenOptions::new()
+        .backlog(0)
+        .bind("127.0.0.1:0")
+        .unwrap();
     let addr = l.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..64 {

@@ -317,15 +317,6 @@ pub fn set_linger_zero(fd: std::os::fd::RawFd) {
     assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
 
-/// Calls `listen(2)` again on a listening socket, changing its backlog (Linux allows
-/// this). Tests with bursts of connections raise it; a test that needs a full accept
-/// queue lowers it to 0.
-pub fn set_backlog(fd: std::os::fd::RawFd, backlog: i32) {
-    // SAFETY: listen on a socket fd we hold; no pointers.
-    let rc = unsafe { libc::listen(fd, backlog) };
-    assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
-}
-
 /// CPU time (user + system) this process has used so far.
 pub fn process_cpu_time() -> Duration {
     // SAFETY: a zeroed rusage is valid; getrusage writes into it.
