@@ -2,6 +2,9 @@
 //! themselves, spawns from outside are refused, and what outlives the deadline is
 //! unwound and counted.
 
+mod common;
+
+use common::eventually;
 use stackweave::net::{TcpListener, TcpStream};
 use stackweave::os::unix::net::{UnixListener, UnixStream};
 use stackweave::Runtime;
@@ -10,15 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Sleeps until `cond` holds, failing the test after 20 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// Suspends the calling coroutine until `flag` is set.
 fn wait_for(flag: &AtomicBool) {

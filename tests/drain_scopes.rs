@@ -2,6 +2,9 @@
 //! requests in flight finish; a body that does not wait is never cut; drain scopes
 //! nest with deadline scopes.
 
+mod common;
+
+use common::eventually;
 use stackweave::net::TcpListener;
 use stackweave::runtime::{until_drain, Draining};
 use stackweave::Runtime;
@@ -10,16 +13,7 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
-
-/// Sleeps until `cond` holds, failing the test after 30 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
+use std::time::Duration;
 
 const IDLE: usize = 300;
 const BUSY: usize = 50;

@@ -4,23 +4,14 @@
 //! The figures a worker publishes when it next polls its reactor are waited for
 //! (with a generous cap), never expected within a time.
 
+mod common;
+
+use common::eventually;
 use stackweave::net::TcpListener;
 use stackweave::runtime::WorkerMetrics;
 use stackweave::Runtime;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Waits until `cond` holds; fails after a minute.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what}: never happened"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 fn worker0(rt: &Runtime) -> WorkerMetrics {
     rt.metrics().per_worker[0].clone()

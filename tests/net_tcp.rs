@@ -360,10 +360,7 @@ fn write_timeout_gives_timed_out_when_the_peer_never_reads() {
 /// connect to it waits for the handshake until its timeout. The returned streams
 /// keep the queue full.
 fn full_backlog_listener() -> (TcpListener, SocketAddr, Vec<std::net::TcpStream>) {
-    let l = ListenOptions::new()
-        .backlog(0)
-        .bind("127.0.0.1:0")
-        .unwrap();
+    let l = ListenOptions::new().backlog(0).bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..64 {

@@ -7,6 +7,9 @@
 //! before it sends, since the default action of a real-time signal ends the
 //! process.
 
+mod common;
+
+use common::eventually;
 use stackweave::signal::{self, Signals};
 use stackweave::{select, Runtime};
 use std::io;
@@ -27,15 +30,6 @@ fn send(signal: i32) {
     // SAFETY: kill has no memory-safety preconditions; the pid is our own.
     let r = unsafe { libc::kill(libc::getpid(), signal) };
     assert_eq!(r, 0, "kill: {}", io::Error::last_os_error());
-}
-
-/// Spins (sleeping) until `cond` holds, failing the test after 10 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -371,3 +371,14 @@ pub fn check_timeout_bounds<T: fmt::Debug>(
 pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Sleeps (1 ms at a time) until `cond` holds, failing the test after 60 s: for
+/// waits on another thread's progress, bounded far past what a loaded CI machine
+/// needs.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
