@@ -30,6 +30,7 @@ mod control;
 mod fd_table;
 mod io_calls;
 mod poll_sleep;
+mod select;
 
 use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::Direction;
@@ -61,7 +62,7 @@ fn in_coroutine() -> bool {
 /// `read` would otherwise be satisfied by libc. Called when a runtime starts.
 pub(crate) fn init() {
     real::resolve();
-    let hooks: [*const (); 26] = [
+    let hooks: [*const (); 27] = [
         io_calls::read as *const (),
         io_calls::readv as *const (),
         io_calls::recv as *const (),
@@ -77,6 +78,7 @@ pub(crate) fn init() {
         io_calls::accept4 as *const (),
         poll_sleep::poll as *const (),
         poll_sleep::ppoll as *const (),
+        select::select as *const (),
         poll_sleep::nanosleep as *const (),
         poll_sleep::clock_nanosleep as *const (),
         poll_sleep::usleep as *const (),

@@ -27,6 +27,7 @@ pub(super) enum Sym {
     Accept4,
     Poll,
     Ppoll,
+    Select,
     Nanosleep,
     ClockNanosleep,
     Usleep,
@@ -41,7 +42,7 @@ pub(super) enum Sym {
 }
 
 /// The symbol names, NUL-terminated, in the order of [`Sym`].
-const NAMES: [&[u8]; 26] = [
+const NAMES: [&[u8]; 27] = [
     b"read\0",
     b"readv\0",
     b"recv\0",
@@ -57,6 +58,7 @@ const NAMES: [&[u8]; 26] = [
     b"accept4\0",
     b"poll\0",
     b"ppoll\0",
+    b"select\0",
     b"nanosleep\0",
     b"clock_nanosleep\0",
     b"usleep\0",
@@ -70,7 +72,7 @@ const NAMES: [&[u8]; 26] = [
     b"ioctl\0",
 ];
 
-static REAL: [AtomicUsize; 26] = [const { AtomicUsize::new(0) }; 26];
+static REAL: [AtomicUsize; 27] = [const { AtomicUsize::new(0) }; 27];
 
 /// 0: not resolved; 1: being resolved; 2: done.
 static STATE: AtomicU8 = AtomicU8::new(0);

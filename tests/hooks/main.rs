@@ -5,7 +5,10 @@
 //! Every test takes `SERIAL`: the timing bounds (all generous: CI is a loaded
 //! two-core machine) must not share the CPUs with the heavy tests.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod select;
+mod support;
 
 use common::raise_nofile_limit;
 use stackweave::Runtime;
@@ -13,61 +16,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn two_workers() -> Runtime {
-    Runtime::builder().workers(2).build().expect("runtime")
-}
-
-/// A coroutine that ticks every 10 ms until stopped and reports its longest gap.
-struct Heartbeat {
-    stop: Arc<AtomicBool>,
-    handle: stackweave::JoinHandle<Duration>,
-}
-
-impl Heartbeat {
-    fn start(rt: &Runtime) -> Heartbeat {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = rt.spawn(move || {
-            let mut longest = Duration::ZERO;
-            let mut last = Instant::now();
-            while !s.load(Ordering::Relaxed) {
-                stackweave::time::sleep(Duration::from_millis(10));
-                let now = Instant::now();
-                longest = longest.max(now - last);
-                last = now;
-            }
-            longest
-        });
-        Heartbeat { stop, handle }
-    }
-
-    fn longest_gap(self) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
-/// The flags the kernel has for `fd` (not the hook's answer).
-fn kernel_flags(fd: i32) -> i32 {
-    // SAFETY: a raw fcntl(F_GETFL); no pointers.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) as i32 }
-}
-
-/// `fcntl(F_GETFL)` through the hook.
-fn flags(fd: i32) -> i32 {
-    // SAFETY: fcntl(F_GETFL); no pointers.
-    unsafe { libc::fcntl(fd, libc::F_GETFL) }
-}
+use support::{flags, kernel_flags, serial, two_workers, Heartbeat};
 
 #[test]
 fn std_thread_sleep_in_1000_coroutines_overlaps() {
