@@ -5,8 +5,10 @@
 //! Every test takes `SERIAL`: the timing bounds (all generous: CI is a loaded
 //! two-core machine) must not share the CPUs with the heavy tests.
 
+mod c_code;
 #[path = "../common/mod.rs"]
 mod common;
+mod crates;
 mod select;
 mod support;
 
