@@ -99,16 +99,17 @@ fn outside(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_
 /// Inside a coroutine.
 #[inline(never)]
 fn inside(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_t {
-    let (entry, state) = fd_table::classify(fd);
-    let r = op();
-    if r >= 0 || state & (SOCKET | USER_NONBLOCK) != SOCKET || errno() != libc::EAGAIN {
-        return r;
+    match fd_table::classify(fd) {
+        (Some(entry), state) if state & (SOCKET | USER_NONBLOCK) == SOCKET => {
+            wait_and_retry(entry, fd, dir, op)
+        }
+        _ => op(),
     }
-    let entry = entry.expect("a classified socket has an entry");
-    wait_and_retry(entry, fd, dir, op)
 }
 
-/// A blocking socket's call that would block, inside a coroutine: waits and retries.
+/// A call on a socket the program left blocking, inside a coroutine: tries it
+/// (the slot's tick read first, so that the call's `EAGAIN` can be waited out at
+/// once) and, while it would block, waits and retries.
 fn wait_and_retry(
     entry: &'static Entry,
     fd: RawFd,
@@ -117,7 +118,9 @@ fn wait_and_retry(
 ) -> ssize_t {
     let slot = entry.slot();
     let closes = entry.closes.load(Ordering::SeqCst);
-    let deadline = so_timeout(fd, dir);
+    // Read on the first wait (a system call, unless cached: see `so_timeout`).
+    let mut deadline = None;
+    let mut first = true;
     loop {
         let seen = slot.tick(dir);
         // After the tick (see `fd_table::forget`): a close from another thread, or
@@ -126,6 +129,10 @@ fn wait_and_retry(
         let r = op();
         if r >= 0 || errno() != libc::EAGAIN || state & (SOCKET | USER_NONBLOCK) != SOCKET {
             return r;
+        }
+        if first {
+            first = false;
+            deadline = so_timeout(fd, dir);
         }
         let waited = wait_slot(slot, fd, dir, seen, deadline);
         if entry.closes.load(Ordering::SeqCst) != closes {
@@ -169,27 +176,33 @@ fn events(dir: Direction) -> libc::c_short {
 }
 
 /// The deadline that `SO_RCVTIMEO` (reads) or `SO_SNDTIMEO` (writes) sets from now.
+/// A "none" is cached per number until a timeout is set anywhere through libc
+/// ([`fd_table::no_timeout`]), so a program that never sets one makes one
+/// `getsockopt` per socket and direction, not one per wait.
 fn so_timeout(fd: RawFd, dir: Direction) -> Option<Instant> {
-    let option = match dir {
-        Direction::Read => libc::SO_RCVTIMEO,
-        Direction::Write => libc::SO_SNDTIMEO,
+    let (option, index) = match dir {
+        Direction::Read => (libc::SO_RCVTIMEO, 0),
+        Direction::Write => (libc::SO_SNDTIMEO, 1),
     };
     let mut tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 0,
     };
-    let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
-    // SAFETY: `tv` and `len` are valid for writing.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0) {
+    let none = fd_table::no_timeout(fd, index, || {
+        let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+        // SAFETY: `tv` and `len` are valid for writing.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&mut tv as *mut libc::timeval).cast(),
+                &mut len,
+            )
+        };
+        r != 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0)
+    });
+    if none {
         return None;
     }
     let timeout = Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);

@@ -62,7 +62,7 @@ fn in_coroutine() -> bool {
 /// `read` would otherwise be satisfied by libc. Called when a runtime starts.
 pub(crate) fn init() {
     real::resolve();
-    let hooks: [*const (); 27] = [
+    let hooks: [*const (); 28] = [
         io_calls::read as *const (),
         io_calls::readv as *const (),
         io_calls::recv as *const (),
@@ -90,6 +90,7 @@ pub(crate) fn init() {
         control::fcntl as *const (),
         control::fcntl64 as *const (),
         control::ioctl as *const (),
+        control::setsockopt as *const (),
     ];
     std::hint::black_box(hooks);
 }

@@ -39,10 +39,11 @@ pub(super) enum Sym {
     Fcntl,
     Fcntl64,
     Ioctl,
+    Setsockopt,
 }
 
 /// The symbol names, NUL-terminated, in the order of [`Sym`].
-const NAMES: [&[u8]; 27] = [
+const NAMES: [&[u8]; 28] = [
     b"read\0",
     b"readv\0",
     b"recv\0",
@@ -70,9 +71,10 @@ const NAMES: [&[u8]; 27] = [
     b"fcntl\0",
     b"fcntl64\0",
     b"ioctl\0",
+    b"setsockopt\0",
 ];
 
-static REAL: [AtomicUsize; 27] = [const { AtomicUsize::new(0) }; 27];
+static REAL: [AtomicUsize; 28] = [const { AtomicUsize::new(0) }; 28];
 
 /// 0: not resolved; 1: being resolved; 2: done.
 static STATE: AtomicU8 = AtomicU8::new(0);
