@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// Runs `op`, libc's call on `fd`, the way a blocking call on `fd` behaves (see the
 /// module invariant). `op` returns -1 with errno on failure.
 #[inline(always)]
-fn blocking(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_t {
+pub(super) fn blocking(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_t {
     if !in_coroutine() {
         let r = op();
         if r < 0 {
@@ -162,7 +162,7 @@ fn wait_and_retry(
 }
 
 /// Whether `fd` is a socket the hooks made non-blocking and the program did not.
-fn managed(fd: RawFd) -> bool {
+pub(super) fn managed(fd: RawFd) -> bool {
     fd_table::get(fd)
         .is_some_and(|e| e.state.load(Ordering::Acquire) & (SOCKET | USER_NONBLOCK) == SOCKET)
 }

@@ -40,10 +40,17 @@ pub(super) enum Sym {
     Fcntl64,
     Ioctl,
     Setsockopt,
+    ReadChk,
+    RecvChk,
+    RecvfromChk,
+    PollChk,
+    PpollChk,
+    Recvmmsg,
+    Sendmmsg,
 }
 
 /// The symbol names, NUL-terminated, in the order of [`Sym`].
-const NAMES: [&[u8]; 28] = [
+const NAMES: [&[u8]; 35] = [
     b"read\0",
     b"readv\0",
     b"recv\0",
@@ -72,9 +79,16 @@ const NAMES: [&[u8]; 28] = [
     b"fcntl64\0",
     b"ioctl\0",
     b"setsockopt\0",
+    b"__read_chk\0",
+    b"__recv_chk\0",
+    b"__recvfrom_chk\0",
+    b"__poll_chk\0",
+    b"__ppoll_chk\0",
+    b"recvmmsg\0",
+    b"sendmmsg\0",
 ];
 
-static REAL: [AtomicUsize; 28] = [const { AtomicUsize::new(0) }; 28];
+static REAL: [AtomicUsize; 35] = [const { AtomicUsize::new(0) }; 35];
 
 /// 0: not resolved; 1: being resolved; 2: done.
 static STATE: AtomicU8 = AtomicU8::new(0);

@@ -10,6 +10,7 @@ mod c_code;
 mod common;
 mod crates;
 mod fds;
+mod mmsg;
 mod select;
 mod support;
 
