@@ -209,212 +209,114 @@ fn so_timeout(fd: RawFd, dir: Direction) -> Option<Instant> {
     super::deadline_after(timeout)
 }
 
-/// Hook of `read(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `read`.
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    blocking(fd, Direction::Read, || {
-        call_real!(
-            Read,
-            fn(c_int, *mut c_void, size_t) -> ssize_t,
-            (fd, buf, count),
-            libc::syscall(libc::SYS_read, fd, buf, count) as ssize_t
-        )
-    })
+/// Defines the hook of `$name`, a call that may block on `$dir`: libc's, the way a
+/// blocking call behaves ([`blocking`]); with `[flags = f]`, `MSG_DONTWAIT` in `f`
+/// passes straight through. The fallback while libc's table is being filled is the
+/// system call `$sys` with `$sysarg`s.
+macro_rules! blocking_hook {
+    ($(
+        $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) $([flags = $flags:ident])?
+            => $sym:ident, $dir:ident, $sys:ident($($sysarg:expr),*);
+    )*) => {$(
+        #[doc = concat!("Hook of `", stringify!($name), "(2)`.")]
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("libc's contract for `", stringify!($name), "`.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($fd: c_int $(, $arg: $ty)*) -> ssize_t {
+            let op = || {
+                call_real!(
+                    $sym,
+                    fn(c_int $(, $ty)*) -> ssize_t,
+                    ($fd $(, $arg)*),
+                    libc::syscall(libc::$sys $(, $sysarg)*) as ssize_t
+                )
+            };
+            $(
+                if $flags & libc::MSG_DONTWAIT != 0 {
+                    return op();
+                }
+            )?
+            blocking($fd, Direction::$dir, op)
+        }
+    )*};
 }
 
-/// Hook of `readv(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `readv`.
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
-    blocking(fd, Direction::Read, || {
-        call_real!(
-            Readv,
-            fn(c_int, *const iovec, c_int) -> ssize_t,
-            (fd, iov, iovcnt),
-            libc::syscall(libc::SYS_readv, fd, iov, iovcnt) as ssize_t
-        )
-    })
+/// As [`blocking_hook`], for the writes of one buffer that a blocking stream socket
+/// takes whole ([`blocking_write`]).
+macro_rules! write_hook {
+    ($(
+        $name:ident($fd:ident: c_int, $buf:ident: *const c_void, $len:ident: size_t
+            $(, $arg:ident: $ty:ty)*) $([flags = $flags:ident])?
+            => $sym:ident, $sys:ident($($sysarg:expr),*);
+    )*) => {$(
+        #[doc = concat!("Hook of `", stringify!($name), "(2)`.")]
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("libc's contract for `", stringify!($name), "`.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            $fd: c_int,
+            $buf: *const c_void,
+            $len: size_t
+            $(, $arg: $ty)*
+        ) -> ssize_t {
+            let op = |$buf: *const c_void, $len: size_t| {
+                call_real!(
+                    $sym,
+                    fn(c_int, *const c_void, size_t $(, $ty)*) -> ssize_t,
+                    ($fd, $buf, $len $(, $arg)*),
+                    libc::syscall(libc::$sys $(, $sysarg)*) as ssize_t
+                )
+            };
+            $(
+                if $flags & libc::MSG_DONTWAIT != 0 {
+                    return op($buf, $len);
+                }
+            )?
+            blocking_write($fd, $buf, $len, op)
+        }
+    )*};
 }
 
-/// Hook of `recv(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `recv`.
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    let op = || {
-        call_real!(
-            Recv,
-            fn(c_int, *mut c_void, size_t, c_int) -> ssize_t,
-            (fd, buf, len, flags),
-            libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, 0usize, 0usize) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Read, op)
+blocking_hook! {
+    read(fd: c_int, buf: *mut c_void, count: size_t) => Read, Read, SYS_read(fd, buf, count);
+    readv(fd: c_int, iov: *const iovec, iovcnt: c_int)
+        => Readv, Read, SYS_readv(fd, iov, iovcnt);
+    recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) [flags = flags]
+        => Recv, Read, SYS_recvfrom(fd, buf, len, flags, 0usize, 0usize);
+    recvfrom(
+        fd: c_int,
+        buf: *mut c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        addrlen: *mut socklen_t
+    ) [flags = flags]
+        => Recvfrom, Read, SYS_recvfrom(fd, buf, len, flags, addr, addrlen);
+    recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) [flags = flags]
+        => Recvmsg, Read, SYS_recvmsg(fd, msg, flags);
+    writev(fd: c_int, iov: *const iovec, iovcnt: c_int)
+        => Writev, Write, SYS_writev(fd, iov, iovcnt);
+    sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) [flags = flags]
+        => Sendmsg, Write, SYS_sendmsg(fd, msg, flags);
 }
 
-/// Hook of `recvfrom(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `recvfrom`.
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    buf: *mut c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    addrlen: *mut socklen_t,
-) -> ssize_t {
-    let op = || {
-        call_real!(
-            Recvfrom,
-            fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t,
-            (fd, buf, len, flags, addr, addrlen),
-            libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Read, op)
-}
-
-/// Hook of `recvmsg(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `recvmsg`.
-#[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let op = || {
-        call_real!(
-            Recvmsg,
-            fn(c_int, *mut msghdr, c_int) -> ssize_t,
-            (fd, msg, flags),
-            libc::syscall(libc::SYS_recvmsg, fd, msg, flags) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Read, op)
-}
-
-/// Hook of `write(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `write`.
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    blocking_write(fd, buf, count, |buf, count| {
-        call_real!(
-            Write,
-            fn(c_int, *const c_void, size_t) -> ssize_t,
-            (fd, buf, count),
-            libc::syscall(libc::SYS_write, fd, buf, count) as ssize_t
-        )
-    })
-}
-
-/// Hook of `writev(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `writev`.
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
-    blocking(fd, Direction::Write, || {
-        call_real!(
-            Writev,
-            fn(c_int, *const iovec, c_int) -> ssize_t,
-            (fd, iov, iovcnt),
-            libc::syscall(libc::SYS_writev, fd, iov, iovcnt) as ssize_t
-        )
-    })
-}
-
-/// Hook of `send(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `send`.
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    let op = |buf: *const c_void, len: size_t| {
-        call_real!(
-            Send,
-            fn(c_int, *const c_void, size_t, c_int) -> ssize_t,
-            (fd, buf, len, flags),
-            libc::syscall(libc::SYS_sendto, fd, buf, len, flags, 0usize, 0usize) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op(buf, len);
-    }
-    blocking_write(fd, buf, len, op)
-}
-
-/// Hook of `sendto(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `sendto`.
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
-    fd: c_int,
-    buf: *const c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *const sockaddr,
-    addrlen: socklen_t,
-) -> ssize_t {
-    let op = |buf: *const c_void, len: size_t| {
-        call_real!(
-            Sendto,
-            fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t,
-            (fd, buf, len, flags, addr, addrlen),
-            libc::syscall(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op(buf, len);
-    }
-    blocking_write(fd, buf, len, op)
-}
-
-/// Hook of `sendmsg(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `sendmsg`.
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let op = || {
-        call_real!(
-            Sendmsg,
-            fn(c_int, *const msghdr, c_int) -> ssize_t,
-            (fd, msg, flags),
-            libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Write, op)
+write_hook! {
+    write(fd: c_int, buf: *const c_void, count: size_t) => Write, SYS_write(fd, buf, count);
+    send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) [flags = flags]
+        => Send, SYS_sendto(fd, buf, len, flags, 0usize, 0usize);
+    sendto(
+        fd: c_int,
+        buf: *const c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *const sockaddr,
+        addrlen: socklen_t
+    ) [flags = flags]
+        => Sendto, SYS_sendto(fd, buf, len, flags, addr, addrlen);
 }
 
 /// Hook of `accept(2)`.

@@ -218,6 +218,33 @@ fn echo_of_std_net_in_coroutines_moves_a_megabyte() {
 }
 
 #[test]
+fn readv_and_writev_wait_like_read_and_write() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let beat = Heartbeat::start(&rt);
+    rt.block_on(|| {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let writer = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let bufs = [std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")];
+            assert_eq!(b.write_vectored(&bufs).unwrap(), 4);
+            b
+        });
+        // std's read_vectored is readv(2): it waits for the writer's bytes.
+        let (mut x, mut y) = ([0u8; 2], [0u8; 2]);
+        let mut bufs = [
+            std::io::IoSliceMut::new(&mut x),
+            std::io::IoSliceMut::new(&mut y),
+        ];
+        // One writev of 4 bytes on a Unix stream socket arrives as one piece.
+        assert_eq!(a.read_vectored(&mut bufs).unwrap(), 4);
+        assert_eq!((&x, &y), (b"ab", b"cd"));
+        drop(writer.join().unwrap());
+    });
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+}
+
+#[test]
 fn a_socket_the_user_made_nonblocking_passes_through() {
     let _g = serial();
     let rt = two_workers();
