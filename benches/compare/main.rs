@@ -8,6 +8,7 @@
 //! cargo bench --bench compare -- --quick      # smoke run: 1 round, small sizes, < 2 min
 //! cargo bench --bench compare -- --rounds 5 echo http-100   # chosen rows only
 //! cargo bench --bench compare -- --workers 8 scaling         # 1 vs 8 workers
+//! cargo bench --bench compare -- --rounds 3 hooks   # std::net, `hooks` off/on (named only)
 //! ```
 //!
 //! Results go to `target/compare/` (`--out DIR` to change): `results.csv`,
@@ -49,6 +50,7 @@ mod echo_load;
 mod goals;
 #[path = "../harness/mod.rs"]
 mod harness;
+mod hooks_row;
 mod net;
 mod placement;
 mod report;
@@ -97,6 +99,7 @@ pub(crate) struct RunInfo {
 fn main() {
     servers::serve_if_asked();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    hooks_row::sample_if_asked(args.iter().any(|a| a == "--quick"));
     if let Some(i) = args.iter().position(|a| a == "--sample") {
         // The parent says which sizes: `--quick` or nothing (full).
         let quick = args.iter().any(|a| a == "--quick");
@@ -115,6 +118,7 @@ fn main() {
     let mut rounds = if quick { 1 } else { 5 };
     let mut out_dir = std::path::PathBuf::from("target/compare");
     let mut wanted = Vec::new();
+    let mut want_hooks = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -132,6 +136,7 @@ fn main() {
                 _ => usage_exit("--workers needs a number of at least 2"),
             },
             "--quick" | "--bench" => {}
+            hooks_row::ID => want_hooks = true,
             id if !id.starts_with('-') => match Row::from_id(id) {
                 Some(row) => wanted.push(row),
                 None => usage_exit(&format!("unknown row {id:?}")),
@@ -139,7 +144,7 @@ fn main() {
             other => usage_exit(&format!("unknown option {other:?}")),
         }
     }
-    if wanted.is_empty() {
+    if wanted.is_empty() && !want_hooks {
         wanted = Row::ALL.to_vec();
     }
 
@@ -244,10 +249,15 @@ fn main() {
         }
     }
 
-    println!();
-    report::print_table(&info, &results, quick);
-    if let Err(e) = report::write_files(&out_dir, &info, &results, quick) {
-        println!("could not write the result files: {e}");
+    if !results.is_empty() {
+        println!();
+        report::print_table(&info, &results, quick);
+        if let Err(e) = report::write_files(&out_dir, &info, &results, quick) {
+            println!("could not write the result files: {e}");
+        }
+    }
+    if want_hooks {
+        hooks_row::run(rounds, quick);
     }
     println!(
         "\ntotal time {:.0} s; load average {} after the run",
@@ -259,8 +269,9 @@ fn main() {
 fn usage_exit(msg: &str) -> ! {
     eprintln!(
         "{msg}\nusage: cargo bench --bench compare -- [--quick] [--rounds N] [--out DIR] \
-         [--workers N] [ROW...]\nrows: {}",
-        Row::ALL.map(|r| r.id()).join(" ")
+         [--workers N] [ROW...]\nrows: {} (and {}, run only when named)",
+        Row::ALL.map(|r| r.id()).join(" "),
+        hooks_row::ID
     );
     std::process::exit(2);
 }
@@ -275,6 +286,12 @@ fn run_child(row: Row, rival: Rival, quick: bool, forward: &[String]) -> Result<
     if quick {
         cmd.arg("--quick");
     }
+    run_sample_command(cmd)
+}
+
+/// Runs a sample process (`cmd`, which prints `RESULT …`) and waits for it, killing
+/// it after [`SAMPLE_LIMIT`]; its result line, or why there is none.
+pub(crate) fn run_sample_command(mut cmd: Command) -> Result<Sample, String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

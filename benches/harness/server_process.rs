@@ -27,8 +27,18 @@ impl ServerProcess {
 
     pub fn start_spec(spec: ServerSpec, rival: Rival) -> Result<ServerProcess, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        ServerProcess::start_exe(&exe, spec, rival.name())
+    }
+
+    /// The server `server` (a rival's name, or another name `servers.rs` knows)
+    /// started from the bench binary `exe` (this one, or another build of it).
+    pub fn start_exe(
+        exe: &std::path::Path,
+        spec: ServerSpec,
+        server: &str,
+    ) -> Result<ServerProcess, String> {
         let mut child = Command::new(exe)
-            .args(["--serve", spec.protocol.name(), rival.name()])
+            .args(["--serve", spec.protocol.name(), server])
             .args(["--workers", &spec.workers.to_string()])
             .args(["--iters", &spec.iters.to_string()])
             .stdin(Stdio::piped())

@@ -173,6 +173,9 @@ pub fn serve_if_asked() {
         return;
     };
     let get = |k: usize| args.get(i + k).map(String::as_str).unwrap_or("");
+    if (get(1), get(2)) == ("echo", STD_COROUTINES) {
+        run_std_coroutines_server();
+    }
     let option = |name: &str, default: u64| -> Option<u64> {
         match args.iter().position(|a| a == name) {
             Some(k) => args.get(k + 1)?.parse().ok(),
@@ -201,6 +204,45 @@ pub fn serve_if_asked() {
             std::process::exit(2);
         }
     }
+}
+
+/// The server name of [`run_std_coroutines_server`] (`--serve echo std-coroutines`).
+pub const STD_COROUTINES: &str = "std-coroutines";
+
+/// The `std::net` echo server with a coroutine per connection on 2 stackweave
+/// workers: the `hooks` row of `benches/compare` runs it from a build with the
+/// `hooks` feature, where its blocking calls suspend only their coroutine (without
+/// the feature each connection would hold a worker). Serves until stdin closes.
+fn run_std_coroutines_server() -> ! {
+    thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        std::process::exit(0);
+    });
+    let spec = ServerSpec::new(Protocol::Echo);
+    let result = (|| -> io::Result<()> {
+        let rt = stackweave::Runtime::builder()
+            .workers(spec.workers)
+            .build()?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        announce(listener.as_raw_fd(), listener.local_addr())?;
+        rt.block_on(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        s.set_nodelay(true).expect("TCP_NODELAY");
+                        stackweave::spawn(move || serve_blocking(spec, s));
+                    }
+                    Err(e) => {
+                        accept_error(&e);
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        });
+        Ok(())
+    })();
+    eprintln!("echo server {STD_COROUTINES}: {result:?}");
+    std::process::exit(1);
 }
 
 /// The child side: serves until stdin closes, then exits.

@@ -1,5 +1,6 @@
 //! The calls that change what a descriptor number is or how it blocks: `close`,
-//! `dup`/`dup2`/`dup3`, `fcntl` and `ioctl(FIONBIO)`.
+//! `dup`/`dup2`/`dup3`, `fcntl`, `ioctl(FIONBIO)` and `setsockopt` (socket
+//! timeouts).
 //!
 //! Invariant: for a socket the hooks manage, `O_NONBLOCK` stays set underneath
 //! whatever the program asks; the program's own choice lives in the fd table's
@@ -231,4 +232,36 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
             libc::syscall(libc::SYS_dup3, old, new, flags) as c_int
         )
     })
+}
+
+/// `SO_RCVTIMEO_NEW` and `SO_SNDTIMEO_NEW` (asm-generic; on these 64-bit targets
+/// glibc passes the plain `SO_RCVTIMEO`/`SO_SNDTIMEO`, but a caller may use these).
+const SO_TIMEO_NEW: [c_int; 2] = [66, 67];
+
+/// Hook of `setsockopt(2)`: libc's, and a socket timeout that was set invalidates
+/// the hooks' cached "no timeout" answers (`fd_table::no_timeout`).
+///
+/// # Safety
+///
+/// libc's contract for `setsockopt`.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: libc::socklen_t,
+) -> c_int {
+    let r = call_real!(
+        Setsockopt,
+        fn(c_int, c_int, c_int, *const c_void, libc::socklen_t) -> c_int,
+        (fd, level, name, value, len),
+        libc::syscall(libc::SYS_setsockopt, fd, level, name, value, len) as c_int
+    );
+    let timeout =
+        matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) || SO_TIMEO_NEW.contains(&name);
+    if r == 0 && level == libc::SOL_SOCKET && timeout {
+        fd_table::timeouts_changed();
+    }
+    r
 }

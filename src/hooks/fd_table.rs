@@ -21,7 +21,7 @@
 use crate::reactor::scheduled_io::ScheduledIo;
 use std::os::fd::RawFd;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// The descriptor is a socket the hooks manage (see the module invariant).
 pub(super) const SOCKET: u32 = 1;
@@ -39,9 +39,43 @@ pub(super) struct Entry {
     /// registration may belong to a closed descriptor.
     pub(super) closes: AtomicU32,
     slot: AtomicPtr<ScheduledIo>,
+    /// Per direction (read, write): [`TIMEOUTS_SET`] + 1 when `getsockopt` last
+    /// found no `SO_RCVTIMEO`/`SO_SNDTIMEO` on this number; 0 when unknown. See
+    /// [`no_timeout`].
+    no_timeout: [AtomicU64; 2],
 }
 
-/// Entries per page (24 bytes each: 96 KiB pages).
+/// How many times a socket timeout was set anywhere in the process (the
+/// `setsockopt` hook counts them): a cached "no timeout" from an older count is
+/// not trusted, so the cache is never wrong for timeouts set through libc, on any
+/// number naming the socket (a duplicate included).
+static TIMEOUTS_SET: AtomicU64 = AtomicU64::new(0);
+
+/// Called by the `setsockopt` hook after `SO_RCVTIMEO`/`SO_SNDTIMEO` was set.
+pub(super) fn timeouts_changed() {
+    TIMEOUTS_SET.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Whether `fd` is known to have no timeout for direction `dir` (0 read, 1
+/// write); otherwise `ask` (libc's `getsockopt`) says, and a "none" is cached
+/// until the next timeout is set anywhere or the number is closed.
+pub(super) fn no_timeout(fd: RawFd, dir: usize, ask: impl FnOnce() -> bool) -> bool {
+    let entry = get(fd);
+    // Before asking: a timeout set while we ask makes the count move past this.
+    let count = TIMEOUTS_SET.load(Ordering::SeqCst);
+    if let Some(e) = entry {
+        if e.no_timeout[dir].load(Ordering::Acquire) == count + 1 {
+            return true;
+        }
+    }
+    let none = ask();
+    if let (true, Some(e)) = (none, entry) {
+        e.no_timeout[dir].store(count + 1, Ordering::Release);
+    }
+    none
+}
+
+/// Entries per page (40 bytes each: 160 KiB pages).
 const PAGE: usize = 4096;
 /// Pages: descriptor numbers up to `PAGES * PAGE` (1 Mi) are tracked; calls on
 /// higher ones pass through.
@@ -199,6 +233,9 @@ pub(super) fn forget(fd: RawFd) {
     if entry.state.load(Ordering::Acquire) & SOCKET != 0 {
         entry.closes.fetch_add(1, Ordering::SeqCst);
     }
+    for cached in &entry.no_timeout {
+        cached.store(0, Ordering::Release);
+    }
     if entry.state.swap(0, Ordering::SeqCst) & SOCKET == 0 {
         return;
     }
@@ -218,6 +255,9 @@ pub(super) fn copy(from: RawFd, to: RawFd) {
         return;
     }
     if let Some(entry) = get_or_make(to) {
+        for cached in &entry.no_timeout {
+            cached.store(0, Ordering::Release);
+        }
         entry.state.store(state, Ordering::Release);
     }
 }

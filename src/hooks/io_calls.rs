@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// Runs `op`, libc's call on `fd`, the way a blocking call on `fd` behaves (see the
 /// module invariant). `op` returns -1 with errno on failure.
 #[inline(always)]
-fn blocking(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_t {
+pub(super) fn blocking(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_t {
     if !in_coroutine() {
         let r = op();
         if r < 0 {
@@ -99,16 +99,17 @@ fn outside(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_
 /// Inside a coroutine.
 #[inline(never)]
 fn inside(fd: RawFd, dir: Direction, mut op: impl FnMut() -> ssize_t) -> ssize_t {
-    let (entry, state) = fd_table::classify(fd);
-    let r = op();
-    if r >= 0 || state & (SOCKET | USER_NONBLOCK) != SOCKET || errno() != libc::EAGAIN {
-        return r;
+    match fd_table::classify(fd) {
+        (Some(entry), state) if state & (SOCKET | USER_NONBLOCK) == SOCKET => {
+            wait_and_retry(entry, fd, dir, op)
+        }
+        _ => op(),
     }
-    let entry = entry.expect("a classified socket has an entry");
-    wait_and_retry(entry, fd, dir, op)
 }
 
-/// A blocking socket's call that would block, inside a coroutine: waits and retries.
+/// A call on a socket the program left blocking, inside a coroutine: tries it
+/// (the slot's tick read first, so that the call's `EAGAIN` can be waited out at
+/// once) and, while it would block, waits and retries.
 fn wait_and_retry(
     entry: &'static Entry,
     fd: RawFd,
@@ -117,7 +118,9 @@ fn wait_and_retry(
 ) -> ssize_t {
     let slot = entry.slot();
     let closes = entry.closes.load(Ordering::SeqCst);
-    let deadline = so_timeout(fd, dir);
+    // Read on the first wait (a system call, unless cached: see `so_timeout`).
+    let mut deadline = None;
+    let mut first = true;
     loop {
         let seen = slot.tick(dir);
         // After the tick (see `fd_table::forget`): a close from another thread, or
@@ -126,6 +129,10 @@ fn wait_and_retry(
         let r = op();
         if r >= 0 || errno() != libc::EAGAIN || state & (SOCKET | USER_NONBLOCK) != SOCKET {
             return r;
+        }
+        if first {
+            first = false;
+            deadline = so_timeout(fd, dir);
         }
         let waited = wait_slot(slot, fd, dir, seen, deadline);
         if entry.closes.load(Ordering::SeqCst) != closes {
@@ -155,7 +162,7 @@ fn wait_and_retry(
 }
 
 /// Whether `fd` is a socket the hooks made non-blocking and the program did not.
-fn managed(fd: RawFd) -> bool {
+pub(super) fn managed(fd: RawFd) -> bool {
     fd_table::get(fd)
         .is_some_and(|e| e.state.load(Ordering::Acquire) & (SOCKET | USER_NONBLOCK) == SOCKET)
 }
@@ -169,239 +176,147 @@ fn events(dir: Direction) -> libc::c_short {
 }
 
 /// The deadline that `SO_RCVTIMEO` (reads) or `SO_SNDTIMEO` (writes) sets from now.
+/// A "none" is cached per number until a timeout is set anywhere through libc
+/// ([`fd_table::no_timeout`]), so a program that never sets one makes one
+/// `getsockopt` per socket and direction, not one per wait.
 fn so_timeout(fd: RawFd, dir: Direction) -> Option<Instant> {
-    let option = match dir {
-        Direction::Read => libc::SO_RCVTIMEO,
-        Direction::Write => libc::SO_SNDTIMEO,
+    let (option, index) = match dir {
+        Direction::Read => (libc::SO_RCVTIMEO, 0),
+        Direction::Write => (libc::SO_SNDTIMEO, 1),
     };
     let mut tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 0,
     };
-    let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
-    // SAFETY: `tv` and `len` are valid for writing.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0) {
+    let none = fd_table::no_timeout(fd, index, || {
+        let mut len = std::mem::size_of::<libc::timeval>() as socklen_t;
+        // SAFETY: `tv` and `len` are valid for writing.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&mut tv as *mut libc::timeval).cast(),
+                &mut len,
+            )
+        };
+        r != 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0)
+    });
+    if none {
         return None;
     }
     let timeout = Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64);
     super::deadline_after(timeout)
 }
 
-/// Hook of `read(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `read`.
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    blocking(fd, Direction::Read, || {
-        call_real!(
-            Read,
-            fn(c_int, *mut c_void, size_t) -> ssize_t,
-            (fd, buf, count),
-            libc::syscall(libc::SYS_read, fd, buf, count) as ssize_t
-        )
-    })
+/// Defines the hook of `$name`, a call that may block on `$dir`: libc's, the way a
+/// blocking call behaves ([`blocking`]); with `[flags = f]`, `MSG_DONTWAIT` in `f`
+/// passes straight through. The fallback while libc's table is being filled is the
+/// system call `$sys` with `$sysarg`s.
+macro_rules! blocking_hook {
+    ($(
+        $name:ident($fd:ident: c_int $(, $arg:ident: $ty:ty)*) $([flags = $flags:ident])?
+            => $sym:ident, $dir:ident, $sys:ident($($sysarg:expr),*);
+    )*) => {$(
+        #[doc = concat!("Hook of `", stringify!($name), "(2)`.")]
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("libc's contract for `", stringify!($name), "`.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($fd: c_int $(, $arg: $ty)*) -> ssize_t {
+            let op = || {
+                call_real!(
+                    $sym,
+                    fn(c_int $(, $ty)*) -> ssize_t,
+                    ($fd $(, $arg)*),
+                    libc::syscall(libc::$sys $(, $sysarg)*) as ssize_t
+                )
+            };
+            $(
+                if $flags & libc::MSG_DONTWAIT != 0 {
+                    return op();
+                }
+            )?
+            blocking($fd, Direction::$dir, op)
+        }
+    )*};
 }
 
-/// Hook of `readv(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `readv`.
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
-    blocking(fd, Direction::Read, || {
-        call_real!(
-            Readv,
-            fn(c_int, *const iovec, c_int) -> ssize_t,
-            (fd, iov, iovcnt),
-            libc::syscall(libc::SYS_readv, fd, iov, iovcnt) as ssize_t
-        )
-    })
+/// As [`blocking_hook`], for the writes of one buffer that a blocking stream socket
+/// takes whole ([`blocking_write`]).
+macro_rules! write_hook {
+    ($(
+        $name:ident($fd:ident: c_int, $buf:ident: *const c_void, $len:ident: size_t
+            $(, $arg:ident: $ty:ty)*) $([flags = $flags:ident])?
+            => $sym:ident, $sys:ident($($sysarg:expr),*);
+    )*) => {$(
+        #[doc = concat!("Hook of `", stringify!($name), "(2)`.")]
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("libc's contract for `", stringify!($name), "`.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            $fd: c_int,
+            $buf: *const c_void,
+            $len: size_t
+            $(, $arg: $ty)*
+        ) -> ssize_t {
+            let op = |$buf: *const c_void, $len: size_t| {
+                call_real!(
+                    $sym,
+                    fn(c_int, *const c_void, size_t $(, $ty)*) -> ssize_t,
+                    ($fd, $buf, $len $(, $arg)*),
+                    libc::syscall(libc::$sys $(, $sysarg)*) as ssize_t
+                )
+            };
+            $(
+                if $flags & libc::MSG_DONTWAIT != 0 {
+                    return op($buf, $len);
+                }
+            )?
+            blocking_write($fd, $buf, $len, op)
+        }
+    )*};
 }
 
-/// Hook of `recv(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `recv`.
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    let op = || {
-        call_real!(
-            Recv,
-            fn(c_int, *mut c_void, size_t, c_int) -> ssize_t,
-            (fd, buf, len, flags),
-            libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, 0usize, 0usize) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Read, op)
+blocking_hook! {
+    read(fd: c_int, buf: *mut c_void, count: size_t) => Read, Read, SYS_read(fd, buf, count);
+    readv(fd: c_int, iov: *const iovec, iovcnt: c_int)
+        => Readv, Read, SYS_readv(fd, iov, iovcnt);
+    recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) [flags = flags]
+        => Recv, Read, SYS_recvfrom(fd, buf, len, flags, 0usize, 0usize);
+    recvfrom(
+        fd: c_int,
+        buf: *mut c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *mut sockaddr,
+        addrlen: *mut socklen_t
+    ) [flags = flags]
+        => Recvfrom, Read, SYS_recvfrom(fd, buf, len, flags, addr, addrlen);
+    recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) [flags = flags]
+        => Recvmsg, Read, SYS_recvmsg(fd, msg, flags);
+    writev(fd: c_int, iov: *const iovec, iovcnt: c_int)
+        => Writev, Write, SYS_writev(fd, iov, iovcnt);
+    sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) [flags = flags]
+        => Sendmsg, Write, SYS_sendmsg(fd, msg, flags);
 }
 
-/// Hook of `recvfrom(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `recvfrom`.
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    buf: *mut c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    addrlen: *mut socklen_t,
-) -> ssize_t {
-    let op = || {
-        call_real!(
-            Recvfrom,
-            fn(c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t,
-            (fd, buf, len, flags, addr, addrlen),
-            libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, addr, addrlen) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Read, op)
-}
-
-/// Hook of `recvmsg(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `recvmsg`.
-#[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let op = || {
-        call_real!(
-            Recvmsg,
-            fn(c_int, *mut msghdr, c_int) -> ssize_t,
-            (fd, msg, flags),
-            libc::syscall(libc::SYS_recvmsg, fd, msg, flags) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Read, op)
-}
-
-/// Hook of `write(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `write`.
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    blocking_write(fd, buf, count, |buf, count| {
-        call_real!(
-            Write,
-            fn(c_int, *const c_void, size_t) -> ssize_t,
-            (fd, buf, count),
-            libc::syscall(libc::SYS_write, fd, buf, count) as ssize_t
-        )
-    })
-}
-
-/// Hook of `writev(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `writev`.
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
-    blocking(fd, Direction::Write, || {
-        call_real!(
-            Writev,
-            fn(c_int, *const iovec, c_int) -> ssize_t,
-            (fd, iov, iovcnt),
-            libc::syscall(libc::SYS_writev, fd, iov, iovcnt) as ssize_t
-        )
-    })
-}
-
-/// Hook of `send(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `send`.
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    let op = |buf: *const c_void, len: size_t| {
-        call_real!(
-            Send,
-            fn(c_int, *const c_void, size_t, c_int) -> ssize_t,
-            (fd, buf, len, flags),
-            libc::syscall(libc::SYS_sendto, fd, buf, len, flags, 0usize, 0usize) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op(buf, len);
-    }
-    blocking_write(fd, buf, len, op)
-}
-
-/// Hook of `sendto(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `sendto`.
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
-    fd: c_int,
-    buf: *const c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *const sockaddr,
-    addrlen: socklen_t,
-) -> ssize_t {
-    let op = |buf: *const c_void, len: size_t| {
-        call_real!(
-            Sendto,
-            fn(c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t,
-            (fd, buf, len, flags, addr, addrlen),
-            libc::syscall(libc::SYS_sendto, fd, buf, len, flags, addr, addrlen) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op(buf, len);
-    }
-    blocking_write(fd, buf, len, op)
-}
-
-/// Hook of `sendmsg(2)`.
-///
-/// # Safety
-///
-/// libc's contract for `sendmsg`.
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let op = || {
-        call_real!(
-            Sendmsg,
-            fn(c_int, *const msghdr, c_int) -> ssize_t,
-            (fd, msg, flags),
-            libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as ssize_t
-        )
-    };
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return op();
-    }
-    blocking(fd, Direction::Write, op)
+write_hook! {
+    write(fd: c_int, buf: *const c_void, count: size_t) => Write, SYS_write(fd, buf, count);
+    send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) [flags = flags]
+        => Send, SYS_sendto(fd, buf, len, flags, 0usize, 0usize);
+    sendto(
+        fd: c_int,
+        buf: *const c_void,
+        len: size_t,
+        flags: c_int,
+        addr: *const sockaddr,
+        addrlen: socklen_t
+    ) [flags = flags]
+        => Sendto, SYS_sendto(fd, buf, len, flags, addr, addrlen);
 }
 
 /// Hook of `accept(2)`.

@@ -6,8 +6,9 @@
 //! `nanosleep`, … with `#[no_mangle]`, so that in a binary linked with this crate
 //! every call to them from Rust code (std's included) and from statically linked C
 //! code lands here; each hook calls libc's definition, found with
-//! `dlsym(RTLD_NEXT, …)` ([`real`]). (Shared libraries bind to libc's own unless the
-//! binary exports its symbols, see docs/DECISIONS.md.)
+//! `dlsym(RTLD_NEXT, …)` ([`real`]). The linker exports them from the executable
+//! (libc defines the same names), so shared libraries it loads bind to them too
+//! (docs/DECISIONS.md; `tests/hooks/c_code.rs` `dlopen`s one).
 //!
 //! Invariant (the fast path): a hook called anywhere but inside a coroutine on a
 //! worker (the main thread, the blocking pool, foreign threads, the worker's own
@@ -28,8 +29,11 @@ pub(crate) mod real;
 
 mod control;
 mod fd_table;
+mod fortify;
 mod io_calls;
+mod mmsg;
 mod poll_sleep;
+mod select;
 
 use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::Direction;
@@ -62,7 +66,7 @@ fn in_coroutine() -> bool {
 /// `read` would otherwise be satisfied by libc. Called when a runtime starts.
 pub(crate) fn init() {
     real::resolve();
-    let hooks: [*const (); 26] = [
+    let hooks: [*const (); 35] = [
         io_calls::read as *const (),
         io_calls::readv as *const (),
         io_calls::recv as *const (),
@@ -78,6 +82,7 @@ pub(crate) fn init() {
         io_calls::accept4 as *const (),
         poll_sleep::poll as *const (),
         poll_sleep::ppoll as *const (),
+        select::select as *const (),
         poll_sleep::nanosleep as *const (),
         poll_sleep::clock_nanosleep as *const (),
         poll_sleep::usleep as *const (),
@@ -89,6 +94,14 @@ pub(crate) fn init() {
         control::fcntl as *const (),
         control::fcntl64 as *const (),
         control::ioctl as *const (),
+        control::setsockopt as *const (),
+        fortify::__read_chk as *const (),
+        fortify::__recv_chk as *const (),
+        fortify::__recvfrom_chk as *const (),
+        fortify::__poll_chk as *const (),
+        fortify::__ppoll_chk as *const (),
+        mmsg::recvmmsg as *const (),
+        mmsg::sendmmsg as *const (),
     ];
     std::hint::black_box(hooks);
 }

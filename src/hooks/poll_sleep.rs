@@ -110,16 +110,20 @@ fn directions(events: libc::c_short) -> [bool; 2] {
 }
 
 /// `poll` inside a coroutine, until `deadline` (`None`: forever).
-fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> c_int {
+pub(super) fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> c_int {
     let len = usize::try_from(nfds).unwrap_or(usize::MAX);
     let mut waits: Vec<(&'static ScheduledIo, c_int, Direction, u32)> = Vec::new();
     // Each socket's entry and its count of closes when the wait began.
     let mut entries: Vec<(&'static fd_table::Entry, u32)> = Vec::new();
     let mut stepping = len == 0 || fds.is_null();
     let mut step = Duration::from_millis(1);
+    // The reactor's registrations do not report `POLLPRI` (urgent data): a poll
+    // that asks for it also wakes in steps of 1 ms doubling to 16 ms to look.
+    let mut urgent_step = Duration::from_millis(1);
     loop {
         waits.clear();
         entries.clear();
+        let mut urgent = false;
         if !stepping {
             for i in 0..len {
                 // SAFETY: `fds` holds `nfds` pollfds (caller's contract).
@@ -132,6 +136,7 @@ fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> 
                     stepping = true;
                     break;
                 };
+                urgent |= pfd.events & libc::POLLPRI != 0;
                 let slot = entry.slot();
                 entries.push((entry, entry.closes.load(Ordering::SeqCst)));
                 let [r, w] = directions(pfd.events);
@@ -169,6 +174,13 @@ fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> 
         let Some(task) = scheduler::current_task() else {
             return real_poll(fds, nfds, timeout_ms(deadline));
         };
+        let wait_until = if urgent {
+            let cap = Instant::now() + urgent_step;
+            urgent_step = (urgent_step * 2).min(Duration::from_millis(16));
+            Some(deadline.map_or(cap, |d| d.min(cap)))
+        } else {
+            deadline
+        };
         let outcome = catch(|| {
             let mut listed = 0;
             let mut moved = false;
@@ -199,7 +211,7 @@ fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<Instant>) -> 
                     .iter()
                     .any(|&(slot, _, dir, seen)| slot.tick(dir) != seen)
             };
-            match deadline {
+            match wait_until {
                 None => {
                     while !any_moved() {
                         scheduler::suspend_current(Request::Wait);

@@ -27,6 +27,7 @@ pub(super) enum Sym {
     Accept4,
     Poll,
     Ppoll,
+    Select,
     Nanosleep,
     ClockNanosleep,
     Usleep,
@@ -38,10 +39,18 @@ pub(super) enum Sym {
     Fcntl,
     Fcntl64,
     Ioctl,
+    Setsockopt,
+    ReadChk,
+    RecvChk,
+    RecvfromChk,
+    PollChk,
+    PpollChk,
+    Recvmmsg,
+    Sendmmsg,
 }
 
 /// The symbol names, NUL-terminated, in the order of [`Sym`].
-const NAMES: [&[u8]; 26] = [
+const NAMES: [&[u8]; 35] = [
     b"read\0",
     b"readv\0",
     b"recv\0",
@@ -57,6 +66,7 @@ const NAMES: [&[u8]; 26] = [
     b"accept4\0",
     b"poll\0",
     b"ppoll\0",
+    b"select\0",
     b"nanosleep\0",
     b"clock_nanosleep\0",
     b"usleep\0",
@@ -68,9 +78,17 @@ const NAMES: [&[u8]; 26] = [
     b"fcntl\0",
     b"fcntl64\0",
     b"ioctl\0",
+    b"setsockopt\0",
+    b"__read_chk\0",
+    b"__recv_chk\0",
+    b"__recvfrom_chk\0",
+    b"__poll_chk\0",
+    b"__ppoll_chk\0",
+    b"recvmmsg\0",
+    b"sendmmsg\0",
 ];
 
-static REAL: [AtomicUsize; 26] = [const { AtomicUsize::new(0) }; 26];
+static REAL: [AtomicUsize; 35] = [const { AtomicUsize::new(0) }; 35];
 
 /// 0: not resolved; 1: being resolved; 2: done.
 static STATE: AtomicU8 = AtomicU8::new(0);

@@ -5,69 +5,24 @@
 //! Every test takes `SERIAL`: the timing bounds (all generous: CI is a loaded
 //! two-core machine) must not share the CPUs with the heavy tests.
 
+mod c_code;
+#[path = "../common/mod.rs"]
 mod common;
+mod crates;
+mod fds;
+mod mmsg;
+mod select;
+mod support;
 
 use common::raise_nofile_limit;
 use stackweave::Runtime;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn two_workers() -> Runtime {
-    Runtime::builder().workers(2).build().expect("runtime")
-}
-
-/// A coroutine that ticks every 10 ms until stopped and reports its longest gap.
-struct Heartbeat {
-    stop: Arc<AtomicBool>,
-    handle: stackweave::JoinHandle<Duration>,
-}
-
-impl Heartbeat {
-    fn start(rt: &Runtime) -> Heartbeat {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = rt.spawn(move || {
-            let mut longest = Duration::ZERO;
-            let mut last = Instant::now();
-            while !s.load(Ordering::Relaxed) {
-                stackweave::time::sleep(Duration::from_millis(10));
-                let now = Instant::now();
-                longest = longest.max(now - last);
-                last = now;
-            }
-            longest
-        });
-        Heartbeat { stop, handle }
-    }
-
-    fn longest_gap(self) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
-/// The flags the kernel has for `fd` (not the hook's answer).
-fn kernel_flags(fd: i32) -> i32 {
-    // SAFETY: a raw fcntl(F_GETFL); no pointers.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) as i32 }
-}
-
-/// `fcntl(F_GETFL)` through the hook.
-fn flags(fd: i32) -> i32 {
-    // SAFETY: fcntl(F_GETFL); no pointers.
-    unsafe { libc::fcntl(fd, libc::F_GETFL) }
-}
+use support::{flags, kernel_flags, serial, two_workers, Heartbeat};
 
 #[test]
 fn std_thread_sleep_in_1000_coroutines_overlaps() {
@@ -263,6 +218,33 @@ fn echo_of_std_net_in_coroutines_moves_a_megabyte() {
 }
 
 #[test]
+fn readv_and_writev_wait_like_read_and_write() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let beat = Heartbeat::start(&rt);
+    rt.block_on(|| {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let writer = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let bufs = [std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")];
+            assert_eq!(b.write_vectored(&bufs).unwrap(), 4);
+            b
+        });
+        // std's read_vectored is readv(2): it waits for the writer's bytes.
+        let (mut x, mut y) = ([0u8; 2], [0u8; 2]);
+        let mut bufs = [
+            std::io::IoSliceMut::new(&mut x),
+            std::io::IoSliceMut::new(&mut y),
+        ];
+        // One writev of 4 bytes on a Unix stream socket arrives as one piece.
+        assert_eq!(a.read_vectored(&mut bufs).unwrap(), 4);
+        assert_eq!((&x, &y), (b"ab", b"cd"));
+        drop(writer.join().unwrap());
+    });
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+}
+
+#[test]
 fn a_socket_the_user_made_nonblocking_passes_through() {
     let _g = serial();
     let rt = two_workers();
@@ -405,6 +387,38 @@ fn so_rcvtimeo_ends_a_read_with_would_block() {
 }
 
 #[test]
+fn a_timeout_set_after_a_wait_and_on_a_duplicate_is_honoured() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.block_on(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        // A wait without a timeout: the hooks remember that this socket has none.
+        let writer = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            peer.write_all(b"1").unwrap();
+            peer
+        });
+        s.read_exact(&mut [0u8; 1]).unwrap();
+        let _peer = writer.join().unwrap();
+        // Set through a duplicate (another number, the same socket): the next wait
+        // on the first number still ends after it, with WouldBlock, not TimedOut
+        // from the guarding scope.
+        let dup = s.try_clone().unwrap();
+        dup.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let start = Instant::now();
+        let got = stackweave::time::timeout(Duration::from_secs(20), || {
+            s.read(&mut [0u8; 1]).map_err(|e| e.kind())
+        });
+        assert_eq!(got, Ok(Err(ErrorKind::WouldBlock)));
+        assert!(start.elapsed() >= Duration::from_millis(99));
+    });
+}
+
+#[test]
 fn connect_timeout_goes_through_the_poll_hook() {
     let _g = serial();
     let rt = Runtime::builder().workers(1).build().unwrap();
@@ -482,154 +496,6 @@ fn a_poll_on_a_pipe_and_its_timeout() {
         libc::close(r);
         libc::close(w);
     }
-}
-
-#[test]
-fn an_fd_closed_while_a_coroutine_waits_on_it_ends_the_wait() {
-    let _g = serial();
-    let rt = two_workers();
-    let (a, _b) = UnixStream::pair().unwrap();
-    let fd = a.into_raw_fd();
-    let (tx, rx) = mpsc::channel();
-    rt.spawn(move || {
-        let mut buf = [0u8; 4];
-        // SAFETY: a valid buffer; the fd is closed by another thread meanwhile.
-        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        tx.send((r, std::io::Error::last_os_error().raw_os_error()))
-            .unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: we own `fd` (taken with into_raw_fd); closed once, here.
-    assert_eq!(unsafe { libc::close(fd) }, 0);
-    let (r, errno) = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the waiter never woke");
-    assert_eq!(r, -1);
-    assert_eq!(errno, Some(libc::EBADF));
-    // The number is free and works for a new socket.
-    let (c, mut d) = UnixStream::pair().unwrap();
-    let got = rt.block_on(move || {
-        let mut c = c;
-        let w = stackweave::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            d.write_all(b"ok").unwrap();
-            d
-        });
-        let mut buf = [0u8; 2];
-        c.read_exact(&mut buf).unwrap();
-        drop(w.join().unwrap());
-        buf
-    });
-    assert_eq!(&got, b"ok");
-}
-
-#[test]
-fn dup2_over_a_registered_fd() {
-    let _g = serial();
-    let rt = two_workers();
-    rt.block_on(|| {
-        let (mut a, mut a_peer) = UnixStream::pair().unwrap();
-        let (b, mut b_peer) = UnixStream::pair().unwrap();
-        // Make `a` wait once, so that it is registered with the reactor.
-        let w = stackweave::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            a_peer.write_all(b"1").unwrap();
-            a_peer
-        });
-        let mut buf = [0u8; 1];
-        a.read_exact(&mut buf).unwrap();
-        let _a_peer = w.join().unwrap();
-        // SAFETY: both descriptors are open; `a`'s number now names `b`'s socket.
-        let r = unsafe { libc::dup2(b.as_raw_fd(), a.as_raw_fd()) };
-        assert_eq!(r, a.as_raw_fd());
-        let w = stackweave::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            b_peer.write_all(b"2").unwrap();
-            b_peer
-        });
-        a.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"2");
-        drop(w.join().unwrap());
-        // Still blocking to the user on both numbers.
-        assert_eq!(flags(a.as_raw_fd()) & libc::O_NONBLOCK, 0);
-        assert_eq!(flags(b.as_raw_fd()) & libc::O_NONBLOCK, 0);
-    });
-}
-
-static SIGNAL_FD: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn on_usr1(_: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::Relaxed) as i32;
-    // SAFETY: write(2) from a signal handler, as async-signal-safe as libc's.
-    unsafe { libc::write(fd, b"s".as_ptr().cast(), 1) };
-}
-
-#[test]
-fn a_hooked_call_from_a_signal_handler_passes_through() {
-    let _g = serial();
-    let rt = two_workers();
-    let mut fds = [0; 2];
-    // SAFETY: a valid array of two ints.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    SIGNAL_FD.store(fds[1] as u64, Ordering::Relaxed);
-    // SAFETY: installs a handler that only calls write(2).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_usr1 as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
-    rt.block_on(|| {
-        // The handler runs on this coroutine's stack, on its worker.
-        // SAFETY: raising a signal whose handler is installed.
-        unsafe { libc::raise(libc::SIGUSR1) };
-    });
-    let mut b = [0u8; 1];
-    // SAFETY: a valid one-byte buffer.
-    assert_eq!(unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) }, 1);
-    assert_eq!(&b, b"s");
-    // SAFETY: our pipe, closed once; the default action restored.
-    unsafe {
-        libc::signal(libc::SIGUSR1, libc::SIG_DFL);
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-    }
-}
-
-#[test]
-fn ten_thousand_distinct_fds() {
-    let _g = serial();
-    let limit = raise_nofile_limit();
-    if limit < 10_300 {
-        println!("skipped: RLIMIT_NOFILE hard limit is {limit}, below 10,300");
-        return;
-    }
-    let rt = two_workers();
-    let pairs: Vec<(UnixStream, UnixStream)> =
-        (0..5000).map(|_| UnixStream::pair().unwrap()).collect();
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for (mut a, mut b) in pairs {
-        handles.push(rt.spawn(move || {
-            let mut buf = [0u8; 1];
-            a.read_exact(&mut buf).unwrap();
-            a.write_all(&buf).unwrap();
-        }));
-        handles.push(rt.spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            b.write_all(b"z").unwrap();
-            let mut buf = [0u8; 1];
-            b.read_exact(&mut buf).unwrap();
-            assert_eq!(&buf, b"z");
-        }));
-    }
-    for h in handles {
-        h.join().unwrap();
-    }
-    println!(
-        "10,000 fds, each waited on by a coroutine: {:?}",
-        start.elapsed()
-    );
-    assert!(start.elapsed() < Duration::from_secs(30));
 }
 
 #[test]

@@ -1,0 +1,263 @@
+//! The `select` hook: the sets, the count, the timeout (null, zero, the time left
+//! written back), `nfds = 0` as a sleep, descriptors the reactor cannot take
+//! (pipes), `EBADF`, and a thousand coroutines selecting at once.
+
+use crate::support::{serial, two_workers, Heartbeat};
+use stackweave::Runtime;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An `fd_set` holding `fds`.
+fn set_of(fds: &[i32]) -> libc::fd_set {
+    // SAFETY: an all-zero fd_set is an empty one; FD_SET on numbers below
+    // FD_SETSIZE (asserted) stays inside it.
+    unsafe {
+        let mut set: libc::fd_set = std::mem::zeroed();
+        for &fd in fds {
+            assert!((0..libc::FD_SETSIZE as i32).contains(&fd), "fd {fd}");
+            libc::FD_SET(fd, &mut set);
+        }
+        set
+    }
+}
+
+fn is_set(set: &libc::fd_set, fd: i32) -> bool {
+    // SAFETY: a valid set; fd below FD_SETSIZE.
+    unsafe { libc::FD_ISSET(fd, set) }
+}
+
+fn tv(d: Duration) -> libc::timeval {
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    }
+}
+
+fn micros(tv: &libc::timeval) -> libc::time_t {
+    tv.tv_sec * 1_000_000 + tv.tv_usec
+}
+
+/// `select` for reading on `fd` with `timeout` (`None`: null); its result, the
+/// read set afterwards and errno.
+fn select_read(fd: i32, timeout: Option<&mut libc::timeval>) -> (i32, libc::fd_set, Option<i32>) {
+    let mut r = set_of(&[fd]);
+    let t = timeout.map_or(std::ptr::null_mut(), |t| t as *mut _);
+    // SAFETY: a valid set for fd + 1 bits; a null or valid timeout.
+    let n = unsafe {
+        libc::select(
+            fd + 1,
+            &mut r,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            t,
+        )
+    };
+    (n, r, std::io::Error::last_os_error().raw_os_error())
+}
+
+#[test]
+fn a_thousand_coroutines_select_on_one_socket_while_a_heartbeat_ticks() {
+    let _g = serial();
+    let rt = two_workers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd();
+    let beat = Heartbeat::start(&rt);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..1000)
+        .map(|_| {
+            let waiting = waiting.clone();
+            rt.spawn(move || {
+                let mut t = tv(Duration::from_secs(30));
+                waiting.fetch_add(1, Ordering::SeqCst);
+                let (n, r, _) = select_read(fd, Some(&mut t));
+                assert_eq!(n, 1);
+                assert!(is_set(&r, fd));
+                // The time left is written back, less than asked.
+                assert!(micros(&t) < 30_000_000, "{}", micros(&t));
+            })
+        })
+        .collect();
+    // Every coroutine is in (or about to enter) its select before the byte is sent:
+    // a worker blocked in libc's select would hold the others back here.
+    let start = Instant::now();
+    while waiting.load(Ordering::SeqCst) < 1000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "coroutines stalled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    b.write_all(b"x").unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let gap = beat.longest_gap();
+    println!(
+        "1000 coroutines in select on one socket: {:?}, heartbeat gap {gap:?}",
+        start.elapsed()
+    );
+    assert!(gap < Duration::from_secs(1), "heartbeat gap {gap:?}");
+    // Nobody consumed the byte: select only looks.
+    let mut got = [0u8; 1];
+    (&a).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"x");
+}
+
+#[test]
+fn select_timeout_null_zero_and_the_time_left() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let beat = Heartbeat::start(&rt);
+    rt.block_on(|| {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
+        // Nothing to read: the timeout ends it, with empty sets and no time left.
+        let mut t = tv(Duration::from_millis(100));
+        let start = Instant::now();
+        let (n, r, _) = select_read(fa, Some(&mut t));
+        assert_eq!(n, 0);
+        assert!(!is_set(&r, fa));
+        assert_eq!(micros(&t), 0);
+        assert!(start.elapsed() >= Duration::from_millis(99));
+        // A zero timeout polls once.
+        let mut t = tv(Duration::ZERO);
+        assert_eq!(select_read(fa, Some(&mut t)).0, 0);
+        // Read set and write set together: only the ready bits stay, and the count
+        // is theirs. `b` is writable at once; tv_usec of a whole second carries
+        // into the seconds, as glibc normalises it.
+        let mut r = set_of(&[fa, fb]);
+        let mut w = set_of(&[fb]);
+        let mut t = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 1_000_000,
+        };
+        // SAFETY: valid sets and timeout.
+        let n =
+            unsafe { libc::select(fa.max(fb) + 1, &mut r, &mut w, std::ptr::null_mut(), &mut t) };
+        assert_eq!(n, 1);
+        assert!(!is_set(&r, fa) && !is_set(&r, fb));
+        assert!(is_set(&w, fb));
+        assert!(micros(&t) <= 1_000_000);
+        // A null timeout waits for as long as it takes.
+        let writer = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            (&b).write_all(b"y").unwrap();
+            b
+        });
+        let (n, r, _) = select_read(fa, None);
+        assert_eq!((n, is_set(&r, fa)), (1, true));
+        drop(writer.join().unwrap());
+        // A negative timeout is libc's EINVAL.
+        let mut t = libc::timeval {
+            tv_sec: -1,
+            tv_usec: 0,
+        };
+        let (n, _, errno) = select_read(fa, Some(&mut t));
+        assert_eq!((n, errno), (-1, Some(libc::EINVAL)));
+    });
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+}
+
+#[test]
+fn select_with_no_descriptors_is_a_sleep() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            rt.spawn(|| {
+                let before = Instant::now();
+                let mut t = tv(Duration::from_millis(100));
+                let null = std::ptr::null_mut();
+                // SAFETY: no sets; a valid timeout.
+                let n = unsafe { libc::select(0, null, null, null, &mut t) };
+                assert_eq!(n, 0);
+                assert_eq!(micros(&t), 0);
+                assert!(before.elapsed() >= Duration::from_millis(99));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Serially 5 s on the one worker.
+    let total = start.elapsed();
+    assert!(total < Duration::from_millis(2500), "took {total:?}");
+}
+
+#[test]
+fn select_on_a_pipe_a_closed_fd_and_outside_coroutines() {
+    let _g = serial();
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let [r, w] = fds;
+    let beat = Heartbeat::start(&rt);
+    // A pipe has no reactor registration: the hook re-polls between short sleeps,
+    // and the heartbeat on the same worker keeps ticking.
+    let writer = rt.spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: one byte from a valid buffer.
+        assert_eq!(unsafe { libc::write(w, b"p".as_ptr().cast(), 1) }, 1);
+    });
+    rt.block_on(move || {
+        let mut t = tv(Duration::from_secs(10));
+        let (n, set, _) = select_read(r, Some(&mut t));
+        assert_eq!((n, is_set(&set, r)), (1, true));
+    });
+    writer.join().unwrap();
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+    // A closed number is EBADF, as the kernel says.
+    // SAFETY: our pipe's ends, closed once.
+    unsafe {
+        libc::close(r);
+        libc::close(w);
+    }
+    let (n, errno) = rt.block_on(move || {
+        let mut t = tv(Duration::from_secs(1));
+        let (n, _, errno) = select_read(r, Some(&mut t));
+        (n, errno)
+    });
+    assert_eq!((n, errno), (-1, Some(libc::EBADF)));
+    // Outside coroutines it is libc's select.
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"z").unwrap();
+    let mut t = tv(Duration::from_secs(5));
+    let (n, set, _) = select_read(a.as_raw_fd(), Some(&mut t));
+    assert_eq!((n, is_set(&set, a.as_raw_fd())), (1, true));
+}
+
+#[test]
+fn select_reports_out_of_band_data_in_the_except_set() {
+    let _g = serial();
+    let rt = two_workers();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.block_on(move || {
+        let s = TcpStream::connect(addr).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let fd = s.as_raw_fd();
+        let sender = stackweave::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: one byte from a valid buffer, sent as urgent data.
+            let n = unsafe { libc::send(peer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            assert_eq!(n, 1);
+            peer
+        });
+        let mut e = set_of(&[fd]);
+        let mut t = tv(Duration::from_secs(10));
+        let null = std::ptr::null_mut();
+        // SAFETY: a valid set and timeout.
+        let n = unsafe { libc::select(fd + 1, null, null, &mut e, &mut t) };
+        assert_eq!(n, 1);
+        assert!(is_set(&e, fd));
+        drop(sender.join().unwrap());
+    });
+}
