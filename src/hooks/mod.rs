@@ -136,8 +136,9 @@ enum Waited {
 /// Runs `f`, which may suspend the coroutine, catching the unwind that cancellation,
 /// a shutdown, a drain scope (`runtime::until_drain`) or a deadline scope
 /// (`time::timeout`) starts there (it must not cross the hook's C frame): the errno
-/// the hook returns instead, `ECANCELED` or (for a deadline) `ETIMEDOUT`; the coroutine unwinds at its next stackweave blocking point. Any
-/// other panic is a bug of this module: abort, as a panic out of `extern "C"` would.
+/// the hook returns instead, `ECANCELED` or (for a deadline) `ETIMEDOUT`; the
+/// coroutine unwinds at its next stackweave blocking point. Any other panic is a
+/// bug of this module: abort, as a panic out of `extern "C"` would.
 fn catch<R>(f: impl FnOnce() -> R) -> Result<R, libc::c_int> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Ok(r),

@@ -9,6 +9,7 @@ mod c_code;
 #[path = "../common/mod.rs"]
 mod common;
 mod crates;
+mod drain;
 mod fds;
 mod mmsg;
 mod select;
