@@ -63,19 +63,25 @@ pub(super) fn no_timeout(fd: RawFd, dir: usize, ask: impl FnOnce() -> bool) -> b
     let entry = get(fd);
     // Before asking: a timeout set while we ask makes the count move past this.
     let count = TIMEOUTS_SET.load(Ordering::SeqCst);
+    let closes = entry.map(|e| e.closes.load(Ordering::SeqCst));
     if let Some(e) = entry {
-        if e.no_timeout[dir].load(Ordering::Acquire) == count + 1 {
+        if e.no_timeout[dir].load(Ordering::SeqCst) == count + 1 {
             return true;
         }
     }
     let none = ask();
     if let (true, Some(e)) = (none, entry) {
-        e.no_timeout[dir].store(count + 1, Ordering::Release);
+        e.no_timeout[dir].store(count + 1, Ordering::SeqCst);
+        // A close meanwhile (`forget` bumps `closes`, then clears the cache): the
+        // answer was the closed socket's, not for the number's next one.
+        if Some(e.closes.load(Ordering::SeqCst)) != closes {
+            e.no_timeout[dir].store(0, Ordering::SeqCst);
+        }
     }
     none
 }
 
-/// Entries per page (40 bytes each: 160 KiB pages).
+/// Entries per page (32 bytes each: 128 KiB pages).
 const PAGE: usize = 4096;
 /// Pages: descriptor numbers up to `PAGES * PAGE` (1 Mi) are tracked; calls on
 /// higher ones pass through.
@@ -234,7 +240,7 @@ pub(super) fn forget(fd: RawFd) {
         entry.closes.fetch_add(1, Ordering::SeqCst);
     }
     for cached in &entry.no_timeout {
-        cached.store(0, Ordering::Release);
+        cached.store(0, Ordering::SeqCst);
     }
     if entry.state.swap(0, Ordering::SeqCst) & SOCKET == 0 {
         return;

@@ -66,7 +66,7 @@ fn in_coroutine() -> bool {
 /// `read` would otherwise be satisfied by libc. Called when a runtime starts.
 pub(crate) fn init() {
     real::resolve();
-    let hooks: [*const (); 35] = [
+    let hooks: [*const (); 36] = [
         io_calls::read as *const (),
         io_calls::readv as *const (),
         io_calls::recv as *const (),
@@ -83,6 +83,7 @@ pub(crate) fn init() {
         poll_sleep::poll as *const (),
         poll_sleep::ppoll as *const (),
         select::select as *const (),
+        select::pselect as *const (),
         poll_sleep::nanosleep as *const (),
         poll_sleep::clock_nanosleep as *const (),
         poll_sleep::usleep as *const (),

@@ -47,10 +47,11 @@ pub(super) enum Sym {
     PpollChk,
     Recvmmsg,
     Sendmmsg,
+    Pselect,
 }
 
 /// The symbol names, NUL-terminated, in the order of [`Sym`].
-const NAMES: [&[u8]; 35] = [
+const NAMES: [&[u8]; 36] = [
     b"read\0",
     b"readv\0",
     b"recv\0",
@@ -86,9 +87,10 @@ const NAMES: [&[u8]; 35] = [
     b"__ppoll_chk\0",
     b"recvmmsg\0",
     b"sendmmsg\0",
+    b"pselect\0",
 ];
 
-static REAL: [AtomicUsize; 35] = [const { AtomicUsize::new(0) }; 35];
+static REAL: [AtomicUsize; 36] = [const { AtomicUsize::new(0) }; 36];
 
 /// 0: not resolved; 1: being resolved; 2: done.
 static STATE: AtomicU8 = AtomicU8::new(0);
@@ -127,7 +129,7 @@ pub(super) fn resolve() {
 /// Calls libc's function `$sym` of type `fn($ty,*) -> $ret` with `$arg`s, or
 /// evaluates `$fallback` (a raw system call) while the table is being filled.
 macro_rules! call_real {
-    ($sym:ident, fn($($ty:ty),*) -> $ret:ty, ($($arg:expr),*), $fallback:expr) => {{
+    ($sym:ident, fn($($ty:ty),* $(,)?) -> $ret:ty, ($($arg:expr),*), $fallback:expr) => {{
         let f = $crate::hooks::real::get($crate::hooks::real::Sym::$sym);
         if f == 0 {
             #[allow(unused_unsafe)]

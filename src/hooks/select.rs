@@ -10,12 +10,13 @@
 //! (glibc's `select` does, after the kernel). Only the `ceil(nfds / 64)` words of
 //! each set that the kernel reads are read and written. No descriptor to watch is a
 //! sleep. Anywhere else, with `nfds` outside that range, or with a zero or invalid
-//! timeout, it is libc's call with the same arguments.
+//! timeout, it is libc's call with the same arguments. `pselect` without a signal
+//! mask is the same wait (its `timespec` is not written back, as Linux's is not).
 
 use super::poll_sleep::poll_coroutine;
 use super::real::call_real;
 use super::{catch, deadline_after, in_coroutine, set_errno};
-use libc::{c_int, c_ulong, fd_set, pollfd, timeval};
+use libc::{c_int, c_ulong, fd_set, pollfd, sigset_t, timespec, timeval};
 use std::time::{Duration, Instant};
 
 /// Bits per word of an `fd_set`.
@@ -166,7 +167,110 @@ pub unsafe extern "C" fn select(
             _ => return real(),
         }
     };
-    let nfds = nfds as usize;
+    // SAFETY: the caller's sets (caller's contract).
+    let r = unsafe { select_in(nfds as usize, readfds, writefds, exceptfds, deadline) };
+    if !timeout.is_null() {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // SAFETY: as above, and writable (Linux writes the time left back).
+            unsafe {
+                (*timeout).tv_sec = left.as_secs() as libc::time_t;
+                (*timeout).tv_usec = left.subsec_micros() as libc::suseconds_t;
+            }
+        }
+    }
+    r
+}
+
+/// Hook of `pselect(2)`: one with a signal mask passes through (the mask must be
+/// swapped atomically with the wait, which only the kernel can do); without one it
+/// is the `select` hook's wait, with a `timespec` that is not written back.
+///
+/// # Safety
+///
+/// libc's contract for `pselect`.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    readfds: *mut fd_set,
+    writefds: *mut fd_set,
+    exceptfds: *mut fd_set,
+    timeout: *const timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    let real = || {
+        call_real!(
+            Pselect,
+            fn(
+                c_int,
+                *mut fd_set,
+                *mut fd_set,
+                *mut fd_set,
+                *const timespec,
+                *const sigset_t,
+            ) -> c_int,
+            (nfds, readfds, writefds, exceptfds, timeout, sigmask),
+            {
+                // The kernel's pselect6 takes the mask with its size, and writes
+                // the time left back, which pselect must not: a copy.
+                let mask = [sigmask as usize, 8usize];
+                let mask_ptr = if sigmask.is_null() {
+                    0
+                } else {
+                    mask.as_ptr() as usize
+                };
+                let mut copy = (!timeout.is_null()).then(|| *timeout);
+                let timeout = copy
+                    .as_mut()
+                    .map_or(std::ptr::null_mut(), |t| t as *mut timespec);
+                libc::syscall(
+                    libc::SYS_pselect6,
+                    nfds,
+                    readfds,
+                    writefds,
+                    exceptfds,
+                    timeout,
+                    mask_ptr,
+                ) as c_int
+            }
+        )
+    };
+    if !in_coroutine() || !sigmask.is_null() || !(0..=libc::FD_SETSIZE as c_int).contains(&nfds) {
+        return real();
+    }
+    let deadline = if timeout.is_null() {
+        None
+    } else {
+        // SAFETY: a non-null timeout points at a timespec (caller's contract).
+        let ts = unsafe { *timeout };
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            // libc's EINVAL.
+            return real();
+        }
+        let d = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        if d.is_zero() {
+            return real();
+        }
+        deadline_after(d)
+    };
+    // SAFETY: the caller's sets (caller's contract).
+    unsafe { select_in(nfds as usize, readfds, writefds, exceptfds, deadline) }
+}
+
+/// `select` inside a coroutine over `nfds` descriptors, until `deadline`: the count
+/// of ready bits (the sets rewritten), or -1 with errno.
+///
+/// # Safety
+///
+/// `nfds <= FD_SETSIZE`; each set is null or holds `nfds` bits, readable and
+/// writable (`select`'s contract).
+unsafe fn select_in(
+    nfds: usize,
+    readfds: *mut fd_set,
+    writefds: *mut fd_set,
+    exceptfds: *mut fd_set,
+    deadline: Option<Instant>,
+) -> c_int {
     let n = nfds.div_ceil(WORD);
     // SAFETY: each non-null set holds the words for `nfds` bits (caller's contract).
     let sets = unsafe {
@@ -191,18 +295,7 @@ pub unsafe extern "C" fn select(
             });
         }
     }
-    let outcome = wait(&mut fds, deadline);
-    if !timeout.is_null() {
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // SAFETY: as above, and writable (Linux writes the time left back).
-            unsafe {
-                (*timeout).tv_sec = left.as_secs() as libc::time_t;
-                (*timeout).tv_usec = left.subsec_micros() as libc::suseconds_t;
-            }
-        }
-    }
-    let ready = match outcome {
+    let ready = match wait(&mut fds, deadline) {
         Ok(ready) => ready,
         Err(errno) => {
             set_errno(errno);

@@ -82,7 +82,10 @@ fn ureq_gets_from_1000_coroutines_overlap() {
         .map(|_| {
             let url = url.clone();
             rt.spawn(move || {
-                let mut response = ureq::get(&url).call().expect("ureq GET");
+                // An agent of its own, as `ureq::get` makes, with no proxy from the
+                // environment: the server is local.
+                let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+                let mut response = agent.get(&url).call().expect("ureq GET");
                 assert_eq!(response.status(), 200);
                 response.body_mut().read_to_string().expect("body")
             })

@@ -1,6 +1,6 @@
 //! The `select` hook: the sets, the count, the timeout (null, zero, the time left
 //! written back), `nfds = 0` as a sleep, descriptors the reactor cannot take
-//! (pipes), `EBADF`, and a thousand coroutines selecting at once.
+//! (pipes, regular files), `EBADF`, and a thousand coroutines selecting at once.
 
 use crate::support::{serial, two_workers, Heartbeat};
 use stackweave::Runtime;
@@ -214,6 +214,16 @@ fn select_on_a_pipe_a_closed_fd_and_outside_coroutines() {
     });
     writer.join().unwrap();
     assert!(beat.longest_gap() < Duration::from_secs(1));
+    // A regular file (epoll refuses it) is always ready, as the kernel says.
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    let ffd = file.as_raw_fd();
+    let (n, set) = rt.block_on(move || {
+        let mut t = tv(Duration::from_secs(10));
+        let (n, set, _) = select_read(ffd, Some(&mut t));
+        (n, is_set(&set, ffd))
+    });
+    assert_eq!((n, set), (1, true));
+    drop(file);
     // A closed number is EBADF, as the kernel says.
     // SAFETY: our pipe's ends, closed once.
     unsafe {
@@ -259,5 +269,61 @@ fn select_reports_out_of_band_data_in_the_except_set() {
         assert_eq!(n, 1);
         assert!(is_set(&e, fd));
         drop(sender.join().unwrap());
+    });
+}
+
+#[test]
+fn pselect_without_a_mask_is_the_same_wait_and_leaves_its_timeout() {
+    let _g = serial();
+    let rt = two_workers();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd();
+    let beat = Heartbeat::start(&rt);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..100)
+        .map(|_| {
+            let waiting = waiting.clone();
+            rt.spawn(move || {
+                let mut r = set_of(&[fd]);
+                let ts = libc::timespec {
+                    tv_sec: 30,
+                    tv_nsec: 0,
+                };
+                let null = std::ptr::null_mut();
+                waiting.fetch_add(1, Ordering::SeqCst);
+                // SAFETY: a valid set and timeout; no signal mask.
+                let n = unsafe { libc::pselect(fd + 1, &mut r, null, null, &ts, std::ptr::null()) };
+                assert_eq!(n, 1);
+                assert!(is_set(&r, fd));
+                assert_eq!((ts.tv_sec, ts.tv_nsec), (30, 0));
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while waiting.load(Ordering::SeqCst) < 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "coroutines stalled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    b.write_all(b"x").unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(beat.longest_gap() < Duration::from_secs(1));
+    // No descriptors: a sleep.
+    rt.block_on(|| {
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        let null = std::ptr::null_mut();
+        let before = Instant::now();
+        // SAFETY: no sets; a valid timeout; no mask.
+        let n = unsafe { libc::pselect(0, null, null, null, &ts, std::ptr::null()) };
+        assert_eq!(n, 0);
+        assert!(before.elapsed() >= Duration::from_millis(99));
     });
 }
