@@ -354,3 +354,33 @@ fn sigterm_drain_cancels_a_handler_that_never_finishes_at_the_deadline() {
     let drained = drain_a_server_process(TEST, true);
     assert_eq!(drained, format!("finished={} cancelled=1", IN_FLIGHT));
 }
+
+#[test]
+fn a_drain_ends_the_accept_of_a_listener_slot_a_dropped_runtime_had_listed() {
+    // Each round's runtime often gets the address of the last one's, and its
+    // listener the readiness slot of the last one's: the slot's record of which
+    // runtime listed it for the drain must not mistake one for the other.
+    for round in 0..50 {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let accepting = Arc::new(AtomicBool::new(false));
+        let accept_loop = rt.spawn({
+            let accepting = accepting.clone();
+            move || {
+                accepting.store(true, Ordering::Release);
+                listener.incoming().count()
+            }
+        });
+        eventually("the accept loop to start", || {
+            accepting.load(Ordering::Acquire)
+        });
+        thread::sleep(Duration::from_millis(2));
+        let drained = rt.shutdown_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (drained.finished, drained.cancelled),
+            (1, 0),
+            "round {round}: {drained:?}"
+        );
+        assert_eq!(accept_loop.join().unwrap(), 0);
+    }
+}

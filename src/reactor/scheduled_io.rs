@@ -20,7 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,10 +41,11 @@ pub(crate) struct ScheduledIo {
     /// registered with; null before. Only compared, never dereferenced: the `Arc`
     /// in `Inner::registration` keeps it alive.
     registered: AtomicPtr<Shared>,
-    /// The runtime (`Arc::as_ptr` of its `Shared`) whose list of listeners to
-    /// interrupt at a drain holds this slot (see `runtime::drain`); null before.
-    /// Only compared, never dereferenced.
-    drain_listed: AtomicPtr<Shared>,
+    /// The runtime ([`Shared::id`]) whose list of listeners to interrupt at a
+    /// drain holds this slot (see `runtime::drain`); 0 before. An id, not the
+    /// `Shared`'s address: a runtime built after another was dropped can get its
+    /// address, and would then skip listing a slot the dead one had listed.
+    drain_listed: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -66,7 +67,7 @@ impl ScheduledIo {
             ticks: [AtomicU32::new(0), AtomicU32::new(0)],
             read_closed: AtomicBool::new(false),
             registered: AtomicPtr::new(std::ptr::null_mut()),
-            drain_listed: AtomicPtr::new(std::ptr::null_mut()),
+            drain_listed: AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -162,7 +163,7 @@ impl ScheduledIo {
     /// Whether this slot is in the drain list of `shared`; if not, marks it so
     /// (the caller then adds it, see `runtime::drain`).
     pub(crate) fn list_for_drain(&self, shared: &Shared) -> bool {
-        let ours = (shared as *const Shared).cast_mut();
+        let ours = shared.id;
         // A plain load on the accept path; the swap only the first time.
         self.drain_listed.load(Ordering::Acquire) == ours
             || self.drain_listed.swap(ours, Ordering::AcqRel) == ours

@@ -210,6 +210,7 @@ impl Builder {
             draining: AtomicBool::new(false),
             listeners: Mutex::new(Vec::new()),
             started_at: std::time::Instant::now(),
+            id: scheduler::next_runtime_id(),
         });
         let runtime = Runtime {
             handle: Handle {

@@ -77,6 +77,16 @@ pub(crate) struct Shared {
     pub(crate) listeners: Mutex<Vec<&'static ScheduledIo>>,
     /// When the runtime was built: the origin of the workers' busy time.
     pub(crate) started_at: Instant,
+    /// This runtime's number, never reused in the process (unlike the address of
+    /// a `Shared`, which a later runtime may get): what a readiness slot records
+    /// to say which runtime's drain list holds it.
+    pub(crate) id: u64,
+}
+
+/// Gives each runtime its [`Shared::id`] (0 means none).
+pub(crate) fn next_runtime_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A value on cache lines of its own (two, against the adjacent-line prefetcher):
