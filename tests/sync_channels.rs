@@ -1063,14 +1063,17 @@ fn select_timeouts_racing_with_claims_lose_nothing() {
     // retry (thousands of parked operations time out): a timeout racing with a
     // claim must neither lose nor duplicate a message.
     const N: u64 = 100_000;
-    let _watchdog = Watchdog::new("select timeout stress", Duration::from_secs(120));
+    // On progress (messages sent), not a time limit: under AddressSanitizer, beside
+    // other builds, the 200,000 sends took more than the 120 s this test once had.
+    let progress = Arc::new(AtomicU64::new(0));
+    let _watchdog = Watchdog::on_progress("select timeout stress", progress.clone(), STALL);
     let rt = two_workers();
     let (r0_tx, r0_rx) = mpmc::bounded::<u64>(0);
     let (b1_tx, b1_rx) = mpmc::bounded::<u64>(1);
     let short = Duration::from_micros(1);
     let producers: Vec<_> = (0..2u64)
         .map(|p| {
-            let (r0, b1) = (r0_tx.clone(), b1_tx.clone());
+            let (r0, b1, progress) = (r0_tx.clone(), b1_tx.clone(), progress.clone());
             rt.spawn(move || {
                 let mut t = [Tally::default(); 2];
                 let mut i = 0;
@@ -1079,8 +1082,11 @@ fn select_timeouts_racing_with_claims_lose_nothing() {
                     select! {
                         send(r0, v) -> r => { r.unwrap(); t[0].add(v); i += 1 }
                         send(b1, v) -> r => { r.unwrap(); t[1].add(v); i += 1 }
-                        default(short * (1 + i % 3) as u32) => {}
+                        // Yield: a select whose timeout has passed before it would
+                        // park returns without suspending (see below).
+                        default(short * (1 + i % 3) as u32) => stackweave::yield_now(),
                     }
+                    progress.store(i, Ordering::Relaxed);
                 }
                 t
             })
@@ -1112,7 +1118,11 @@ fn select_timeouts_racing_with_claims_lose_nothing() {
                         open1 = false;
                     }
                 },
-                default(short) => {}
+                // A timeout that has passed before the select would park returns
+                // at once, without suspending: where a select takes longer than
+                // the microsecond (under AddressSanitizer, every time), a loop of
+                // them would hold its worker forever and starve the producers.
+                default(short) => stackweave::yield_now(),
             }
         }
         t

@@ -55,6 +55,8 @@ compile_error!(
 #[cfg(not(unix))]
 compile_error!("stackweave supports Unix targets only (stacks are reserved with mmap)");
 
+pub(crate) mod asan;
+
 /// The entry of a context.
 pub(crate) trait Entry {
     /// Runs on the context's stack: receives the first resume's value, the data

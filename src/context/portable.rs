@@ -1,5 +1,6 @@
 //! The portable backend: the `corosensei` crate drives the switch on our stacks.
 
+use super::asan::{Fiber, FiberPtr, Resumer};
 use super::Entry;
 use crate::stack::Stack;
 use corosensei::stack::StackPointer;
@@ -24,6 +25,8 @@ unsafe impl corosensei::stack::Stack for Stack {
 pub(crate) struct Context {
     co: Coroutine<usize, usize, usize, Stack>,
     stack_size: usize,
+    /// The stack's lowest usable address, for the ASan annotations.
+    limit: usize,
 }
 
 /// The coroutine side's handle for switching back.
@@ -33,6 +36,9 @@ pub(crate) struct Suspender {
     /// The context's stack is `[limit, top)`.
     limit: usize,
     top: usize,
+    /// The context's ASan fiber record, in the closure's frame (zero-sized without
+    /// `--cfg stackweave_asan`).
+    fiber: FiberPtr,
 }
 
 impl Context {
@@ -45,15 +51,26 @@ impl Context {
         let stack_size = stack.size();
         let (limit, top) = (stack.limit() as usize, stack.top() as usize);
         let co = Coroutine::with_stack(stack, move |yielder: &Yielder<usize, usize>, value| {
+            // Lives in this frame for as long as the entry runs.
+            let mut fiber = Fiber::entered();
             let suspender = Suspender {
                 yielder,
                 limit,
                 top,
+                fiber: fiber.as_ptr(),
             };
             // SAFETY: forwarded from `Context::new`'s contract; called once.
-            unsafe { E::run(value, data, suspender) }
+            let last = unsafe { E::run(value, data, suspender) };
+            // SAFETY: the context's fiber, on its stack; corosensei's final switch
+            // follows (through its own code only).
+            unsafe { Fiber::finish(suspender.fiber) };
+            last
         });
-        Context { co, stack_size }
+        Context {
+            co,
+            stack_size,
+            limit,
+        }
     }
 
     /// Runs the context until it suspends or its entry returns.
@@ -64,9 +81,12 @@ impl Context {
     /// * It must not be running.
     #[inline(always)]
     pub(crate) unsafe fn resume(&mut self, value: usize) -> usize {
-        match self.co.resume(value) {
+        let asan = Resumer::leave(|| (self.limit as *const u8, self.stack_size));
+        let result = match self.co.resume(value) {
             CoroutineResult::Yield(v) | CoroutineResult::Return(v) => v,
-        }
+        };
+        asan.back();
+        result
     }
 
     /// Whether the context has been resumed at least once.
@@ -109,9 +129,14 @@ impl Suspender {
     /// * Must be called on the context's own stack, while it runs.
     #[inline(always)]
     pub(crate) unsafe fn suspend(self, value: usize) -> usize {
+        // SAFETY: the context's fiber, on its stack (contract); the switch follows.
+        unsafe { Fiber::leave(self.fiber) };
         // SAFETY: the yielder lives on the context's stack for as long as its entry
         // runs, and we are inside that entry (contract).
-        unsafe { (*self.yielder).suspend(value) }
+        let resumed = unsafe { (*self.yielder).suspend(value) };
+        // SAFETY: as above, right after landing back on the context's stack.
+        unsafe { Fiber::back(self.fiber) };
+        resumed
     }
 
     /// Whether the caller runs on this suspender's context, i.e. an address in its

@@ -21,6 +21,7 @@
 //! left out of line between a blocking call and the switch costs two mispredicted
 //! returns per round trip (why the scheduler's suspension points are `#[inline]`).
 
+use super::asan::{Fiber, FiberPtr, Resumer};
 use super::Entry;
 use crate::stack::Stack;
 use std::arch::{asm, global_asm};
@@ -81,6 +82,11 @@ pub(crate) struct Context {
     sp: usize,
 }
 
+// Without `--cfg stackweave_asan` the fiber pointer is zero-sized: the suspender is
+// the one word that `Yielder` keeps in a register across a switch.
+#[cfg(not(stackweave_asan))]
+const _: () = assert!(std::mem::size_of::<Suspender>() == 8);
+
 /// `Context::sp` of a context whose entry has returned: the shim's final switch hands
 /// it back instead of a frame.
 const FINISHED: usize = 0;
@@ -91,6 +97,9 @@ const _: () = assert!(FINISHED == 0);
 #[derive(Clone, Copy)]
 pub(crate) struct Suspender {
     top: *mut u8,
+    /// The context's ASan fiber record, in the shim's frame (zero-sized without
+    /// `--cfg stackweave_asan`).
+    fiber: FiberPtr,
 }
 
 impl Context {
@@ -146,6 +155,10 @@ impl Context {
     #[inline(always)]
     pub(crate) unsafe fn resume(&mut self, value: usize) -> usize {
         let result: usize;
+        let asan = Resumer::leave(|| {
+            let limit = self.stack.limit();
+            (limit, self.top as usize - limit as usize)
+        });
         // SAFETY: per this function's contract `sp` is a suspended frame (built by
         // `new` or saved by `stackweave_suspend`) that resumes into the trampoline or
         // the label after a suspend's `jmp`, both of which expect rdi = value and
@@ -169,6 +182,7 @@ impl Context {
                 clobber_abi("C"),
             );
         }
+        asan.back();
         result
     }
 
@@ -198,6 +212,8 @@ impl Suspender {
     ///   returned: nothing on the stack may be used again.
     #[inline(always)]
     unsafe fn finish(self, value: usize) -> ! {
+        // SAFETY: the context's fiber, on its stack (contract); the switch follows.
+        unsafe { Fiber::finish(self.fiber) };
         // SAFETY: as in `suspend`, without saving a frame: `stackweave_finish`
         // hands rdx = FINISHED (0) to the resumer, which then never resumes this
         // context, and its `ret` pops the return address of the resumer's `call`.
@@ -220,6 +236,8 @@ impl Suspender {
     #[inline(always)]
     pub(crate) unsafe fn suspend(self, value: usize) -> usize {
         let resumed: usize;
+        // SAFETY: the context's fiber, on its stack (contract); the switch follows.
+        unsafe { Fiber::leave(self.fiber) };
         // SAFETY: we run on the context's stack (contract), so `top - LINK_OFFSET`
         // holds the frame that the resumer's `stackweave_resume` saved when this run
         // began. `stackweave_suspend` saves rbx, rbp and the resume address (label
@@ -243,6 +261,8 @@ impl Suspender {
                 clobber_abi("C"),
             );
         }
+        // SAFETY: as above, right after landing back on the context's stack.
+        unsafe { Fiber::back(self.fiber) };
         resumed
     }
 
@@ -273,7 +293,12 @@ impl Suspender {
 /// runs the entry, inlined, then hands its value to the resumer for the last time.
 /// Never returns (the trampoline has nowhere to go).
 extern "C" fn shim<E: Entry>(value: usize, data: *mut (), top: *mut u8) -> ! {
-    let suspender = Suspender { top };
+    // Lives in this frame, which never returns, for as long as the context runs.
+    let mut fiber = Fiber::entered();
+    let suspender = Suspender {
+        top,
+        fiber: fiber.as_ptr(),
+    };
     // SAFETY: the entry runs once, on its own stack, with the data pointer it was made
     // for (`Context::new::<E>` wrote both); its caller promised that data stays valid.
     let last = unsafe { E::run(value, data, suspender) };

@@ -7,8 +7,33 @@
 //! Each [`Parker`] keeps one token, so an unpark that comes before the park is not
 //! lost; a parked worker sleeps in its reactor's `poll`, so I/O and timers wake it too.
 
-use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+// The loom build swaps in loom's atomics, fence and mutex (the models at the end).
+#[cfg(stackweave_loom)]
+use loom::sync::{
+    atomic::{fence, AtomicU8, AtomicUsize},
+    Mutex,
+};
+use std::io;
+use std::sync::atomic::Ordering;
+#[cfg(not(stackweave_loom))]
+use std::sync::{
+    atomic::{fence, AtomicU8, AtomicUsize},
+    Mutex,
+};
+
+/// What wakes a worker blocked in its reactor's `poll`: its `mio::Waker` (the loom
+/// models put a stand-in for the eventfd here).
+pub(crate) trait Wake {
+    /// Makes the blocked `poll` return, or the next one return at once.
+    fn wake(&self) -> io::Result<()>;
+}
+
+impl Wake for mio::Waker {
+    #[inline]
+    fn wake(&self) -> io::Result<()> {
+        mio::Waker::wake(self)
+    }
+}
 
 /// Lets other threads wake one worker that sleeps in its reactor's `poll`.
 ///
@@ -16,18 +41,18 @@ use std::sync::Mutex;
 /// is not asleep costs one atomic swap and no system call, and waking a sleeping one
 /// costs one eventfd write. An unpark that arrives while the worker is awake is kept
 /// in the word, so the worker's next sleep returns at once.
-pub(crate) struct Parker {
+pub(crate) struct Parker<W: Wake = mio::Waker> {
     state: AtomicU8,
-    waker: mio::Waker,
+    waker: W,
 }
 
 const EMPTY: u8 = 0;
 const PARKED: u8 = 1;
 const NOTIFIED: u8 = 2;
 
-impl Parker {
+impl<W: Wake> Parker<W> {
     /// A parker whose unpark wakes the `Poll` that `waker` belongs to.
-    pub(crate) fn new(waker: mio::Waker) -> Parker {
+    pub(crate) fn new(waker: W) -> Parker<W> {
         Parker {
             state: AtomicU8::new(EMPTY),
             waker,
@@ -43,8 +68,12 @@ impl Parker {
         {
             Ok(_) => true,
             Err(_) => {
-                // NOTIFIED: consume it.
-                self.state.store(EMPTY, Ordering::Release);
+                // NOTIFIED: consume it, with a swap: a plain store could land
+                // after a second unpark's swap (which found NOTIFIED and so
+                // woke nobody) without synchronising with it, and erase it; the
+                // work that unpark announced might then go unseen while the
+                // worker sleeps (the loom models found this).
+                self.state.swap(EMPTY, Ordering::AcqRel);
                 false
             }
         }
@@ -104,6 +133,10 @@ impl Idle {
         Some(worker)
     }
 }
+
+#[cfg(all(test, stackweave_loom))]
+#[path = "idle_loom.rs"]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {

@@ -689,3 +689,7 @@ pub(super) fn poison_result<T>(poisoned: bool, value: T) -> LockResult<T> {
         Ok(value)
     }
 }
+
+#[cfg(all(test, stackweave_loom))]
+#[path = "mutex_loom.rs"]
+mod loom_models;

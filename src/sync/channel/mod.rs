@@ -642,3 +642,6 @@ impl<T> Drop for Rx<T> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, stackweave_loom))]
+mod loom_models;
