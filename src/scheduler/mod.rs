@@ -23,11 +23,13 @@
 //! coroutine yields in a loop — starves neither.
 
 pub(crate) mod deadline;
+pub(crate) mod dump;
 pub(crate) mod idle;
 mod placement;
 mod started;
 pub(crate) mod state;
 pub(crate) mod task;
+pub(crate) mod wait;
 pub(crate) mod watchdog;
 mod worker;
 
@@ -44,9 +46,10 @@ pub use placement::Placement;
 
 pub(crate) use state::Runnable;
 pub(crate) use task::{context_for, Body, Payload, Request, Task};
+pub(crate) use wait::{WaitKind, Why};
 pub(crate) use worker::{
     add_timer, cancel_timer, current_task, others_ready, start as start_workers, suspend_current,
-    with_current_task,
+    wait_current, with_current_task,
 };
 
 use idle::{Idle, Parker};
@@ -150,6 +153,8 @@ pub(crate) struct Remote {
     /// While parked: 1 + when the park began, in nanoseconds since
     /// `Shared::started_at`; 0 while awake.
     pub(crate) parked_since: AtomicU64,
+    /// Coroutine dumps waiting for this worker (the dump module).
+    pub(crate) dump: dump::DumpSlot,
 }
 
 impl Remote {
@@ -183,6 +188,7 @@ impl Remote {
             registrations: AtomicUsize::new(0),
             parked_nanos: AtomicU64::new(0),
             parked_since: AtomicU64::new(0),
+            dump: dump::DumpSlot::default(),
         }
     }
 
