@@ -10,7 +10,7 @@ use stackweave::net::{TcpListener, TcpStream};
 use stackweave::runtime::{CoroutineState, Dump, Handle, WaitingFor};
 use stackweave::sync::mpsc;
 use stackweave::{Builder, JoinHandle, Placement, Runtime};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,4 +324,118 @@ fn a_dump_of_100_000_coroutines_shares_their_stack() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+#[inline(never)]
+fn blocked_for_signal(rx: &mpsc::Receiver<u32>) -> u32 {
+    rx.recv().expect("recv")
+}
+
+/// The child's part of the signal tests: a runtime whose coroutine waits; tells the
+/// parent it is ready, then goes on until the parent writes a line.
+fn signalled_child(builder: stackweave::runtime::Builder) {
+    let rt = builder.workers(1).stall_threshold(None).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let h = rt
+        .handle()
+        .try_spawn(named("signalled"), move || blocked_for_signal(&rx))
+        .unwrap();
+    dump_until(&rt.handle(), "the coroutine waits", |d| {
+        waiting(d, "signalled")
+    });
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    tx.send(5).unwrap();
+    assert_eq!(h.join().unwrap(), 5);
+    println!("CHILD DONE");
+}
+
+/// Sends `signal` to the child once it is ready, waits for its dump on stderr, lets
+/// it finish and checks it exited normally.
+fn signal_dump_in_child(test: &str, vars: &[(&str, &str)], signal: i32) {
+    let _watchdog = common::Watchdog::new(test, Duration::from_secs(300));
+    let mut child = common::spawn_child_with_env(test, vars);
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let err_thread = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let mut out_lines = stdout.lines().map_while(Result::ok);
+    let mut out = Vec::new();
+    for line in out_lines.by_ref() {
+        // The harness prints "test <name> ... " on the same line first.
+        let ready = line.ends_with("READY");
+        out.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(out.last().is_some_and(|l| l.ends_with("READY")), "{out:?}");
+    // SAFETY: kill has no memory preconditions; the pid is our live child's.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    let mut err = Vec::new();
+    loop {
+        let line = err_rx
+            .recv()
+            .expect("the child's stderr ended before its dump");
+        let done = line.contains("blocked_for_signal");
+        err.push(line);
+        if done {
+            break;
+        }
+    }
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"go on\n").unwrap();
+    stdin.flush().unwrap();
+    out.extend(out_lines);
+    let status = child.wait().unwrap();
+    err_thread.join().unwrap();
+    err.extend(err_rx.try_iter());
+    let err = err.join("\n");
+    assert!(status.success(), "{status:?}\n{out:?}\n{err}");
+    assert!(
+        out.iter().any(|l| l.contains("CHILD DONE")),
+        "{out:?}\n{err}"
+    );
+    assert!(err.contains("stackweave: coroutine dump"), "{err}");
+    assert!(err.contains("\"signalled\" [channel"), "{err}");
+}
+
+#[test]
+fn sigquit_prints_the_dump_and_the_program_goes_on() {
+    const NAME: &str = "sigquit_prints_the_dump_and_the_program_goes_on";
+    if common::is_child(NAME) {
+        return signalled_child(Runtime::builder());
+    }
+    signal_dump_in_child(
+        NAME,
+        &[("STACKWEAVE_DUMP_SIGNAL", "SIGQUIT")],
+        libc::SIGQUIT,
+    );
+}
+
+#[test]
+fn builder_dump_on_signal_prints_the_dump_on_that_signal() {
+    const NAME: &str = "builder_dump_on_signal_prints_the_dump_on_that_signal";
+    if common::is_child(NAME) {
+        return signalled_child(
+            Runtime::builder().dump_on_signal(Some(stackweave::signal::SIGUSR2)),
+        );
+    }
+    signal_dump_in_child(NAME, &[], libc::SIGUSR2);
+}
+
+#[test]
+fn a_signal_the_runtime_needs_cannot_dump() {
+    let err = Runtime::builder()
+        .workers(1)
+        .dump_on_signal(Some(libc::SIGSEGV))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
