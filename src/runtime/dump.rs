@@ -40,7 +40,7 @@ pub(crate) use on_signal::{from_env as dump_signal_from_env, SignalDumper};
 pub const DEFAULT_DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A stack shared by at least this many coroutines is printed once for all.
-const GROUP_AT: usize = 3;
+const GROUP_AT: usize = 4;
 
 /// A snapshot of every live coroutine of a runtime: see
 /// [`Runtime::dump`](crate::Runtime::dump). Its `Display` prints it the way Go
@@ -101,6 +101,11 @@ pub enum WaitingFor {
         fd: RawFd,
         /// The peer address, where known.
         peer: Option<SocketAddr>,
+    },
+    /// A listening socket to have a connection to accept.
+    Accept {
+        /// The descriptor.
+        fd: RawFd,
     },
     /// A socket to become writable.
     Write {
@@ -405,6 +410,7 @@ fn coroutine(
             CoroutineState::Ready
         },
         waiting_for: why.map(|why| match why.kind {
+            WaitKind::Read if raw.listening => WaitingFor::Accept { fd: why.fd },
             WaitKind::Read => WaitingFor::Read {
                 fd: why.fd,
                 peer: raw.peer,

@@ -101,6 +101,8 @@ pub(crate) struct RawEntry {
     pub(crate) since: u64,
     /// The peer of a socket it waits on.
     pub(crate) peer: Option<SocketAddr>,
+    /// Whether the socket it waits to read is a listening one (an accept).
+    pub(crate) listening: bool,
     pub(crate) stack: Result<u32, &'static str>,
 }
 
@@ -245,6 +247,9 @@ fn collect(view: &WorkerView<'_>, take_inbox: impl FnOnce() -> bool) -> WorkerDu
         if let Some(why) = record.why {
             if matches!(why.kind, WaitKind::Read | WaitKind::Write) {
                 e.peer = peer_addr(why.fd);
+                e.listening = e.peer.is_none()
+                    && crate::net::sockopt::get_int(why.fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+                        .is_ok_and(|on| on != 0);
             }
         }
         dump.entries.push(e);
@@ -265,6 +270,7 @@ fn entry(task: &Task, waiting: bool, stack: Result<u32, &'static str>) -> RawEnt
         why: None,
         since: 0,
         peer: None,
+        listening: false,
         stack,
     }
 }

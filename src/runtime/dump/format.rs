@@ -77,18 +77,30 @@ fn is_plumbing(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p)) || name.starts_with("0x")
 }
 
+/// The runtime's frames that start every coroutine: where a trace ends.
+fn is_entry(name: &str) -> bool {
+    name.contains("coroutine::body::CoroutineBody")
+        || name.contains("scheduler::task::TaskEntry")
+        || name.starts_with("stackweave::context::")
+        || name.starts_with("stackweave_trampoline")
+}
+
 /// Drops the capture's and the runtime's frames from the top, keeping the last
 /// runtime frame before the user's code (the blocking call the user made, e.g.
-/// `TcpStream::read`), and the runtime's and std's frames below the user's
-/// outermost one (the coroutine's entry).
+/// `TcpStream::read`), and the coroutine's entry (the runtime's and std's frames
+/// below the user's outermost one).
 fn trim(mut frames: Vec<Frame>) -> Vec<Frame> {
+    if let Some(entry) = frames.iter().position(|f| is_entry(&f.name)) {
+        frames.truncate(entry);
+    }
     let user = |f: &Frame| !is_runtime(&f.name) && !is_plumbing(&f.name);
     let Some(first_user) = frames.iter().position(user) else {
-        // All runtime code (a coroutine of the runtime's own): drop the capture.
+        // No frame of the user's own: the closure was inlined into the entry.
+        // Keep the blocking call it made.
         let start = frames
             .iter()
-            .rposition(|f| f.name.contains("scheduler::dump::capture"))
-            .map_or(0, |i| i + 1);
+            .rposition(|f| is_runtime(&f.name))
+            .unwrap_or(0);
         return frames.split_off(start);
     };
     let start = frames[..first_user]
@@ -172,11 +184,11 @@ fn write_group(f: &mut fmt::Formatter<'_>, members: &[&CoroutineDump]) -> fmt::R
     if members.len() > LISTED {
         ids.push(format!("... ({} more)", members.len() - LISTED));
     }
-    let same_state = members.iter().all(|c| state_word(c) == state_word(first));
+    let same_state = members.iter().all(|c| state_kind(c) == state_kind(first));
     let state = if same_state {
-        state_word(first)
+        state_kind(first)
     } else {
-        "various states".to_string()
+        "various states"
     };
     let longest = members.iter().filter_map(|c| c.waited).max();
     let longest = longest.map_or(String::new(), |d| format!(", longest {}", duration(d)));
@@ -223,6 +235,45 @@ fn state_word(c: &CoroutineDump) -> String {
     }
 }
 
+/// What a group's header says of its members' states (no descriptors, no ids).
+fn state_kind(c: &CoroutineDump) -> &'static str {
+    match (c.state, c.waiting_for) {
+        (CoroutineState::Running, _) => "running",
+        (CoroutineState::Ready, _) => "ready",
+        (CoroutineState::Waiting, None) => "waiting",
+        (CoroutineState::Waiting, Some(w)) => match w {
+            WaitingFor::Read { .. } => "read",
+            WaitingFor::Write { .. } => "write",
+            WaitingFor::Accept { .. } => "accept",
+            WaitingFor::Join(_) => "join",
+            _ => kind_word(w),
+        },
+    }
+}
+
+/// The fixed words of the waits that carry no detail.
+fn kind_word(w: WaitingFor) -> &'static str {
+    match w {
+        WaitingFor::Sleep => "sleep",
+        WaitingFor::Channel => "channel",
+        WaitingFor::Mutex => "mutex",
+        WaitingFor::RwLock => "rwlock",
+        WaitingFor::Condvar => "condvar",
+        WaitingFor::Barrier => "barrier",
+        WaitingFor::WaitGroup => "wait group",
+        WaitingFor::Semaphore => "semaphore",
+        WaitingFor::Park => "park",
+        WaitingFor::Future => "future",
+        WaitingFor::BlockingPool => "blocking pool",
+        WaitingFor::HookedCall => "hooked libc call",
+        WaitingFor::Dump => "coroutine dump",
+        WaitingFor::Read { .. }
+        | WaitingFor::Write { .. }
+        | WaitingFor::Accept { .. }
+        | WaitingFor::Join(_) => "waiting",
+    }
+}
+
 fn waiting_word(w: WaitingFor) -> String {
     let io = |what: &str, fd: i32, peer: Option<std::net::SocketAddr>| match peer {
         Some(peer) => format!("{what} on fd {fd} (peer {peer})"),
@@ -231,20 +282,9 @@ fn waiting_word(w: WaitingFor) -> String {
     match w {
         WaitingFor::Read { fd, peer } => io("read", fd, peer),
         WaitingFor::Write { fd, peer } => io("write", fd, peer),
-        WaitingFor::Sleep => "sleep".into(),
-        WaitingFor::Channel => "channel".into(),
-        WaitingFor::Mutex => "mutex".into(),
-        WaitingFor::RwLock => "rwlock".into(),
-        WaitingFor::Condvar => "condvar".into(),
-        WaitingFor::Barrier => "barrier".into(),
-        WaitingFor::WaitGroup => "wait group".into(),
-        WaitingFor::Semaphore => "semaphore".into(),
+        WaitingFor::Accept { fd } => format!("accept on fd {fd}"),
         WaitingFor::Join(id) => format!("join coroutine {}", id.as_u64()),
-        WaitingFor::Park => "park".into(),
-        WaitingFor::Future => "future".into(),
-        WaitingFor::BlockingPool => "blocking pool".into(),
-        WaitingFor::HookedCall => "hooked libc call".into(),
-        WaitingFor::Dump => "coroutine dump".into(),
+        _ => kind_word(w).into(),
     }
 }
 
@@ -300,8 +340,8 @@ mod tests {
             "server::handle",
             "server::main::{{closure}}",
             "core::ops::function::FnOnce::call_once",
-            "stackweave::coroutine::body::run",
             "std::panicking::try",
+            "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::scheduler::task::Body>::run",
             "stackweave_trampoline",
         ];
         let trimmed = trim(frames.iter().map(|n| frame(n)).collect());
@@ -315,6 +355,20 @@ mod tests {
                 "server::main::{{closure}}",
             ]
         );
+    }
+
+    #[test]
+    fn a_closure_inlined_into_the_entry_keeps_its_blocking_call() {
+        let frames = [
+            "stackweave::scheduler::dump::capture",
+            "stackweave::sync::waiter::Waiter::block",
+            "stackweave::sync::channel::Chan<T>::recv",
+            "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::scheduler::task::Body>::run",
+            "stackweave::context::backend::shim",
+        ];
+        let trimmed = trim(frames.iter().map(|n| frame(n)).collect());
+        let names: Vec<&str> = trimmed.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["stackweave::sync::channel::Chan<T>::recv"]);
     }
 
     #[test]
