@@ -23,6 +23,8 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod api;
+pub use api::dump;
 mod format;
 mod on_signal;
 
@@ -303,6 +305,12 @@ pub(crate) fn take(shared: &Arc<Shared>, timeout: Duration) -> Dump {
     let began = Instant::now();
     let request = DumpRequest::new(shared.remotes.len());
     request.post(&shared.remotes);
+    // Workers that are shutting down serve no dump: do not wait for them.
+    let timeout = if shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+        Duration::ZERO
+    } else {
+        timeout
+    };
     let deadline = began
         .checked_add(timeout)
         .unwrap_or(began + DEFAULT_DUMP_TIMEOUT);

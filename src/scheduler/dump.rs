@@ -151,7 +151,9 @@ impl DumpRequest {
                 self.abandoned.store(true, Ordering::Release);
             }
         }
-        std::mem::take(&mut *lock(&self.results))
+        // Cloned, not taken: a worker that begins after we stopped waiting still
+        // finds its slot.
+        lock(&self.results).clone()
     }
 
     fn finish(&self, worker: usize, dump: Arc<WorkerDump>) {
@@ -323,7 +325,10 @@ thread_local! {
 #[cold]
 #[inline(never)]
 pub(super) fn capture(suspender: Suspender) -> usize {
-    let outcome = if suspender.headroom() < CAPTURE_HEADROOM {
+    let outcome = if !suspender.is_current() {
+        // Suspended from a generator's stack, which the coroutine runs inside.
+        Some("suspended inside a generator")
+    } else if suspender.headroom() < CAPTURE_HEADROOM {
         Some("too little stack left to walk it")
     } else {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| record(suspender)))

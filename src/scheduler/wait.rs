@@ -6,8 +6,9 @@
 //! and read only by that same worker's thread while it holds the right to run the
 //! task (the dump claims it first, see `scheduler::dump`). Both sides are one
 //! thread and the switch orders them, so the record needs no atomics: writing it
-//! costs the blocking point one copy of a small `Copy` value and a read of the
-//! coarse clock, and a yield writes nothing.
+//! costs the blocking point one copy of a small `Copy` value and of the worker's
+//! last reading of the coarse clock (taken at each reactor poll, not at the wait),
+//! and a yield writes nothing.
 
 use std::time::Instant;
 
@@ -106,7 +107,8 @@ impl Why {
 pub(crate) struct WaitRecord {
     /// `None` until the task first waits.
     pub(crate) why: Option<Why>,
-    /// When it switched out for that wait, on the [`coarse_now`] clock.
+    /// When it switched out for that wait, on the [`coarse_now`] clock, as its
+    /// worker last read it (at most `FAIRNESS_TICKS` runs early).
     pub(crate) since: u64,
 }
 

@@ -61,6 +61,11 @@ struct Core {
     timers: RefCell<TimerQueue<Arc<Task>>>,
     /// Coroutines made ready by the reactor or the timers, to be woken.
     woken: RefCell<Vec<Arc<Task>>>,
+    /// The coarse clock (wait module) as of this worker's latest reactor poll: the
+    /// time a coroutine's wait record gets, so that a wait costs no clock read.
+    /// Polls come at least every `FAIRNESS_TICKS` runs and whenever the worker
+    /// runs dry, so it lags by at most that many runs.
+    now: Cell<u64>,
 }
 
 thread_local! {
@@ -178,7 +183,7 @@ pub(crate) fn suspend_current(request: Request) -> bool {
 }
 
 /// [`suspend_current`] with [`Request::Wait`], recording first what the coroutine
-/// waits for (the wait module: one copy of `why` and a read of the coarse clock),
+/// waits for (the wait module: a copy of `why` and of the worker's coarse time),
 /// for the coroutine dump.
 #[inline]
 pub(crate) fn wait_current(why: Why) -> bool {
@@ -208,7 +213,7 @@ fn suspend(request: Request, why: Option<Why>) -> bool {
             // module's invariant); the borrow ends here.
             let record = unsafe { task.wait_record() };
             record.why = Some(why);
-            record.since = coarse_now();
+            record.since = core.now.get();
         }
         part.suspender.map(Ok)
     })
@@ -293,6 +298,7 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
         reactor: RefCell::new(Reactor::new(poll)),
         timers: RefCell::new(TimerQueue::default()),
         woken: RefCell::new(Vec::new()),
+        now: Cell::new(coarse_now()),
     };
     CORE.with(|c| c.set(&core));
     RUNTIME.with(|r| r.set(Arc::as_ptr(&core.shared)));
@@ -654,6 +660,7 @@ impl Core {
     /// the next timer), then wakes what became ready. Returns whether anything was
     /// woken.
     fn poll_io(&self, timeout: Option<Duration>) -> bool {
+        self.now.set(coarse_now());
         let mut woken = self.woken.take();
         let mut timeout = timeout;
         {
@@ -675,6 +682,7 @@ impl Core {
         };
         self.reactor.borrow_mut().poll(timeout, &mut woken);
         if timeout != Some(Duration::ZERO) {
+            self.now.set(coarse_now());
             // We may have slept: timers may be due now.
             self.timers
                 .borrow_mut()
