@@ -72,6 +72,17 @@ pub struct Dump {
 }
 
 /// One worker, as a [`Dump`] saw it.
+///
+/// # Examples
+///
+/// ```
+/// let rt = stackweave::Runtime::builder().workers(2).build()?;
+/// for w in rt.dump().workers() {
+///     assert!(!w.is_busy());
+///     println!("worker {}: {} coroutines, {} unstarted", w.index(), w.homed(), w.unstarted());
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerSummary {
     index: usize,
@@ -81,6 +92,26 @@ pub struct WorkerSummary {
 }
 
 /// Where a coroutine is in its life, as a [`Dump`] saw it.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::runtime::CoroutineState;
+///
+/// let rt = stackweave::Runtime::builder().workers(1).build()?;
+/// let h = rt.spawn(|| loop {
+///     stackweave::yield_now(); // always ready
+/// });
+/// let seen = loop {
+///     if let Some(c) = rt.dump().coroutines().first() {
+///         break c.state();
+///     }
+/// };
+/// assert_eq!(seen, CoroutineState::Ready);
+/// h.cancel();
+/// assert!(h.join().is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CoroutineState {
@@ -93,6 +124,27 @@ pub enum CoroutineState {
 }
 
 /// What a waiting coroutine waits for.
+///
+/// # Examples
+///
+/// ```
+/// use stackweave::runtime::WaitingFor;
+/// use std::time::Duration;
+///
+/// let rt = stackweave::Runtime::builder().workers(1).build()?;
+/// let h = rt.spawn(|| stackweave::time::sleep(Duration::from_secs(60)));
+/// let dump = loop {
+///     let dump = rt.dump();
+///     if dump.coroutines().first().is_some_and(|c| c.waiting_for().is_some()) {
+///         break dump;
+///     }
+/// };
+/// let sleeper = &dump.coroutines()[0];
+/// assert_eq!(sleeper.waiting_for(), Some(WaitingFor::Sleep));
+/// assert!(sleeper.deadline().is_some());
+/// h.cancel();
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WaitingFor {
@@ -147,6 +199,34 @@ pub enum WaitingFor {
 }
 
 /// One coroutine in a [`Dump`].
+///
+/// # Examples
+///
+/// ```
+/// #[inline(never)]
+/// fn wait_for_work() -> u32 {
+///     stackweave::park();
+///     std::hint::black_box(1) // not a tail call: this frame stays on the stack
+/// }
+///
+/// let rt = stackweave::Runtime::builder().workers(1).build()?;
+/// let h = rt
+///     .handle()
+///     .try_spawn(stackweave::Builder::new().name("idle".into()), wait_for_work)?;
+/// let dump = loop {
+///     let dump = rt.dump();
+///     if dump.find("idle").is_some_and(|c| c.waiting_for().is_some()) {
+///         break dump;
+///     }
+/// };
+/// let idle = dump.find("idle").unwrap();
+/// assert_eq!(idle.id(), h.coroutine().id());
+/// assert!(idle.backtrace_contains("wait_for_work"));
+/// assert!(idle.spawned_at().is_some());
+/// h.coroutine().unpark();
+/// h.join().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct CoroutineDump {
     id: CoroutineId,
@@ -161,6 +241,25 @@ pub struct CoroutineDump {
 }
 
 /// One frame of a coroutine's backtrace, innermost first.
+///
+/// # Examples
+///
+/// ```
+/// let rt = stackweave::Runtime::builder().workers(1).build()?;
+/// let h = rt.spawn(|| stackweave::park());
+/// let dump = loop {
+///     let dump = rt.dump();
+///     if dump.coroutines().first().is_some_and(|c| c.waiting_for().is_some()) {
+///         break dump;
+///     }
+/// };
+/// for frame in dump.coroutines()[0].backtrace().unwrap() {
+///     println!("{} at {:?}:{:?}", frame.name(), frame.file(), frame.line());
+/// }
+/// h.coroutine().unpark();
+/// h.join().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     name: String,
