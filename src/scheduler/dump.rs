@@ -409,3 +409,71 @@ fn peer_addr(fd: i32) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The names of the raw frames a capture of a parked coroutine recorded.
+    fn raw_names() -> Vec<String> {
+        let rt = crate::Runtime::builder().workers(1).build().unwrap();
+        let parked = rt.spawn(crate::park);
+        let names = rt.block_on(|| loop {
+            let shared = super::super::current_runtime().unwrap();
+            let request = DumpRequest::new(1);
+            request.post(&shared.remotes);
+            let found = request.wait(Instant::now() + Duration::from_secs(300));
+            let found = found[0].clone().expect("the worker served the dump");
+            // The parked coroutine, not this one (which waits for the dump).
+            let Some(entry) = found
+                .entries
+                .iter()
+                .find(|e| e.waiting && e.why.is_some_and(|w| w.kind == WaitKind::Park))
+            else {
+                continue;
+            };
+            let frames = &found.stacks[entry.stack.expect("captured") as usize];
+            let mut names = Vec::new();
+            for &ip in frames.iter() {
+                backtrace::resolve((ip - 1) as *mut std::ffi::c_void, |s| {
+                    names.push(s.name().map_or_else(String::new, |n| format!("{n:#}")));
+                });
+            }
+            break names;
+        });
+        parked.coroutine().unpark();
+        parked.join().unwrap();
+        names
+    }
+
+    #[test]
+    fn the_walk_stops_at_the_coroutine_base() {
+        let names = raw_names();
+        assert!(names.len() < MAX_FRAMES, "{names:#?}");
+        // It went through the switch into the code that suspended...
+        assert!(
+            names.iter().any(|n| n.contains("scheduler::dump::capture")),
+            "{names:#?}"
+        );
+        assert!(names.iter().any(|n| n.contains("park")), "{names:#?}");
+        // ...down to the coroutine's entry, and not into the worker's stack.
+        assert!(
+            names.iter().any(|n| n.contains("CoroutineBody")),
+            "{names:#?}"
+        );
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("run_worker") || n.contains("serve")),
+            "{names:#?}"
+        );
+        // The base frame: the hand-written trampoline, or corosensei's.
+        let base = if crate::context::BACKEND == "corosensei" {
+            "stack_init_trampoline"
+        } else {
+            "stackweave_trampoline"
+        };
+        assert!(names.last().is_some_and(|n| n.contains(base)), "{names:#?}");
+    }
+}
