@@ -439,3 +439,33 @@ fn a_signal_the_runtime_needs_cannot_dump() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[cfg(feature = "hooks")]
+#[inline(never)]
+fn blocked_in_std_sleep() -> u32 {
+    std::thread::sleep(Duration::from_secs(3600));
+    std::hint::black_box(1)
+}
+
+/// With the `hooks` feature a plain `std::thread::sleep` suspends the coroutine, and
+/// the dump says so.
+#[cfg(feature = "hooks")]
+#[test]
+fn a_hooked_libc_call_is_named_in_the_dump() {
+    let rt = runtime(1);
+    let handle = rt.handle();
+    let h = handle
+        .try_spawn(named("std-sleeper"), blocked_in_std_sleep)
+        .unwrap();
+    let dump = dump_until(&handle, "the hooked sleep waits", |d| {
+        waiting(d, "std-sleeper")
+    });
+    let text = dump.to_string();
+    let c = dump.find("std-sleeper").unwrap();
+    assert_eq!(c.waiting_for(), Some(WaitingFor::HookedCall), "{text}");
+    assert!(c.backtrace_contains("blocked_in_std_sleep"), "{text}");
+    // A cancel ends a hooked call with an error rather than an unwind through
+    // libc's frame (the hooks module): the sleep returns early.
+    h.cancel();
+    let _ = h.join();
+}
