@@ -48,7 +48,8 @@
 //! that finds its data ready) costs one plain load of the word.
 //!
 //! The loom models at the end of this file check this argument (one waker, a yield
-//! before the wait, two wakers where the second finds `Notified`); each of them
+//! before the wait, two wakers where the second finds `Notified`, a waker racing a
+//! dump's claim of the idle task, see [`Runnable::claim_for_dump`]); each of them
 //! fails when the wake's release, the swap's acquire or the compare-exchange on
 //! `Notified` is taken out.
 
@@ -449,5 +450,37 @@ mod loom_models {
     #[test]
     fn loom_a_second_wake_on_a_notified_task_is_never_lost() {
         race(2, false);
+    }
+
+    /// The coroutine dump (`scheduler::dump`): after the task's run idles it, its
+    /// home worker claims it for a capture and gives it back with `try_idle`
+    /// (requeueing it if that fails), while a waker publishes the condition and
+    /// wakes it. The wake must not be lost, and the claim must never overlap
+    /// another holder (the worker part).
+    #[test]
+    fn loom_a_wake_racing_a_dump_claim_is_never_lost() {
+        loom::model(|| {
+            let model = Model::new(1);
+            let waker = {
+                let model = model.clone();
+                thread::spawn(move || model.wake(0))
+            };
+            model.hold(false);
+            if model.state.claim() {
+                // The capture: it holds the right to run, touches the part, and
+                // does not take a wake in (no `begin_run`).
+                // SAFETY: as in `hold`: loom checks the accesses' ordering.
+                model.part.with_mut(|part| unsafe { *part += 1 });
+                if !model.state.try_idle() {
+                    // Woken meanwhile: requeued, so it runs again.
+                    model.hold(false);
+                }
+            }
+            waker.join().unwrap();
+            assert!(
+                model.finished.load(Ordering::Relaxed),
+                "a wake was lost: the task idles with its condition set"
+            );
+        });
     }
 }
