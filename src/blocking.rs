@@ -7,6 +7,7 @@
 //! on demand, up to [`MAX_THREADS`] (or the configured maximum); a thread with nothing to do for
 //! [`IDLE_TIMEOUT`] exits. Jobs beyond the threads wait in a queue, in order.
 
+use crate::scheduler::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
@@ -85,7 +86,7 @@ where
         if let Some(result) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return result.unwrap_or_else(|payload| panic::resume_unwind(payload));
         }
-        crate::park();
+        crate::coroutine::park_for(Why::new(WaitKind::Blocking));
     }
 }
 

@@ -9,6 +9,7 @@
 //! and `block_on` clears it before each poll; so a wakeup that arrives during a
 //! poll makes the next wait return at once, and none is lost.
 
+use crate::scheduler::{WaitKind, Why};
 use crate::sync::waiter::Waiter;
 use std::future::Future;
 use std::pin::pin;
@@ -44,7 +45,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;
         }
-        waiter.block(None);
+        waiter.block(None, Why::new(WaitKind::Future));
     }
 }
 

@@ -269,7 +269,7 @@ pub fn channel(signals: &[i32]) -> io::Result<mpsc::Receiver<i32>> {
     Ok(rx)
 }
 
-fn check(signal: i32) -> io::Result<()> {
+pub(crate) fn check(signal: i32) -> io::Result<()> {
     if FORBIDDEN.contains(&signal) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -145,6 +145,23 @@ impl Suspender {
     pub(crate) fn is_current(self) -> bool {
         stack_pointer().wrapping_sub(self.limit) < self.top.wrapping_sub(self.limit)
     }
+
+    /// Whether `addr` lies in this suspender's stack.
+    pub(crate) fn contains(self, addr: usize) -> bool {
+        addr.wrapping_sub(self.limit) <= self.top.wrapping_sub(self.limit)
+    }
+
+    /// Bytes left below the caller's frame on this stack (0 if the caller does not
+    /// run on it).
+    #[inline(always)]
+    pub(crate) fn headroom(self) -> usize {
+        let sp = stack_pointer();
+        if self.contains(sp) {
+            sp - self.limit
+        } else {
+            0
+        }
+    }
 }
 
 /// An address in the caller's stack frame (the caller is inlined here): a local's.

@@ -287,6 +287,25 @@ impl Suspender {
         }
         depth <= size
     }
+
+    /// Whether `addr` lies in this suspender's stack, `(top - SIZE, top]`.
+    pub(crate) fn contains(self, addr: usize) -> bool {
+        // SAFETY: as in `is_current`: the stack is alive and SIZE never changes.
+        let size = unsafe { self.top.sub(SIZE_OFFSET).cast::<usize>().read() };
+        (self.top as usize).wrapping_sub(addr) <= size
+    }
+
+    /// Bytes left below the caller's frame on this stack (0 if the caller does not
+    /// run on it).
+    #[inline(always)]
+    pub(crate) fn headroom(self) -> usize {
+        // SAFETY: as in `is_current`.
+        let size = unsafe { self.top.sub(SIZE_OFFSET).cast::<usize>().read() };
+        let here = 0u8;
+        let sp = std::hint::black_box(&here) as *const u8 as usize;
+        let depth = (self.top as usize).wrapping_sub(sp);
+        size.saturating_sub(depth)
+    }
 }
 
 /// Entered by the trampoline on the new stack (with a `jmp`, as if called from it):

@@ -7,7 +7,8 @@
 //! result that is already there.
 
 use super::{Coroutine, Kind};
-use crate::scheduler::{current_task, suspend_current, Request, Task};
+use crate::scheduler::Why;
+use crate::scheduler::{current_task, wait_current, Task};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
@@ -165,7 +166,7 @@ impl<T> JoinHandle<T> {
             if !packet.register() {
                 continue;
             }
-            if !suspend_current(Request::Wait) {
+            if !wait_current(Why::join(self.coroutine.id().as_u64())) {
                 thread::park();
             }
         }

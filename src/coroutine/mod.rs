@@ -15,6 +15,7 @@ mod body;
 mod join;
 pub(crate) mod local;
 
+use crate::scheduler::{WaitKind, Why};
 use body::CoroutineBody;
 pub use join::JoinHandle;
 
@@ -91,6 +92,12 @@ impl fmt::Display for Cancelled {
 pub struct CoroutineId(NonZeroU64);
 
 impl CoroutineId {
+    /// The id numbered `id` (as `as_u64` gives it; 0, which no coroutine has,
+    /// becomes 1).
+    pub(crate) fn from_raw(id: u64) -> CoroutineId {
+        CoroutineId(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
+    }
+
     fn next() -> CoroutineId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -255,10 +262,15 @@ pub fn current() -> Coroutine {
 /// h.join().unwrap();
 /// ```
 pub fn park() {
+    park_for(Why::new(WaitKind::Park));
+}
+
+/// [`park`], recording `why` for the coroutine dump.
+pub(crate) fn park_for(why: Why) {
     match current_task() {
         Some(task) => {
             while !task.unparked.swap(false, Ordering::AcqRel) {
-                suspend_current(Request::Wait);
+                scheduler::wait_current(why);
             }
         }
         None => thread::park(),
@@ -290,7 +302,9 @@ pub fn park_timeout(timeout: Duration) {
             let Some(deadline) = Instant::now().checked_add(timeout) else {
                 return park();
             };
-            crate::time::suspend_until(deadline, || task.unparked.swap(false, Ordering::AcqRel));
+            crate::time::suspend_until(deadline, Why::new(WaitKind::Park), || {
+                task.unparked.swap(false, Ordering::AcqRel)
+            });
         }
         None => thread::park_timeout(timeout),
     }

@@ -39,6 +39,7 @@ use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::Direction;
 use crate::scheduler;
 use crate::scheduler::deadline::Expired;
+use crate::scheduler::{WaitKind, Why};
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
@@ -183,7 +184,7 @@ fn sleep_coroutine(deadline: Instant) -> Option<bool> {
     if std::thread::panicking() {
         return None;
     }
-    match catch(|| crate::time::suspend_until(deadline, || false)) {
+    match catch(|| crate::time::suspend_until(deadline, Why::new(WaitKind::Hooked), || false)) {
         Err(_) => Some(false),
         Ok(None) => None,
         Ok(Some(_)) => Some(true),

@@ -14,7 +14,8 @@ use super::real::call_real;
 use super::{catch, deadline_after, errno, in_coroutine, set_errno, sleep_coroutine, timeout_ms};
 use crate::reactor::scheduled_io::ScheduledIo;
 use crate::reactor::Direction;
-use crate::scheduler::{self, Request};
+use crate::scheduler;
+use crate::scheduler::{WaitKind, Why};
 use libc::{c_int, c_uint, nfds_t, pollfd, sigset_t, timespec};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -214,11 +215,11 @@ pub(super) fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<In
             match wait_until {
                 None => {
                     while !any_moved() {
-                        scheduler::suspend_current(Request::Wait);
+                        scheduler::wait_current(Why::new(WaitKind::Hooked));
                     }
                 }
                 Some(d) => {
-                    crate::time::suspend_until(d, any_moved);
+                    crate::time::suspend_until(d, Why::new(WaitKind::Hooked), any_moved);
                 }
             }
             false

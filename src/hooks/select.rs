@@ -16,6 +16,7 @@
 use super::poll_sleep::poll_coroutine;
 use super::real::call_real;
 use super::{catch, deadline_after, in_coroutine, set_errno};
+use crate::scheduler::{WaitKind, Why};
 use libc::{c_int, c_ulong, fd_set, pollfd, sigset_t, timespec, timeval};
 use std::time::{Duration, Instant};
 
@@ -378,7 +379,9 @@ fn sleep_until(deadline: Option<Instant>) -> Result<c_int, c_int> {
         let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         if std::thread::panicking() {
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        } else if catch(|| crate::time::suspend_until(until, || false))?.is_none() {
+        } else if catch(|| crate::time::suspend_until(until, Why::new(WaitKind::Hooked), || false))?
+            .is_none()
+        {
             // Not a coroutine that may suspend after all: the thread waits.
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }

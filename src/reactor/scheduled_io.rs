@@ -15,7 +15,7 @@
 //! source goes away touches a live (maybe reused) slot, which at worst makes some
 //! waiter retry its system call once.
 
-use crate::scheduler::{self, Request, Shared, Task};
+use crate::scheduler::{self, Shared, Task, Why};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;
@@ -308,13 +308,17 @@ impl ScheduledIo {
         let moved = || self.tick(dir) != seen;
         let ready = match deadline {
             None => {
+                let why = Why::io(dir == Direction::Read, fd);
                 while !moved() {
-                    scheduler::suspend_current(Request::Wait);
+                    scheduler::wait_current(why);
                 }
                 true
             }
             // The timer and its cancellation are `suspend_until`'s.
-            Some(deadline) => crate::time::suspend_until(deadline, moved).unwrap_or(false),
+            Some(deadline) => {
+                let why = Why::io(dir == Direction::Read, fd);
+                crate::time::suspend_until(deadline, why, moved).unwrap_or(false)
+            }
         };
         if !ready {
             return Err(super::timed_out());

@@ -8,10 +8,15 @@
 //! runtime ended).
 
 mod drain;
+mod dump;
 mod metrics;
 
 pub(crate) use drain::{accepting, is_drain_error};
 pub use drain::{until_drain, Drained, Draining};
+pub use dump::{
+    dump, CoroutineDump, CoroutineState, Dump, Frame, WaitingFor, WorkerSummary,
+    DEFAULT_DUMP_TIMEOUT,
+};
 pub use metrics::{Metrics, WorkerMetrics};
 
 use crate::coroutine::{self, JoinHandle};
@@ -64,6 +69,7 @@ pub struct Runtime {
     handle: Handle,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     watchdog: Mutex<Option<Monitor>>,
+    dumper: Mutex<Option<dump::SignalDumper>>,
 }
 
 /// Configures a [`Runtime`].
@@ -84,6 +90,7 @@ pub struct Builder {
     stack_size: usize,
     blocking_threads: Option<usize>,
     stall_threshold: Option<Duration>,
+    dump_signal: Option<i32>,
 }
 
 /// A cloneable, `Send` handle to a runtime: spawns onto it from any thread.
@@ -114,6 +121,7 @@ impl Builder {
             stack_size: stack::DEFAULT_STACK_SIZE,
             blocking_threads: None,
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
+            dump_signal: dump::dump_signal_from_env(),
         }
     }
 
@@ -176,7 +184,8 @@ impl Builder {
     /// # Errors
     ///
     /// When a worker thread, the watchdog's thread or a worker's `epoll` instance
-    /// cannot be created, or the stack size is invalid.
+    /// cannot be created, the stack size is invalid, or the
+    /// [dump signal](Builder::dump_on_signal) cannot be received.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = self
             .workers
@@ -218,6 +227,7 @@ impl Builder {
             },
             threads: Mutex::new(Vec::new()),
             watchdog: Mutex::new(None),
+            dumper: Mutex::new(None),
         };
         let started = scheduler::start_workers(&shared, locals).and_then(|threads| {
             *runtime.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
@@ -226,6 +236,11 @@ impl Builder {
                 .map(|threshold| Monitor::start(&shared, threshold))
                 .transpose()?;
             *runtime.watchdog.lock().unwrap_or_else(|e| e.into_inner()) = monitor;
+            let dumper = self
+                .dump_signal
+                .map(|signal| dump::SignalDumper::start(&shared, signal))
+                .transpose()?;
+            *runtime.dumper.lock().unwrap_or_else(|e| e.into_inner()) = dumper;
             Ok(())
         });
         if let Err(e) = started {
@@ -372,6 +387,11 @@ impl Runtime {
                 !Arc::ptr_eq(&current, shared),
                 "a runtime cannot be shut down or dropped from one of its own coroutines"
             );
+        }
+        // First: a dump it may be printing needs the workers.
+        let dumper = self.dumper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(dumper) = dumper {
+            dumper.stop();
         }
         shared.shutdown.store(true, Ordering::SeqCst);
         for remote in shared.remotes.iter() {

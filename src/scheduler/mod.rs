@@ -23,11 +23,13 @@
 //! coroutine yields in a loop — starves neither.
 
 pub(crate) mod deadline;
+pub(crate) mod dump;
 pub(crate) mod idle;
 mod placement;
 mod started;
 pub(crate) mod state;
 pub(crate) mod task;
+pub(crate) mod wait;
 pub(crate) mod watchdog;
 mod worker;
 
@@ -44,9 +46,10 @@ pub use placement::Placement;
 
 pub(crate) use state::Runnable;
 pub(crate) use task::{context_for, Body, Payload, Request, Task};
+pub(crate) use wait::{WaitKind, Why};
 pub(crate) use worker::{
     add_timer, cancel_timer, current_task, others_ready, start as start_workers, suspend_current,
-    with_current_task,
+    wait_current, with_current_task,
 };
 
 use idle::{Idle, Parker};
@@ -163,6 +166,8 @@ pub(crate) struct Remote {
     /// Its coroutines inside a drain scope (`runtime::until_drain`), for the drain
     /// to wake (deadline module).
     pub(crate) drain_scopes: Mutex<deadline::DrainScopes>,
+    /// Coroutine dumps waiting for this worker (the dump module).
+    pub(crate) dump: dump::DumpSlot,
 }
 
 impl Remote {
@@ -197,6 +202,7 @@ impl Remote {
             parked_nanos: AtomicU64::new(0),
             parked_since: AtomicU64::new(0),
             drain_scopes: Mutex::new(deadline::DrainScopes::default()),
+            dump: dump::DumpSlot::default(),
         }
     }
 

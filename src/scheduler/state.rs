@@ -48,7 +48,8 @@
 //! that finds its data ready) costs one plain load of the word.
 //!
 //! The loom models at the end of this file check this argument (one waker, a yield
-//! before the wait, two wakers where the second finds `Notified`); each of them
+//! before the wait, two wakers where the second finds `Notified`, a waker racing a
+//! dump's claim of the idle task, see [`Runnable::claim_for_dump`]); each of them
 //! fails when the wake's release, the swap's acquire or the compare-exchange on
 //! `Notified` is taken out.
 
@@ -97,6 +98,9 @@ pub(crate) enum Resume {
     Unwind = 1,
     /// Unwind with `Cancelled`: `JoinHandle::cancel` was called.
     Cancel = 2,
+    /// Record a backtrace for a dump and switch straight back with
+    /// `Request::Dumped`, running no user code (`scheduler::dump`).
+    Dump = 3,
 }
 
 impl Resume {
@@ -106,6 +110,7 @@ impl Resume {
         match value {
             1 => Resume::Unwind,
             2 => Resume::Cancel,
+            3 => Resume::Dump,
             _ => Resume::Run,
         }
     }
@@ -226,6 +231,19 @@ impl TaskState {
             .is_ok()
     }
 
+    /// A dump claims an idle task: `Idle` becomes `Scheduled` (returns true), as a
+    /// wake would, but nobody is told. See [`Runnable::claim_for_dump`].
+    fn claim(&self) -> bool {
+        self.word
+            .compare_exchange(
+                Lifecycle::Idle as u8,
+                Lifecycle::Scheduled as u8,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
     /// The task finished or was completed unrun: `Done`, for good.
     #[inline]
     fn complete(&self) {
@@ -251,6 +269,24 @@ impl Runnable {
     pub(crate) fn wake(task: &Arc<Task>) -> Option<Runnable> {
         // Out of `Idle`, which no `Runnable` exists in: this is the only one.
         task.state.wake().then(|| Runnable(task.clone()))
+    }
+
+    /// The right to run an idle task, taken by its home worker for a dump's capture
+    /// resume (`scheduler::dump`); `None` if it is not idle (queued, running, or
+    /// done: then a `Runnable` exists elsewhere, or none ever will again).
+    ///
+    /// Why a wake is never lost: the claim is the same `Idle` → `Scheduled` step a
+    /// wake takes, so from here on a wake finds `Scheduled` and leaves `Notified`
+    /// without making a second `Runnable`. The holder must resume the coroutine
+    /// with [`Resume::Dump`] *without* [`begin_run`](Runnable::begin_run) (which
+    /// would take in, and so swallow, such a wake: the coroutine runs no code that
+    /// could see its condition), then give the right back with
+    /// [`try_idle`](Runnable::try_idle): that fails on `Notified` and hands back
+    /// the `Runnable` to queue, exactly as after a run that suspended while a wake
+    /// came in. A wake that came *before* the claim found `Idle` and made its own
+    /// `Runnable`, so the claim fails instead.
+    pub(crate) fn claim_for_dump(task: &Arc<Task>) -> Option<Runnable> {
+        task.state.claim().then(|| Runnable(task.clone()))
     }
 
     /// The task.
@@ -414,5 +450,37 @@ mod loom_models {
     #[test]
     fn loom_a_second_wake_on_a_notified_task_is_never_lost() {
         race(2, false);
+    }
+
+    /// The coroutine dump (`scheduler::dump`): after the task's run idles it, its
+    /// home worker claims it for a capture and gives it back with `try_idle`
+    /// (requeueing it if that fails), while a waker publishes the condition and
+    /// wakes it. The wake must not be lost, and the claim must never overlap
+    /// another holder (the worker part).
+    #[test]
+    fn loom_a_wake_racing_a_dump_claim_is_never_lost() {
+        loom::model(|| {
+            let model = Model::new(1);
+            let waker = {
+                let model = model.clone();
+                thread::spawn(move || model.wake(0))
+            };
+            model.hold(false);
+            if model.state.claim() {
+                // The capture: it holds the right to run, touches the part, and
+                // does not take a wake in (no `begin_run`).
+                // SAFETY: as in `hold`: loom checks the accesses' ordering.
+                model.part.with_mut(|part| unsafe { *part += 1 });
+                if !model.state.try_idle() {
+                    // Woken meanwhile: requeued, so it runs again.
+                    model.hold(false);
+                }
+            }
+            waker.join().unwrap();
+            assert!(
+                model.finished.load(Ordering::Relaxed),
+                "a wake was lost: the task idles with its condition set"
+            );
+        });
     }
 }

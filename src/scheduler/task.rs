@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::state::{Resume, Runnable, TaskState};
+use super::wait::WaitRecord;
 use super::Shared;
 
 /// What a coroutine asks of its worker when it switches out (the value it suspends
@@ -41,6 +42,9 @@ pub(crate) enum Request {
     Yield = 1,
     /// Idle me until someone wakes me (`park`, `join`, …).
     Wait = 2,
+    /// Back from a dump's capture resume (`scheduler::dump`): leave my state as
+    /// the dump found it.
+    Dumped = 3,
 }
 
 impl Request {
@@ -48,6 +52,8 @@ impl Request {
     pub(crate) fn from_raw(value: usize) -> Request {
         if value == Request::Yield as usize {
             Request::Yield
+        } else if value == Request::Dumped as usize {
+            Request::Dumped
         } else {
             Request::Wait
         }
@@ -104,7 +110,9 @@ impl<B: Body> context::Entry for TaskEntry<B> {
         let skip: Option<Payload> = match Resume::from_raw(value) {
             Resume::Unwind => Some(Box::new(Unwound)),
             Resume::Cancel => Some(Box::new(Cancelled)),
-            Resume::Run => None,
+            // A dump resumes only started coroutines (it claims them from among
+            // its worker's started tasks).
+            Resume::Run | Resume::Dump => None,
         };
         let dyn_task: &Task = task;
         // SAFETY: the first (and only) run of the body, by the coroutine on its stack,
@@ -131,6 +139,8 @@ pub(crate) struct Task<B: ?Sized = dyn Body> {
     pub(crate) shared: Arc<Shared>,
     worker_part: UnsafeCell<WorkerPart>,
     coroutine_part: UnsafeCell<CoroutinePart>,
+    /// What it waits for (the wait module's invariant).
+    wait: UnsafeCell<WaitRecord>,
     pub(crate) body: B,
 }
 
@@ -195,6 +205,7 @@ impl<B: Body> Task<B> {
                 locals: LocalMap::default(),
                 scope: super::deadline::Scopes::default(),
             }),
+            wait: UnsafeCell::new(WaitRecord::new()),
             body,
         }
     }
@@ -225,6 +236,19 @@ impl<B: ?Sized> Task<B> {
     pub(crate) unsafe fn coroutine_part(&self) -> &mut CoroutinePart {
         // SAFETY: contract.
         unsafe { &mut *self.coroutine_part.get() }
+    }
+
+    /// The record of its latest wait.
+    ///
+    /// # Safety
+    ///
+    /// The wait module's invariant: the caller is the running coroutine about to
+    /// switch out, or its home worker holding the right to run it while it is
+    /// suspended; no other reference into the record is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn wait_record(&self) -> &mut WaitRecord {
+        // SAFETY: contract.
+        unsafe { &mut *self.wait.get() }
     }
 
     /// The home worker's index, if the task has started.

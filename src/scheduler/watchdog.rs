@@ -10,10 +10,11 @@
 //! stderr and counted in the metrics, and its end is reported when the count moves.
 //! No signal interrupts the worker.
 //!
-//! Invariant (soundness): the monitor reads a published owner only between raising
-//! `inspecting` and lowering it, having loaded the pointer (`SeqCst`) after raising
-//! it; before a worker lets a finished coroutine go, it clears the published owner
-//! (`SeqCst`) and then waits until `inspecting` is down. Either the monitor's load
+//! Invariant (soundness): an inspector (the monitor, or a coroutine dump looking
+//! at a busy worker) reads a published owner only between raising `inspecting` (a
+//! count of inspectors) and lowering it, having loaded the pointer (`SeqCst`) after
+//! raising it; before a worker lets a finished coroutine go, it clears the
+//! published owner (`SeqCst`) and then waits until `inspecting` is zero. Either the monitor's load
 //! comes after the clear (and sees null, or a later coroutine's owner), or the
 //! worker's check comes after the raise (and the worker waits): so an owner the
 //! monitor reads is alive. Every coroutine a worker resumes is alive until that
@@ -28,7 +29,7 @@ use crate::stack::Owner;
 use std::io;
 use std::panic::Location;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,8 +42,8 @@ pub(crate) struct Activity {
     /// The owner of the coroutine of the latest run; null while the worker sleeps
     /// and once that coroutine has finished.
     owner: AtomicPtr<Owner>,
-    /// Raised by the monitor while it reads `owner`.
-    inspecting: AtomicBool,
+    /// Inspectors reading `owner` now (the monitor, dumps).
+    inspecting: AtomicUsize,
     /// Stalls reported on this worker (written only by the monitor).
     pub(crate) stalls: AtomicU64,
 }
@@ -73,14 +74,14 @@ impl Activity {
     #[inline]
     pub(crate) fn finished(&self) {
         self.owner.store(ptr::null_mut(), Ordering::SeqCst);
-        if self.inspecting.load(Ordering::SeqCst) {
+        if self.inspecting.load(Ordering::SeqCst) != 0 {
             self.wait_inspection();
         }
     }
 
     #[cold]
     fn wait_inspection(&self) {
-        while self.inspecting.load(Ordering::Acquire) {
+        while self.inspecting.load(Ordering::Acquire) != 0 {
             thread::yield_now();
         }
     }
@@ -88,7 +89,7 @@ impl Activity {
     /// Who runs the run numbered `runs`, if it still runs (the monitor's side of the
     /// invariant).
     fn inspect(&self, runs: u64) -> Option<Stalled> {
-        self.inspecting.store(true, Ordering::SeqCst);
+        self.inspecting.fetch_add(1, Ordering::SeqCst);
         let owner = self.owner.load(Ordering::SeqCst);
         let stalled = if owner.is_null() || self.runs.load(Ordering::Relaxed) != runs {
             None
@@ -104,16 +105,22 @@ impl Activity {
                 spawned_at: owner.spawned_at,
             })
         };
-        self.inspecting.store(false, Ordering::Release);
+        self.inspecting.fetch_sub(1, Ordering::Release);
         stalled
+    }
+
+    /// The coroutine running on the worker now, if any: its id, name and spawn
+    /// location (for a dump of a busy worker).
+    pub(crate) fn running(&self) -> Option<Stalled> {
+        self.inspect(self.runs.load(Ordering::Relaxed))
     }
 }
 
 /// What the report says of a stalled coroutine (copied while it is safe to).
-struct Stalled {
-    id: u64,
-    name: Option<Box<str>>,
-    spawned_at: Option<&'static Location<'static>>,
+pub(crate) struct Stalled {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) spawned_at: Option<&'static Location<'static>>,
 }
 
 impl Stalled {

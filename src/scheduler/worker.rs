@@ -8,10 +8,12 @@
 //! queues is held across a `resume`.
 
 use super::deadline;
+use super::dump;
 use super::placement::{self, Placement, Watch, RECHECK};
 use super::started::Started;
 use super::state::{Resume, Runnable};
 use super::task::{Payload, Request, Task};
+use super::wait::{coarse_now, Why};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
 use crate::context::Context;
 use crate::coroutine::local;
@@ -59,6 +61,11 @@ struct Core {
     timers: RefCell<TimerQueue<Arc<Task>>>,
     /// Coroutines made ready by the reactor or the timers, to be woken.
     woken: RefCell<Vec<Arc<Task>>>,
+    /// The coarse clock (wait module) as of this worker's latest reactor poll: the
+    /// time a coroutine's wait record gets, so that a wait costs no clock read.
+    /// Polls come at least every `FAIRNESS_TICKS` runs and whenever the worker
+    /// runs dry, so it lags by at most that many runs.
+    now: Cell<u64>,
 }
 
 thread_local! {
@@ -172,6 +179,19 @@ pub(crate) fn cancel_timer(key: TimerKey) {
 /// module's docs; the yield row went from ~140 to ~55 ns with both inlined).
 #[inline]
 pub(crate) fn suspend_current(request: Request) -> bool {
+    suspend(request, None)
+}
+
+/// [`suspend_current`] with [`Request::Wait`], recording first what the coroutine
+/// waits for (the wait module: a copy of `why` and of the worker's coarse time),
+/// for the coroutine dump.
+#[inline]
+pub(crate) fn wait_current(why: Why) -> bool {
+    suspend(Request::Wait, Some(why))
+}
+
+#[inline(always)]
+fn suspend(request: Request, why: Option<Why>) -> bool {
     let found = with_core(|core| {
         let current = core.current.get()?;
         // SAFETY: `current` is alive while set (see `current_task`).
@@ -187,6 +207,13 @@ pub(crate) fn suspend_current(request: Request) -> bool {
         let part = unsafe { task.coroutine_part() };
         if let Some(expired) = deadline::check(&part.scope) {
             return Some(Err(expired));
+        }
+        if let Some(why) = why {
+            // SAFETY: we are the running coroutine, about to switch out (the wait
+            // module's invariant); the borrow ends here.
+            let record = unsafe { task.wait_record() };
+            record.why = Some(why);
+            record.since = core.now.get();
         }
         part.suspender.map(Ok)
     })
@@ -204,12 +231,17 @@ pub(crate) fn suspend_current(request: Request) -> bool {
     // SAFETY: we run on the coroutine's stack: `current` is set only while its
     // context runs, and code on a worker's own stack never reaches here (it has no
     // current task).
-    let value = unsafe { suspender.suspend(request as usize) };
+    let mut value = unsafe { suspender.suspend(request as usize) };
+    while value == Resume::Dump as usize {
+        // A dump's capture resume: record this stack and switch straight back
+        // (scheduler::dump), before any of the coroutine's own code runs.
+        value = super::dump::capture(suspender);
+    }
     local::restore_generator_map(generator_map);
     match Resume::from_raw(value) {
         Resume::Unwind => panic::resume_unwind(Box::new(Unwound)),
         Resume::Cancel => panic::resume_unwind(Box::new(Cancelled)),
-        Resume::Run => {}
+        Resume::Run | Resume::Dump => {}
     }
     true
 }
@@ -266,6 +298,7 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
         reactor: RefCell::new(Reactor::new(poll)),
         timers: RefCell::new(TimerQueue::default()),
         woken: RefCell::new(Vec::new()),
+        now: Cell::new(coarse_now()),
     };
     CORE.with(|c| c.set(&core));
     RUNTIME.with(|r| r.set(Arc::as_ptr(&core.shared)));
@@ -290,6 +323,25 @@ impl Core {
     fn publish_run_queue_len(&self) {
         let len = self.run_queue.borrow().len();
         self.remote().run_queue_len.store(len, Ordering::Relaxed);
+    }
+
+    /// Whether a coroutine dump waits for this worker (the dump module).
+    #[inline]
+    fn dump_pending(&self) -> bool {
+        self.remote().dump.pending.load(Ordering::Relaxed)
+    }
+
+    /// Serves the waiting coroutine dumps (between runs: no coroutine runs now).
+    #[cold]
+    fn serve_dump(&self) {
+        let view = dump::WorkerView {
+            index: self.index,
+            remote: self.remote(),
+            started: &self.started,
+            run_queue: &self.run_queue,
+            unstarted: self.deque.len() + usize::from(self.remote().next.held() != 0),
+        };
+        dump::serve(view, || self.take_inbox());
     }
 
     /// Places a task spawned on this worker (see the placement module).
@@ -416,6 +468,10 @@ impl Core {
                 handed = self.run_task(task);
                 continue;
             }
+            if self.dump_pending() {
+                self.serve_dump();
+                continue;
+            }
             // Nothing queued: take what the reactor and the timers have ready.
             self.publish_run_queue_len();
             if self.poll_io(Some(Duration::ZERO)) {
@@ -463,6 +519,9 @@ impl Core {
             // I/O and timers are looked at too.
             self.poll_io(Some(Duration::ZERO));
             self.take_inbox();
+            if self.dump_pending() {
+                self.serve_dump();
+            }
             self.publish_run_queue_len();
             if let Some(task) = self.take_spawned().or_else(|| self.take_own_new()) {
                 return Some(task);
@@ -587,6 +646,7 @@ impl Core {
             || !remote.spawn_inbox.is_empty()
             || !remote.inbox.is_empty()
             || self.shared.shutdown.load(Ordering::Acquire)
+            || self.dump_pending()
             || self
                 .shared
                 .remotes
@@ -600,6 +660,7 @@ impl Core {
     /// the next timer), then wakes what became ready. Returns whether anything was
     /// woken.
     fn poll_io(&self, timeout: Option<Duration>) -> bool {
+        self.now.set(coarse_now());
         let mut woken = self.woken.take();
         let mut timeout = timeout;
         {
@@ -621,6 +682,7 @@ impl Core {
         };
         self.reactor.borrow_mut().poll(timeout, &mut woken);
         if timeout != Some(Duration::ZERO) {
+            self.now.set(coarse_now());
             // We may have slept: timers may be due now.
             self.timers
                 .borrow_mut()
@@ -721,8 +783,9 @@ impl Core {
         match Request::from_raw(request) {
             Request::Yield => return self.after_yield(task.requeue()),
             // Idle it, unless a wake came in while it ran (the suspend protocol, see
-            // the state module).
-            Request::Wait => {
+            // the state module). (`Dumped` only answers a dump's resume, which
+            // `run_task` never makes.)
+            Request::Wait | Request::Dumped => {
                 if let Some(task) = task.try_idle() {
                     self.push_ready(task);
                 }

@@ -8,6 +8,7 @@
 //! generation ends withdraws its arrival.
 
 use super::waiter::{self, WaitList};
+use crate::scheduler::{WaitKind, Why};
 use std::cell::Cell;
 use std::fmt;
 
@@ -148,6 +149,7 @@ impl Barrier {
             &self.state,
             |state| &mut state.waiters,
             None,
+            Why::new(WaitKind::Barrier),
             |state| match arrived.get() {
                 None => {
                     state.count += 1;

@@ -13,6 +13,7 @@
 
 use super::mutex::MutexGuard;
 use super::waiter::{self, WaitList};
+use crate::scheduler::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, LockResult, PoisonError};
@@ -343,7 +344,7 @@ impl Condvar {
                 }
             },
         };
-        let granted = ticket.wait(deadline);
+        let granted = ticket.wait(deadline, Why::new(WaitKind::Condvar));
         std::mem::forget(withdraw);
         // Timed out unless the ticket left the queue (granted) meanwhile.
         let timed_out = !granted && waiter::lock(&self.waiters).remove(&ticket);
@@ -394,11 +395,12 @@ impl Ticket {
 
     /// Waits until the ticket is granted (true) or `deadline` passes (false). May
     /// unwind (cancellation, shutdown) when called from a coroutine.
-    pub(super) fn wait(&self, deadline: Option<Instant>) -> bool {
+    pub(super) fn wait(&self, deadline: Option<Instant>, why: Why) -> bool {
         waiter::wait_for(
             &self.state,
             |state| &mut state.waiter,
             deadline,
+            why,
             |state| state.granted.then_some(()),
         )
         .is_some()

@@ -24,6 +24,7 @@
 
 use super::waiter::{self, WaitList, Waiter};
 use crate::scheduler::{self, Request};
+use crate::scheduler::{WaitKind, Why};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -256,7 +257,7 @@ impl<T: ?Sized> Mutex<T> {
                 mutex: self,
                 waiter: &waiter,
             };
-            waiter.block(None);
+            waiter.block(None, Why::new(WaitKind::Mutex));
             // Notified: an unlock (or a waiter passing its notification on) took us
             // off the list, under the list's lock, and either handed us the lock or
             // set `WOKEN` for us.

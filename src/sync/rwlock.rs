@@ -11,6 +11,7 @@
 
 use super::mutex::{poison_result, Panicking, Poison};
 use super::waiter::{self, WaitList};
+use crate::scheduler::{WaitKind, Why};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
@@ -213,6 +214,7 @@ impl<T: ?Sized> RwLock<T> {
             &self.state,
             |state| &mut state.read_waiters,
             None,
+            Why::new(WaitKind::RwLock),
             |state| {
                 // Only a reader that was queued may use a pass.
                 let retry = std::mem::replace(&mut woken, true);
@@ -290,6 +292,7 @@ impl<T: ?Sized> RwLock<T> {
             &self.state,
             |state| &mut state.write_waiters,
             None,
+            Why::new(WaitKind::RwLock),
             |state| {
                 if state.writer || state.readers > 0 {
                     if !waiting.replace(true) {

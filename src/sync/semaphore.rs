@@ -11,6 +11,7 @@
 
 use super::condvar::{Ticket, TicketQueue, Withdraw};
 use super::waiter;
+use crate::scheduler::{WaitKind, Why};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -225,7 +226,7 @@ impl Semaphore {
                 }
             },
         };
-        let granted = ticket.wait(deadline);
+        let granted = ticket.wait(deadline, Why::new(WaitKind::Semaphore));
         std::mem::forget(withdraw);
         // Timed out, unless the ticket left the queue (granted) meanwhile.
         if !granted && waiter::lock(&self.state).queue.remove(&ticket) {

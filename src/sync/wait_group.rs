@@ -9,6 +9,7 @@
 //! is cancelled (its handle is dropped while it unwinds).
 
 use super::waiter::{self, WaitList};
+use crate::scheduler::{WaitKind, Why};
 use std::fmt;
 use std::sync::Arc;
 
@@ -100,6 +101,7 @@ impl WaitGroup {
             &inner.state,
             |state| &mut state.waiters,
             None,
+            Why::new(WaitKind::WaitGroup),
             |state| (state.count == 0).then_some(()),
         );
     }

@@ -9,7 +9,7 @@
 //! `std::sync::Mutex`) is only held for short, non-blocking sections, never across a
 //! suspension.
 
-use crate::scheduler::{self, Request, Task};
+use crate::scheduler::{self, Task, Why};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,18 +73,17 @@ impl Waiter {
     /// Blocks the caller (who must be the waiter's coroutine or thread) until it is
     /// notified or `deadline` passes; returns whether it was notified. May unwind
     /// (shutdown, cancellation) when a coroutine.
-    pub(crate) fn block(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn block(&self, deadline: Option<Instant>, why: Why) -> bool {
         match &self.who {
             Who::Task(_) => match deadline {
                 None => {
                     while !self.is_notified() {
-                        scheduler::suspend_current(Request::Wait);
+                        scheduler::wait_current(why);
                     }
                     true
                 }
-                Some(deadline) => {
-                    crate::time::suspend_until(deadline, || self.is_notified()).unwrap_or(false)
-                }
+                Some(deadline) => crate::time::suspend_until(deadline, why, || self.is_notified())
+                    .unwrap_or(false),
             },
             Who::Thread(_) => loop {
                 if self.is_notified() {
@@ -187,6 +186,7 @@ pub(crate) fn wait_for<S, R>(
     state: &Mutex<S>,
     list: impl Fn(&mut S) -> &mut WaitList,
     deadline: Option<Instant>,
+    why: Why,
     mut attempt: impl FnMut(&mut S) -> Option<R>,
 ) -> Option<R> {
     let mut guard = lock(state);
@@ -202,7 +202,7 @@ pub(crate) fn wait_for<S, R>(
             list: &list,
             waiter: &waiter,
         };
-        let notified = waiter.block(deadline);
+        let notified = waiter.block(deadline, why);
         std::mem::forget(leave);
         guard = lock(state);
         if let Some(r) = attempt(&mut guard) {

@@ -13,7 +13,8 @@ mod scope;
 pub(crate) use scope::outside_coroutine;
 pub use scope::{deadline, timeout, Elapsed};
 
-use crate::scheduler::{self, Request};
+use crate::scheduler;
+use crate::scheduler::{WaitKind, Why};
 use std::time::{Duration, Instant};
 
 /// Puts the running coroutine to sleep for at least `duration`, like
@@ -55,7 +56,7 @@ pub fn sleep(duration: Duration) {
 /// assert!(Instant::now() >= deadline);
 /// ```
 pub fn sleep_until(deadline: Instant) {
-    if suspend_until(deadline, || false).is_none() {
+    if suspend_until(deadline, Why::new(WaitKind::Sleep), || false).is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         if !left.is_zero() {
             std::thread::sleep(left);
@@ -66,7 +67,11 @@ pub fn sleep_until(deadline: Instant) {
 /// Suspends the running coroutine until `done()` returns true (checked first, and
 /// after every wakeup) or `deadline` passes. Returns the last `done()` (`Some(false)`
 /// on timeout), or `None` at once when not called from a coroutine.
-pub(crate) fn suspend_until(deadline: Instant, mut done: impl FnMut() -> bool) -> Option<bool> {
+pub(crate) fn suspend_until(
+    deadline: Instant,
+    why: Why,
+    mut done: impl FnMut() -> bool,
+) -> Option<bool> {
     let task = scheduler::current_task()?;
     if done() {
         return Some(true);
@@ -75,8 +80,9 @@ pub(crate) fn suspend_until(deadline: Instant, mut done: impl FnMut() -> bool) -
         return Some(false);
     }
     let _timer = scheduler::add_timer(deadline, task).map(Timer);
+    let why = why.until(deadline);
     loop {
-        scheduler::suspend_current(Request::Wait);
+        scheduler::wait_current(why);
         if done() {
             return Some(true);
         }

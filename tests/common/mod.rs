@@ -81,6 +81,23 @@ pub fn run_child_with_env(test: &str, vars: &[(&str, &str)]) -> Child {
 }
 
 /// The system page size.
+/// Starts the test named `test` alone in a child process, as [`run_child_with_env`]
+/// does, with its stdin, stdout and stderr piped, and returns without waiting:
+/// for tests that talk to the child while it runs.
+pub fn spawn_child_with_env(test: &str, vars: &[(&str, &str)]) -> std::process::Child {
+    let exe = std::env::current_exe().expect("path of the current test executable");
+    Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, test)
+        .env("RUST_BACKTRACE", "0")
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("failed to start the child test process")
+}
+
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -48,6 +48,7 @@
 
 use super::waiter::{lock, Waiter};
 use crate::scheduler::{self, Request};
+use crate::scheduler::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,7 +120,7 @@ impl Token {
     /// operation, or `None` after giving up. May unwind (coroutine shutdown or
     /// cancellation): the caller must then [`abort`](Token::abort) and leave.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<usize> {
-        if self.waiter.block(deadline) {
+        if self.waiter.block(deadline, Why::new(WaitKind::Channel)) {
             // Only the claimer notifies, after its claim.
             let sel = self.selected.load(Ordering::Acquire);
             debug_assert!(sel >= SELECTED);
