@@ -1,11 +1,11 @@
 // stackweave context switch for x86_64, System V ABI, ELF.
 //
-// Pulled into the crate by src/context/x86_64.rs with
+// Pulled into the crate by src/rt/context/x86_64.rs with
 // `global_asm!(include_str!(..), options(raw))`; rustc assembles module-level
 // assembly in Intel syntax (no `%` prefixes), so this file is written in it.
 //
 // Four routines. The Rust side reaches each from a one-instruction inline-assembly
-// block that declares what it clobbers (src/context/x86_64.rs):
+// block that declares what it clobbers (src/rt/context/x86_64.rs):
 //
 //   stackweave_resume     reached by `call` from the resumer: saves the resumer's
 //                         frame on its own stack, records its stack pointer in the
@@ -71,7 +71,7 @@
 // A fresh coroutine's frame, at top - SW_START - SW_FRAME, holds: rbx = 0,
 // rbp = 0 (ends frame-pointer walks), resume address = stackweave_trampoline.
 //
-// The offsets are mirrored by named constants in src/context/x86_64.rs
+// The offsets are mirrored by named constants in src/rt/context/x86_64.rs
 // (LINK_OFFSET, ...) and checked against the table `stackweave_x86_64_layout` at the
 // end of this file by a unit test.
 

@@ -118,8 +118,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
-mod blocking;
-mod context;
 mod coroutine;
 pub mod future;
 pub mod generator;
@@ -128,21 +126,20 @@ mod hooks;
 pub mod io;
 pub mod net;
 pub mod os;
-mod reactor;
+mod rt;
 pub mod runtime;
-mod scheduler;
 pub mod signal;
 pub mod stack;
 pub mod sync;
 mod thread_exit;
 pub mod time;
 
-pub use blocking::spawn_blocking;
 pub use coroutine::local::LocalKey;
 pub use coroutine::{
     current, park, park_timeout, spawn, yield_now, Builder, Cancelled, Coroutine, CoroutineId,
     JoinHandle, Placement, Unwound,
 };
+pub use rt::blocking::spawn_blocking;
 pub use runtime::Runtime;
 
 /// The context-switch backend compiled in: `"hand-written x86_64"` or
@@ -154,7 +151,7 @@ pub use runtime::Runtime;
 /// ```
 /// println!("stackweave switches with {}", stackweave::SWITCH_BACKEND);
 /// ```
-pub const SWITCH_BACKEND: &str = context::BACKEND;
+pub const SWITCH_BACKEND: &str = rt::context::BACKEND;
 
 /// The code blocks of README.md, compiled and run as doc tests.
 #[cfg(doctest)]

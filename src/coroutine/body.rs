@@ -7,9 +7,9 @@
 
 use super::join::Packet;
 use super::local;
-use crate::context::Context;
-use crate::scheduler::{context_for, Body, Payload, Task};
-use crate::stack::Stack;
+use crate::rt::context::Context;
+use crate::rt::scheduler::{context_for, Body, Payload, Task};
+use crate::rt::stack::Stack;
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};

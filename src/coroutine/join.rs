@@ -7,8 +7,8 @@
 //! result that is already there.
 
 use super::{Coroutine, Kind};
-use crate::scheduler::Why;
-use crate::scheduler::{current_task, wait_current, Task};
+use crate::rt::scheduler::Why;
+use crate::rt::scheduler::{current_task, wait_current, Task};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;

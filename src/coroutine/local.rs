@@ -17,7 +17,7 @@
 //! the generator itself ends only after the generator's stack has finished or been
 //! abandoned for good, so no frame can outlive the values it borrows.
 
-use crate::scheduler::{with_current_task, Task};
+use crate::rt::scheduler::{with_current_task, Task};
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;

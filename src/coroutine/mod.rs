@@ -15,14 +15,14 @@ mod body;
 mod join;
 pub(crate) mod local;
 
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::scheduler::{WaitKind, Why};
 use body::CoroutineBody;
 pub use join::JoinHandle;
 
+pub use crate::rt::scheduler::Placement;
+use crate::rt::scheduler::{self, current_task, suspend_current, Request, Runnable, Shared, Task};
+use crate::rt::stack::{self, Owner};
 use crate::runtime;
-pub use crate::scheduler::Placement;
-use crate::scheduler::{self, current_task, suspend_current, Request, Runnable, Shared, Task};
-use crate::stack::{self, Owner};
 use std::fmt;
 use std::io;
 use std::num::NonZeroU64;

@@ -84,9 +84,9 @@
 //!   frame is frozen. The message `MSG_COMPLETE` (0, never a valid address) says
 //!   that the closure has returned and its result is in the block.
 
-use crate::context::{self, Context, Suspender};
 use crate::coroutine::local::{self, GeneratorMap};
-use crate::stack::{self, Owner};
+use crate::rt::context::{self, Context, Suspender};
+use crate::rt::stack::{self, Owner};
 use crate::thread_exit;
 use std::any::Any;
 use std::cell::Cell;

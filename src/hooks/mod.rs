@@ -35,11 +35,11 @@ mod mmsg;
 mod poll_sleep;
 mod select;
 
-use crate::reactor::scheduled_io::ScheduledIo;
-use crate::reactor::Direction;
-use crate::scheduler;
-use crate::scheduler::deadline::Expired;
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::reactor::scheduled_io::ScheduledIo;
+use crate::rt::reactor::Direction;
+use crate::rt::scheduler;
+use crate::rt::scheduler::deadline::Expired;
+use crate::rt::scheduler::{WaitKind, Why};
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;

@@ -8,9 +8,9 @@
 //! worker's `Poll` before its descriptor is closed. A coroutine that unwinds never
 //! waits: an operation that would fails instead (see `unwinding`).
 
-use crate::reactor::scheduled_io::ScheduledIo;
-use crate::reactor::{self, Direction};
-use crate::scheduler;
+use crate::rt::reactor::scheduled_io::ScheduledIo;
+use crate::rt::reactor::{self, Direction};
+use crate::rt::scheduler;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, RawFd};

@@ -14,8 +14,8 @@
 //! the only cost is one spurious wake of whatever socket uses it at the drain.
 
 use super::Runtime;
-use crate::reactor::scheduled_io::ScheduledIo;
-use crate::scheduler::{self, deadline};
+use crate::rt::reactor::scheduled_io::ScheduledIo;
+use crate::rt::scheduler::{self, deadline};
 use std::error::Error;
 use std::fmt;
 use std::io;

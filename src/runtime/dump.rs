@@ -13,8 +13,8 @@
 //! same call site holds one symbolized trace, not 100,000.
 
 use crate::coroutine::CoroutineId;
-use crate::scheduler::dump::{DumpRequest, RawEntry, WorkerDump};
-use crate::scheduler::{Shared, WaitKind};
+use crate::rt::scheduler::dump::{DumpRequest, RawEntry, WorkerDump};
+use crate::rt::scheduler::{Shared, WaitKind};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -432,7 +432,7 @@ pub(crate) fn take(shared: &Arc<Shared>, timeout: Duration) -> Dump {
     dump
 }
 
-type RawRunning = crate::scheduler::watchdog::Stalled;
+type RawRunning = crate::rt::scheduler::watchdog::Stalled;
 
 /// Merges the workers' findings, symbolizing each distinct stack once.
 fn assemble(

@@ -7,7 +7,7 @@
 //! is the watchdog's run count, which it publishes anyway. A snapshot is not atomic
 //! as a whole: counters are read one by one.
 
-use crate::scheduler::{Remote, Shared};
+use crate::rt::scheduler::{Remote, Shared};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,7 @@ impl Remote {
     /// The worker polled its reactor; `timers` are armed.
     #[inline]
     pub(crate) fn polled(&self, timers: usize) {
-        crate::scheduler::bump_own(&self.polls);
+        crate::rt::scheduler::bump_own(&self.polls);
         self.timers.store(timers, Ordering::Relaxed);
     }
 
@@ -182,7 +182,7 @@ impl Shared {
             .iter()
             .map(|r| r.worker_metrics(elapsed))
             .collect();
-        let (blocking_threads, blocking_busy) = crate::blocking::thread_counts();
+        let (blocking_threads, blocking_busy) = crate::rt::blocking::thread_counts();
         Metrics {
             workers: self.remotes.len(),
             live_coroutines: spawned.saturating_sub(completed) as usize,

@@ -20,11 +20,11 @@ pub use dump::{
 pub use metrics::{Metrics, WorkerMetrics};
 
 use crate::coroutine::{self, JoinHandle};
-use crate::reactor::WAKER_TOKEN;
-use crate::scheduler::idle::Idle;
-use crate::scheduler::watchdog::Monitor;
-use crate::scheduler::{self, Padded, Remote, Shared};
-use crate::stack;
+use crate::rt::reactor::WAKER_TOKEN;
+use crate::rt::scheduler::idle::Idle;
+use crate::rt::scheduler::watchdog::Monitor;
+use crate::rt::scheduler::{self, Padded, Remote, Shared};
+use crate::rt::stack;
 use crossbeam_deque::Worker;
 use std::fmt;
 use std::io;
@@ -192,7 +192,7 @@ impl Builder {
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
         stack::round_size(self.stack_size)?;
         if let Some(n) = self.blocking_threads {
-            crate::blocking::set_max_threads(n);
+            crate::rt::blocking::set_max_threads(n);
         }
         coroutine::install_panic_hook();
         let mut locals = Vec::with_capacity(workers);

@@ -8,7 +8,7 @@
 //! generation ends withdraws its arrival.
 
 use super::waiter::{self, WaitList};
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::scheduler::{WaitKind, Why};
 use std::cell::Cell;
 use std::fmt;
 

@@ -23,8 +23,8 @@
 //! this does not poison), otherwise the wakeup.
 
 use super::waiter::{self, WaitList, Waiter};
-use crate::scheduler::{self, Request};
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::scheduler::{self, Request};
+use crate::rt::scheduler::{WaitKind, Why};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;

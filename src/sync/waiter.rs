@@ -9,7 +9,7 @@
 //! `std::sync::Mutex`) is only held for short, non-blocking sections, never across a
 //! suspension.
 
-use crate::scheduler::{self, Task, Why};
+use crate::rt::scheduler::{self, Task, Why};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -7,14 +7,13 @@
 //! wakeup never ends a wait early. Outside a coroutine, these functions block the
 //! calling thread like their `std` counterparts.
 
-pub(crate) mod queue;
 mod scope;
 
 pub(crate) use scope::outside_coroutine;
 pub use scope::{deadline, timeout, Elapsed};
 
-use crate::scheduler;
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::scheduler;
+use crate::rt::scheduler::{WaitKind, Why};
 use std::time::{Duration, Instant};
 
 /// Puts the running coroutine to sleep for at least `duration`, like
@@ -93,7 +92,7 @@ pub(crate) fn suspend_until(
 }
 
 /// Disarms its timer when dropped (on return, or when the coroutine is unwound).
-struct Timer(queue::TimerKey);
+struct Timer(crate::rt::timer_queue::TimerKey);
 
 impl Drop for Timer {
     fn drop(&mut self) {

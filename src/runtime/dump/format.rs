@@ -81,7 +81,7 @@ fn is_plumbing(name: &str) -> bool {
 fn is_entry(name: &str) -> bool {
     name.contains("coroutine::body::CoroutineBody")
         || name.contains("scheduler::task::TaskEntry")
-        || name.starts_with("stackweave::context::")
+        || name.starts_with("stackweave::rt::context::")
         || name.starts_with("stackweave_trampoline")
 }
 
@@ -333,15 +333,15 @@ mod tests {
     fn trim_keeps_the_blocking_call_and_the_user_frames() {
         let frames = [
             "backtrace::backtrace::trace",
-            "stackweave::scheduler::dump::capture",
-            "stackweave::reactor::scheduled_io::ScheduledIo::wait",
+            "stackweave::rt::scheduler::dump::capture",
+            "stackweave::rt::reactor::scheduled_io::ScheduledIo::wait",
             "<stackweave::net::tcp::TcpStream as std::io::Read>::read",
             "std::io::default_read_exact",
             "server::handle",
             "server::main::{{closure}}",
             "core::ops::function::FnOnce::call_once",
             "std::panicking::try",
-            "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::scheduler::task::Body>::run",
+            "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::rt::scheduler::task::Body>::run",
             "stackweave_trampoline",
         ];
         let trimmed = trim(frames.iter().map(|n| frame(n)).collect());
@@ -360,11 +360,11 @@ mod tests {
     #[test]
     fn a_closure_inlined_into_the_entry_keeps_its_blocking_call() {
         let frames = [
-            "stackweave::scheduler::dump::capture",
+            "stackweave::rt::scheduler::dump::capture",
             "stackweave::sync::waiter::Waiter::block",
             "stackweave::sync::channel::Chan<T>::recv",
-            "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::scheduler::task::Body>::run",
-            "stackweave::context::backend::shim",
+            "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::rt::scheduler::task::Body>::run",
+            "stackweave::rt::context::backend::shim",
         ];
         let trimmed = trim(frames.iter().map(|n| frame(n)).collect());
         let names: Vec<&str> = trimmed.iter().map(|f| f.name()).collect();

@@ -10,7 +10,7 @@
 //! between signals, and the runtime stops it before its workers.
 
 use super::{take, DEFAULT_DUMP_TIMEOUT};
-use crate::scheduler::Shared;
+use crate::rt::scheduler::Shared;
 use signal_hook::iterator::{Handle, Signals};
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;

@@ -47,8 +47,8 @@
 //! discards are dropped after it is released).
 
 use super::waiter::{lock, Waiter};
-use crate::scheduler::{self, Request};
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::scheduler::{self, Request};
+use crate::rt::scheduler::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -37,7 +37,7 @@ use super::state::{Resume, Runnable};
 use super::task::{Request, Task};
 use super::wait::{coarse_now, WaitKind, Why};
 use super::Remote;
-use crate::context::{Context, Suspender};
+use crate::rt::context::{Context, Suspender};
 use crate::sync::waiter::Waiter;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -469,7 +469,7 @@ mod tests {
             "{names:#?}"
         );
         // The base frame: the hand-written trampoline, or corosensei's.
-        let base = if crate::context::BACKEND == "corosensei" {
+        let base = if crate::rt::context::BACKEND == "corosensei" {
             "stack_init_trampoline"
         } else {
             "stackweave_trampoline"

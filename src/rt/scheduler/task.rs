@@ -21,10 +21,10 @@
 //! first run builds the context through the body, so the entry knows the body's type
 //! and gets the task as a thin pointer.
 
-use crate::context::{self, Context, Suspender};
 use crate::coroutine::local::LocalMap;
 use crate::coroutine::{Cancelled, Unwound};
-use crate::stack::{Owner, Stack};
+use crate::rt::context::{self, Context, Suspender};
+use crate::rt::stack::{Owner, Stack};
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

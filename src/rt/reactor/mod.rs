@@ -13,7 +13,7 @@
 
 pub(crate) mod scheduled_io;
 
-use crate::scheduler::Task;
+use crate::rt::scheduler::Task;
 use mio::{Events, Poll, Token};
 use scheduled_io::ScheduledIo;
 use std::io;

@@ -23,10 +23,10 @@
 
 use super::asan::{Fiber, FiberPtr, Resumer};
 use super::Entry;
-use crate::stack::Stack;
+use crate::rt::stack::Stack;
 use std::arch::{asm, global_asm};
 
-global_asm!(include_str!("../../arch/x86_64.S"), options(raw));
+global_asm!(include_str!("../../../arch/x86_64.S"), options(raw));
 
 /// Name of this backend, for benchmarks and diagnostics.
 pub(crate) const BACKEND: &str = "hand-written x86_64";

@@ -33,7 +33,7 @@ pub(crate) mod wait;
 pub(crate) mod watchdog;
 mod worker;
 
-use crate::reactor::scheduled_io::ScheduledIo;
+use crate::rt::reactor::scheduled_io::ScheduledIo;
 use crossbeam_deque::{Injector, Steal, Stealer};
 use std::cell::Cell;
 use std::io;
@@ -411,7 +411,7 @@ pub(crate) fn with_current_runtime<R>(f: impl FnOnce(&Shared) -> R) -> Option<R>
 pub(crate) fn complete_unstarted(mut task: Runnable) {
     let stack = task.worker_part().stack.take();
     if let Some(stack) = stack {
-        crate::stack::pool::give(stack);
+        crate::rt::stack::pool::give(stack);
         let payload: Payload = if task.task().state.cancelled() {
             Box::new(crate::Cancelled)
         } else {

@@ -2,7 +2,7 @@
 
 use super::asan::{Fiber, FiberPtr, Resumer};
 use super::Entry;
-use crate::stack::Stack;
+use crate::rt::stack::Stack;
 use corosensei::stack::StackPointer;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 

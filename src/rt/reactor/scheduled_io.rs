@@ -15,7 +15,7 @@
 //! source goes away touches a live (maybe reused) slot, which at worst makes some
 //! waiter retry its system call once.
 
-use crate::scheduler::{self, Shared, Task, Why};
+use crate::rt::scheduler::{self, Shared, Task, Why};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;

@@ -30,7 +30,7 @@
 use super::task::{Payload, Task};
 use super::worker::{add_timer, cancel_timer, current_task, with_current_task};
 use super::Shared;
-use crate::time::queue::TimerKey;
+use crate::rt::timer_queue::TimerKey;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -309,7 +309,7 @@ impl Stack {
         self.reserved = 0;
         // The frames of the context that ran on it may have left ASan redzones
         // poisoned (its entry frame never returns): the next user starts clean.
-        crate::context::asan::unpoison_stack(|| (self.limit(), self.size));
+        crate::rt::context::asan::unpoison_stack(|| (self.limit(), self.size));
         // SAFETY: null is always a valid owner.
         unsafe { self.set_owner(std::ptr::null()) };
     }
@@ -389,7 +389,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let (low, len) = self.range();
         // A later mapping at these addresses must not inherit stale poisoning.
-        crate::context::asan::unpoison_stack(|| (self.limit(), self.size));
+        crate::rt::context::asan::unpoison_stack(|| (self.limit(), self.size));
         // SAFETY: registered by `new`/`carved`; this `Stack` was its only user and is
         // going.
         unsafe { overflow::unregister(self.record) };

@@ -25,7 +25,7 @@
 //! sleep. Nothing when the watchdog is off but those stores.
 
 use super::{Remote, Shared};
-use crate::stack::Owner;
+use crate::rt::stack::Owner;
 use std::io;
 use std::panic::Location;
 use std::ptr;

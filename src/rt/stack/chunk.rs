@@ -128,7 +128,7 @@ impl Drop for Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::{guard_kind, page_size, GuardKind};
+    use crate::rt::stack::{guard_kind, page_size, GuardKind};
 
     #[test]
     fn carved_stacks_are_neighbours_with_guards() {

@@ -7,7 +7,7 @@
 //! on demand, up to [`MAX_THREADS`] (or the configured maximum); a thread with nothing to do for
 //! [`IDLE_TIMEOUT`] exits. Jobs beyond the threads wait in a queue, in order.
 
-use crate::scheduler::{WaitKind, Why};
+use crate::rt::scheduler::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
@@ -71,7 +71,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    if crate::scheduler::current_task().is_none() {
+    if crate::rt::scheduler::current_task().is_none() {
         return f();
     }
     let slot = Arc::new(Mutex::new(None));
