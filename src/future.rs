@@ -9,7 +9,7 @@
 //! and `block_on` clears it before each poll; so a wakeup that arrives during a
 //! poll makes the next wait return at once, and none is lost.
 
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use crate::sync::waiter::Waiter;
 use std::future::Future;
 use std::pin::pin;

@@ -118,6 +118,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+mod blocking;
 mod coroutine;
 pub mod future;
 pub mod generator;
@@ -134,12 +135,12 @@ pub mod sync;
 mod thread_exit;
 pub mod time;
 
+pub use blocking::spawn_blocking;
 pub use coroutine::local::LocalKey;
 pub use coroutine::{
     current, park, park_timeout, spawn, yield_now, Builder, Cancelled, Coroutine, CoroutineId,
     JoinHandle, Placement, Unwound,
 };
-pub use rt::blocking::spawn_blocking;
 pub use runtime::Runtime;
 
 /// The context-switch backend compiled in: `"hand-written x86_64"` or

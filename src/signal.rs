@@ -28,7 +28,7 @@
 //! signal instead, or send `SIGKILL`.
 
 use crate::io::source::Source;
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use crate::sync::mpsc;
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;

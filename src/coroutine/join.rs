@@ -8,7 +8,7 @@
 
 use super::{Coroutine, Kind};
 use crate::rt::scheduler::Why;
-use crate::rt::scheduler::{current_task, wait_current, Task};
+use crate::rt::{current_task, wait_current, Task};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;

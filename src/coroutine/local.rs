@@ -5,8 +5,9 @@
 //! one in the block at the top of its stack, touched only while the generator's
 //! code runs; outside both the calling thread's own map is used instead. The map of
 //! the innermost running generator wins, then the running coroutine's, then the
-//! thread's: `GENERATOR_MAP` names the first, and a coroutine that switches out
-//! takes it along (see `scheduler::suspend_current`). A map hands out references to
+//! thread's: `GENERATOR_MAP` (in the engine's `rt::locals`, with `LocalMap`) names
+//! the first, and a coroutine that switches out takes it along (see
+//! `scheduler::suspend_current`). A map hands out references to
 //! values in separate heap allocations that stay put until the map's owner ends (the
 //! coroutine returns, the generator is dropped, or the thread exits), and no `&mut`
 //! to the map is held while user code runs (`init` or the closure given to `with`).
@@ -17,10 +18,11 @@
 //! the generator itself ends only after the generator's stack has finished or been
 //! abandoned for good, so no frame can outlive the values it borrows.
 
-use crate::rt::scheduler::{with_current_task, Task};
+use crate::rt::locals::{generator_map, LocalMap};
+pub(crate) use crate::rt::locals::{restore_generator_map, swap_generator_map, GeneratorMap};
+use crate::rt::{with_current_task, Task};
 use std::any::Any;
-use std::cell::{Cell, UnsafeCell};
-use std::ptr;
+use std::cell::UnsafeCell;
 
 /// A key for a value stored per coroutine, declared with [`coroutine_local!`](crate::coroutine_local).
 ///
@@ -153,66 +155,8 @@ macro_rules! coroutine_local {
     };
 }
 
-/// The values of one coroutine (or thread), by key address.
-#[derive(Default)]
-pub(crate) struct LocalMap {
-    entries: Vec<(usize, *mut dyn Any)>,
-}
-
-impl LocalMap {
-    fn get(&self, key: usize) -> Option<*const dyn Any> {
-        self.entries
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|&(_, v)| v.cast_const())
-    }
-
-    fn insert(&mut self, key: usize, value: Box<dyn Any>) -> *const dyn Any {
-        let value = Box::into_raw(value);
-        self.entries.push((key, value));
-        value.cast_const()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-impl Drop for LocalMap {
-    fn drop(&mut self) {
-        // One at a time: a destructor may use (and so re-create) other values.
-        while let Some((_, value)) = self.entries.pop() {
-            // SAFETY: from `Box::into_raw` in `insert`, and removed from the map, so
-            // nothing hands out new references to it.
-            drop(unsafe { Box::from_raw(value) });
-        }
-    }
-}
-
 thread_local! {
     static THREAD_MAP: UnsafeCell<LocalMap> = UnsafeCell::new(LocalMap::default());
-    /// The map of the innermost generator whose code runs now, or null.
-    static GENERATOR_MAP: Cell<*const UnsafeCell<LocalMap>> = const { Cell::new(ptr::null()) };
-}
-
-/// The map of one generator, kept in its block.
-pub(crate) type GeneratorMap = UnsafeCell<LocalMap>;
-
-/// Makes `map` the current generator map (null: none) and returns the previous
-/// one, which the caller must put back with [`restore_generator_map`] once the code
-/// it is about to switch to has switched back.
-///
-/// Called with a generator's map just before that generator's code runs, and with
-/// null by a coroutine about to switch out to its worker.
-#[inline(always)]
-pub(crate) fn swap_generator_map(map: *const GeneratorMap) -> *const GeneratorMap {
-    GENERATOR_MAP.with(|m| m.replace(map))
-}
-
-/// Puts back what [`swap_generator_map`] returned.
-#[inline(always)]
-pub(crate) fn restore_generator_map(previous: *const GeneratorMap) {
-    GENERATOR_MAP.with(|m| m.set(previous));
 }
 
 /// Drops the values of a generator's map, repeating while destructors create new
@@ -247,7 +191,7 @@ pub(crate) unsafe fn drop_generator_locals(map: *const GeneratorMap) {
 
 /// Runs `f` with the map of the running generator, coroutine, or thread.
 fn with_map<R>(f: impl FnOnce(&mut LocalMap) -> R) -> R {
-    let generator = GENERATOR_MAP.with(Cell::get);
+    let generator = generator_map();
     if !generator.is_null() {
         // SAFETY: set only while that generator's code runs (and while it is being
         // dropped, by `drop_generator_locals`), so its block is alive; this `&mut`

@@ -22,6 +22,7 @@ pub use join::JoinHandle;
 pub use crate::rt::scheduler::Placement;
 use crate::rt::scheduler::{self, current_task, suspend_current, Request, Runnable, Shared, Task};
 use crate::rt::stack::{self, Owner};
+pub use crate::rt::unwind::{Cancelled, Unwound};
 use crate::runtime;
 use std::fmt;
 use std::io;
@@ -31,52 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// The panic payload [`JoinHandle::join`] returns for a coroutine that the runtime
-/// unwound (or never started) because the runtime was shut down or dropped.
-///
-/// # Examples
-///
-/// ```
-/// use stackweave::{Runtime, Unwound};
-///
-/// let rt = Runtime::builder().workers(1).build()?;
-/// let blocked = rt.spawn(|| loop { stackweave::park() });
-/// drop(rt); // unwinds `blocked` on its worker
-/// let payload = blocked.join().unwrap_err();
-/// assert!(payload.is::<Unwound>());
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unwound;
-
-impl fmt::Display for Unwound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("coroutine unwound by its runtime's shutdown")
-    }
-}
-
-/// The panic payload of a coroutine that was [cancelled](JoinHandle::cancel): its
-/// [`join`](JoinHandle::join) returns `Err` with this (distinguishable from a panic's
-/// payload with `is::<Cancelled>()`).
-///
-/// # Examples
-///
-/// ```
-/// use stackweave::Cancelled;
-///
-/// let h = stackweave::spawn(|| loop { stackweave::park() });
-/// h.cancel();
-/// assert!(h.join().unwrap_err().is::<Cancelled>());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cancelled;
-
-impl fmt::Display for Cancelled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("coroutine cancelled")
-    }
-}
 
 /// A unique identifier of a coroutine (or, for [`current`] outside a coroutine, of
 /// a thread).

@@ -18,7 +18,7 @@
 //! closing descriptor after the reset) sees the entry's `closes` count move and
 //! forgets that registration itself.
 
-use crate::rt::reactor::scheduled_io::ScheduledIo;
+use crate::rt::ScheduledIo;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};

@@ -12,7 +12,7 @@
 use super::fd_table::{self, Entry, SOCKET, USER_NONBLOCK};
 use super::real::call_real;
 use super::{errno, in_coroutine, poll_thread, set_errno, wait_slot, Waited};
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;

@@ -17,7 +17,7 @@ use super::fd_table::{self, SOCKET, USER_NONBLOCK};
 use super::io_calls::{blocking, managed};
 use super::real::call_real;
 use super::{deadline_after, in_coroutine};
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use libc::{c_int, c_uint, mmsghdr, ssize_t, timespec};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};

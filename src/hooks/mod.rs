@@ -35,32 +35,16 @@ mod mmsg;
 mod poll_sleep;
 mod select;
 
-use crate::rt::reactor::scheduled_io::ScheduledIo;
-use crate::rt::reactor::Direction;
-use crate::rt::scheduler;
-use crate::rt::scheduler::deadline::Expired;
-use crate::rt::scheduler::{WaitKind, Why};
-use std::cell::Cell;
+use crate::rt;
+use crate::rt::deadline::Expired;
+use crate::rt::Direction;
+use crate::rt::ScheduledIo;
+use crate::rt::{WaitKind, Why};
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-thread_local! {
-    /// Set while this thread runs a coroutine (around the worker's resume).
-    static IN_COROUTINE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks this thread as running a coroutine (true) or its scheduler (false).
-#[inline(always)]
-pub(crate) fn set_in_coroutine(running: bool) {
-    IN_COROUTINE.with(|c| c.set(running));
-}
-
-/// Whether this thread is running a coroutine: the hooks' one check.
-#[inline(always)]
-fn in_coroutine() -> bool {
-    IN_COROUTINE.with(Cell::get)
-}
+pub(crate) use crate::rt::hook_flag::in_coroutine;
 
 /// Resolves libc's functions and keeps the hooks in the binary: the linker takes an
 /// object out of this crate's archive only for a symbol someone needs, and std's
@@ -168,7 +152,7 @@ fn wait_slot(
     if std::thread::panicking() {
         return None;
     }
-    let task = scheduler::current_task()?;
+    let task = rt::current_task()?;
     Some(match catch(|| slot.wait(fd, &task, dir, seen, deadline)) {
         Err(errno) => Waited::Stopped(errno),
         Ok(Ok(())) => Waited::Ready,

@@ -12,10 +12,10 @@
 use super::fd_table::{self, SOCKET};
 use super::real::call_real;
 use super::{catch, deadline_after, errno, in_coroutine, set_errno, sleep_coroutine, timeout_ms};
-use crate::rt::reactor::scheduled_io::ScheduledIo;
-use crate::rt::reactor::Direction;
-use crate::rt::scheduler;
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt;
+use crate::rt::Direction;
+use crate::rt::ScheduledIo;
+use crate::rt::{WaitKind, Why};
 use libc::{c_int, c_uint, nfds_t, pollfd, sigset_t, timespec};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -172,7 +172,7 @@ pub(super) fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<In
                 None => return real_poll(fds, nfds, timeout_ms(deadline)),
             }
         }
-        let Some(task) = scheduler::current_task() else {
+        let Some(task) = rt::current_task() else {
             return real_poll(fds, nfds, timeout_ms(deadline));
         };
         let wait_until = if urgent {
@@ -215,7 +215,7 @@ pub(super) fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<In
             match wait_until {
                 None => {
                     while !any_moved() {
-                        scheduler::wait_current(Why::new(WaitKind::Hooked));
+                        rt::wait_current(Why::new(WaitKind::Hooked));
                     }
                 }
                 Some(d) => {
@@ -244,7 +244,7 @@ pub(super) fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<In
 /// Removes a `poll`'s waiters from their slots when dropped.
 struct Unlist<'a> {
     waits: &'a [(&'static ScheduledIo, c_int, Direction, u32)],
-    task: &'a std::sync::Arc<crate::rt::scheduler::Task>,
+    task: &'a std::sync::Arc<crate::rt::Task>,
 }
 
 impl Drop for Unlist<'_> {

@@ -16,7 +16,7 @@
 use super::poll_sleep::poll_coroutine;
 use super::real::call_real;
 use super::{catch, deadline_after, in_coroutine, set_errno};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use libc::{c_int, c_ulong, fd_set, pollfd, sigset_t, timespec, timeval};
 use std::time::{Duration, Instant};
 

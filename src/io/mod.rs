@@ -6,7 +6,7 @@
 
 pub(crate) mod source;
 
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use source::Source;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};

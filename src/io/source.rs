@@ -8,9 +8,9 @@
 //! worker's `Poll` before its descriptor is closed. A coroutine that unwinds never
 //! waits: an operation that would fails instead (see `unwinding`).
 
-use crate::rt::reactor::scheduled_io::ScheduledIo;
-use crate::rt::reactor::{self, Direction};
-use crate::rt::scheduler;
+use crate::rt;
+use crate::rt::Direction;
+use crate::rt::ScheduledIo;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -144,7 +144,7 @@ impl<T: AsFd> Source<T> {
                 }
             }
             if task.is_none() {
-                task = Some(scheduler::current_task());
+                task = Some(rt::current_task());
             }
             match task.as_ref().expect("set above") {
                 Some(_) if std::thread::panicking() => return Err(unwinding()),
@@ -152,7 +152,7 @@ impl<T: AsFd> Source<T> {
                     self.slot
                         .wait(self.io.as_fd().as_raw_fd(), task, dir, seen, deadline)?
                 }
-                None => reactor::block_thread_on(self.io.as_fd().as_raw_fd(), dir, deadline)?,
+                None => rt::block_thread_on(self.io.as_fd().as_raw_fd(), dir, deadline)?,
             }
         }
     }
@@ -165,12 +165,12 @@ impl<T: AsFd> Source<T> {
         seen: u32,
         deadline: Option<Instant>,
     ) -> io::Result<()> {
-        match scheduler::current_task() {
+        match rt::current_task() {
             Some(_) if std::thread::panicking() => Err(unwinding()),
             Some(task) => self
                 .slot
                 .wait(self.io.as_fd().as_raw_fd(), &task, dir, seen, deadline),
-            None => reactor::block_thread_on(self.io.as_fd().as_raw_fd(), dir, deadline),
+            None => rt::block_thread_on(self.io.as_fd().as_raw_fd(), dir, deadline),
         }
     }
 

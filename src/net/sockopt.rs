@@ -7,6 +7,7 @@
 //! exactly the size it names; nothing here changes the socket's blocking mode.
 
 use super::tcp::TcpStream;
+pub(crate) use crate::rt::sockopt::{check, get_int};
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
@@ -130,24 +131,6 @@ pub(crate) fn set_int(
     })
 }
 
-/// Reads the `int`-valued option `level`/`name` of `fd`.
-pub(crate) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: value and len are live and len holds value's size (module invariant:
-    // `fd` is open).
-    check(unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(value)
-}
-
 /// Whole seconds for a keepalive or linger time: at least 1 unless zero, at most
 /// what a C `int` holds.
 fn whole_seconds(d: Duration) -> libc::c_int {
@@ -222,13 +205,4 @@ pub(crate) fn linger(fd: RawFd) -> io::Result<Option<Duration>> {
         )
     })?;
     Ok((value.l_onoff != 0).then(|| Duration::from_secs(value.l_linger.max(0) as u64)))
-}
-
-/// A system call's `0`-or-`-1` result as an `io::Result` (errno on failure).
-pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }

@@ -2,7 +2,7 @@
 
 use super::addr::{each_addr, ToSocketAddrs};
 use crate::io::source::Source;
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use std::fmt;
 use std::io;
 use std::net::{self, Shutdown, SocketAddr};
@@ -431,19 +431,17 @@ macro_rules! stream_io_impls {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 use std::os::fd::AsRawFd;
                 let fd = self.source.get_ref().as_raw_fd();
-                self.source
-                    .do_io($crate::rt::reactor::Direction::Write, |_| {
-                        $crate::io::source::send(fd, buf, 0)
-                    })
+                self.source.do_io($crate::rt::Direction::Write, |_| {
+                    $crate::io::source::send(fd, buf, 0)
+                })
             }
 
             fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
                 use std::os::fd::AsRawFd;
                 let fd = self.source.get_ref().as_raw_fd();
-                self.source
-                    .do_io($crate::rt::reactor::Direction::Write, |_| {
-                        $crate::io::source::send_vectored(fd, bufs)
-                    })
+                self.source.do_io($crate::rt::Direction::Write, |_| {
+                    $crate::io::source::send_vectored(fd, bufs)
+                })
             }
 
             fn flush(&mut self) -> std::io::Result<()> {

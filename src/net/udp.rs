@@ -2,7 +2,7 @@
 
 use super::addr::{each_addr, ToSocketAddrs};
 use crate::io::source::Source;
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use std::fmt;
 use std::io;
 use std::net::{self, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -7,10 +7,8 @@
 //! on demand, up to [`MAX_THREADS`] (or the configured maximum); a thread with nothing to do for
 //! [`IDLE_TIMEOUT`] exits. Jobs beyond the threads wait in a queue, in order.
 
-use crate::rt::scheduler::{WaitKind, Why};
 use std::collections::VecDeque;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// The most threads the pool runs at once, unless configured.
@@ -18,7 +16,8 @@ pub(crate) const MAX_THREADS: usize = 16;
 /// How long an idle pool thread waits for a job before it exits.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A job for the pool: it owns everything it uses.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 struct Pool {
     state: Mutex<State>,
@@ -43,53 +42,6 @@ static POOL: Pool = Pool {
     available: Condvar::new(),
 };
 
-/// Runs `f` on the blocking thread pool and suspends the calling coroutine until it
-/// returns its value; outside a coroutine, runs `f` on the calling thread. Use it
-/// for whatever would block a worker thread: file I/O, CPU-heavy work, DNS, a
-/// foreign library's blocking call.
-///
-/// The pool is shared by the whole process. It starts threads on demand, up to 16
-/// (or what [`runtime::Builder::blocking_threads`](crate::runtime::Builder::blocking_threads)
-/// last set); past that limit, jobs wait in a FIFO queue (unbounded) and their
-/// coroutines stay suspended until a thread is free. A thread idle for 10 s exits.
-///
-/// A panic in `f` continues in the caller. If the calling coroutine is cancelled or
-/// its runtime shuts down while it waits, `f` still runs to completion on the pool
-/// and its result is dropped.
-///
-/// # Examples
-///
-/// ```
-/// let h = stackweave::spawn(|| {
-///     // Reading a file blocks the OS thread: do it on the pool.
-///     stackweave::spawn_blocking(|| std::fs::read_to_string("Cargo.toml"))
-/// });
-/// assert!(h.join().unwrap().unwrap().contains("stackweave"));
-/// ```
-pub fn spawn_blocking<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    if crate::rt::scheduler::current_task().is_none() {
-        return f();
-    }
-    let slot = Arc::new(Mutex::new(None));
-    let me = crate::current();
-    let job_slot = slot.clone();
-    submit(Box::new(move || {
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
-        *job_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        me.unpark();
-    }));
-    loop {
-        if let Some(result) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return result.unwrap_or_else(|payload| panic::resume_unwind(payload));
-        }
-        crate::coroutine::park_for(Why::new(WaitKind::Blocking));
-    }
-}
-
 /// Threads of the pool, and how many of them run a job, for the metrics.
 pub(crate) fn thread_counts() -> (usize, usize) {
     let state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,7 +55,9 @@ pub(crate) fn set_max_threads(n: usize) {
 
 static MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_THREADS);
 
-fn submit(job: Job) {
+/// Queues `job` for a pool thread, starting one if none is idle and the maximum
+/// allows (with no thread at all, runs it on the calling thread).
+pub(crate) fn submit(job: Job) {
     let mut state = POOL.state.lock().unwrap_or_else(|e| e.into_inner());
     state.queue.push_back(job);
     if state.idle > 0 {

@@ -229,6 +229,8 @@ impl Builder {
             watchdog: Mutex::new(None),
             dumper: Mutex::new(None),
         };
+        #[cfg(feature = "hooks")]
+        crate::hooks::init();
         let started = scheduler::start_workers(&shared, locals).and_then(|threads| {
             *runtime.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
             let monitor = self

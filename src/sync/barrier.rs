@@ -8,7 +8,7 @@
 //! generation ends withdraws its arrival.
 
 use super::waiter::{self, WaitList};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use std::cell::Cell;
 use std::fmt;
 

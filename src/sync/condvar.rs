@@ -13,7 +13,7 @@
 
 use super::mutex::MutexGuard;
 use super::waiter::{self, WaitList};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, LockResult, PoisonError};

@@ -6,7 +6,7 @@
 //! of waiters per primitive, see `waiter.rs`) whose invariant is that a wakeup is
 //! never lost, even when a waiter times out or is unwound.
 
-pub(crate) mod waiter;
+pub(crate) use crate::rt::waiter;
 
 /// The iterator impls of a channel module's `Receiver<T>` (with `recv` and
 /// `try_recv`) and its `Iter`, `TryIter` and `IntoIter` (each holding the receiver,

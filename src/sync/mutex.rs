@@ -23,8 +23,8 @@
 //! this does not poison), otherwise the wakeup.
 
 use super::waiter::{self, WaitList, Waiter};
-use crate::rt::scheduler::{self, Request};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{self, Request};
+use crate::rt::{WaitKind, Why};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -278,7 +278,7 @@ impl<T: ?Sized> Mutex<T> {
                     std::mem::forget(leave);
                     return;
                 }
-                if !scheduler::suspend_current(Request::Yield) {
+                if !rt::suspend_current(Request::Yield) {
                     break;
                 }
                 spins += 1;

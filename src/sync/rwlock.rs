@@ -11,7 +11,7 @@
 
 use super::mutex::{poison_result, Panicking, Poison};
 use super::waiter::{self, WaitList};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;

@@ -11,7 +11,7 @@
 
 use super::condvar::{Ticket, TicketQueue, Withdraw};
 use super::waiter;
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

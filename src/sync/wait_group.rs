@@ -9,7 +9,7 @@
 //! is cancelled (its handle is dropped while it unwinds).
 
 use super::waiter::{self, WaitList};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{WaitKind, Why};
 use std::fmt;
 use std::sync::Arc;
 

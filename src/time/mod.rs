@@ -12,8 +12,8 @@ mod scope;
 pub(crate) use scope::outside_coroutine;
 pub use scope::{deadline, timeout, Elapsed};
 
-use crate::rt::scheduler;
-use crate::rt::scheduler::{WaitKind, Why};
+pub(crate) use crate::rt::suspend::suspend_until;
+use crate::rt::{WaitKind, Why};
 use std::time::{Duration, Instant};
 
 /// Puts the running coroutine to sleep for at least `duration`, like
@@ -60,42 +60,5 @@ pub fn sleep_until(deadline: Instant) {
         if !left.is_zero() {
             std::thread::sleep(left);
         }
-    }
-}
-
-/// Suspends the running coroutine until `done()` returns true (checked first, and
-/// after every wakeup) or `deadline` passes. Returns the last `done()` (`Some(false)`
-/// on timeout), or `None` at once when not called from a coroutine.
-pub(crate) fn suspend_until(
-    deadline: Instant,
-    why: Why,
-    mut done: impl FnMut() -> bool,
-) -> Option<bool> {
-    let task = scheduler::current_task()?;
-    if done() {
-        return Some(true);
-    }
-    if Instant::now() >= deadline {
-        return Some(false);
-    }
-    let _timer = scheduler::add_timer(deadline, task).map(Timer);
-    let why = why.until(deadline);
-    loop {
-        scheduler::wait_current(why);
-        if done() {
-            return Some(true);
-        }
-        if Instant::now() >= deadline {
-            return Some(false);
-        }
-    }
-}
-
-/// Disarms its timer when dropped (on return, or when the coroutine is unwound).
-struct Timer(crate::rt::timer_queue::TimerKey);
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        scheduler::cancel_timer(self.0);
     }
 }

@@ -8,7 +8,7 @@
 //! unwind on to the one whose it is. The checks live in the scheduler
 //! (`scheduler::deadline`); this module is the public face.
 
-use crate::rt::scheduler::deadline;
+use crate::rt::deadline;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -118,7 +118,7 @@ pub fn timeout<T>(duration: Duration, body: impl FnOnce() -> T) -> Result<T, Ela
     match Instant::now().checked_add(duration) {
         Some(at) => deadline(at, body),
         None => {
-            if crate::rt::scheduler::current_task().is_none() {
+            if crate::rt::current_task().is_none() {
                 outside_coroutine("time::timeout");
             }
             Ok(body())

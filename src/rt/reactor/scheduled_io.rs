@@ -317,7 +317,7 @@ impl ScheduledIo {
             // The timer and its cancellation are `suspend_until`'s.
             Some(deadline) => {
                 let why = Why::io(dir == Direction::Read, fd);
-                crate::time::suspend_until(deadline, why, moved).unwrap_or(false)
+                crate::rt::suspend::suspend_until(deadline, why, moved).unwrap_or(false)
             }
         };
         if !ready {

@@ -38,7 +38,7 @@ use super::task::{Request, Task};
 use super::wait::{coarse_now, WaitKind, Why};
 use super::Remote;
 use crate::rt::context::{Context, Suspender};
-use crate::sync::waiter::Waiter;
+use crate::rt::waiter::Waiter;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -250,7 +250,7 @@ fn collect(view: &WorkerView<'_>, take_inbox: impl FnOnce() -> bool) -> WorkerDu
             if matches!(why.kind, WaitKind::Read | WaitKind::Write) {
                 e.peer = peer_addr(why.fd);
                 e.listening = e.peer.is_none()
-                    && crate::net::sockopt::get_int(why.fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+                    && crate::rt::sockopt::get_int(why.fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
                         .is_ok_and(|on| on != 0);
             }
         }

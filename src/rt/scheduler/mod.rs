@@ -413,9 +413,9 @@ pub(crate) fn complete_unstarted(mut task: Runnable) {
     if let Some(stack) = stack {
         crate::rt::stack::pool::give(stack);
         let payload: Payload = if task.task().state.cancelled() {
-            Box::new(crate::Cancelled)
+            Box::new(crate::rt::unwind::Cancelled)
         } else {
-            Box::new(crate::Unwound)
+            Box::new(crate::rt::unwind::Unwound)
         };
         let task = task.task();
         // SAFETY: we hold the right to run the task (its `Runnable`); it never ran

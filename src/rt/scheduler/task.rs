@@ -21,10 +21,10 @@
 //! first run builds the context through the body, so the entry knows the body's type
 //! and gets the task as a thin pointer.
 
-use crate::coroutine::local::LocalMap;
-use crate::coroutine::{Cancelled, Unwound};
 use crate::rt::context::{self, Context, Suspender};
+use crate::rt::locals::LocalMap;
 use crate::rt::stack::{Owner, Stack};
+use crate::rt::unwind::{Cancelled, Unwound};
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

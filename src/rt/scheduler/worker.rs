@@ -15,12 +15,12 @@ use super::state::{Resume, Runnable};
 use super::task::{Payload, Request, Task};
 use super::wait::{coarse_now, Why};
 use super::{Shared, FAIRNESS_TICKS, RUNTIME};
-use crate::coroutine::local;
-use crate::coroutine::{Cancelled, Unwound};
 use crate::rt::context::Context;
+use crate::rt::locals as local;
 use crate::rt::reactor::Reactor;
 use crate::rt::stack;
 use crate::rt::timer_queue::{TimerKey, TimerQueue};
+use crate::rt::unwind::{Cancelled, Unwound};
 use crossbeam_deque::{Steal, Worker};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -268,8 +268,6 @@ pub(crate) fn start(
     shared: &Arc<Shared>,
     workers: Vec<(Worker<Runnable>, mio::Poll)>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    #[cfg(feature = "hooks")]
-    crate::hooks::init();
     let mut threads = Vec::with_capacity(workers.len());
     for (index, (deque, poll)) in workers.into_iter().enumerate() {
         let shared = shared.clone();
@@ -766,14 +764,14 @@ impl Core {
         self.current
             .set(NonNull::new(Arc::as_ptr(task.task()).cast_mut()));
         #[cfg(feature = "hooks")]
-        crate::hooks::set_in_coroutine(true);
+        crate::rt::hook_flag::set_in_coroutine(true);
         // SAFETY: the context is started, not finished (finished tasks are never
         // queued again) and not running; the coroutine does not touch the worker's
         // part, and we do not either until it switches back, so this pointer stays
         // valid and unaliased.
         let request = unsafe { (*context).resume(resume as usize) };
         #[cfg(feature = "hooks")]
-        crate::hooks::set_in_coroutine(false);
+        crate::rt::hook_flag::set_in_coroutine(false);
         self.current.set(None);
         // SAFETY: the coroutine is suspended or finished, so the part is ours again.
         if unsafe { (*context).is_finished() } {

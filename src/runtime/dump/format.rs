@@ -361,7 +361,7 @@ mod tests {
     fn a_closure_inlined_into_the_entry_keeps_its_blocking_call() {
         let frames = [
             "stackweave::rt::scheduler::dump::capture",
-            "stackweave::sync::waiter::Waiter::block",
+            "stackweave::rt::waiter::Waiter::block",
             "stackweave::sync::channel::Chan<T>::recv",
             "<stackweave::coroutine::body::CoroutineBody<F,T> as stackweave::rt::scheduler::task::Body>::run",
             "stackweave::rt::context::backend::shim",

@@ -47,8 +47,8 @@
 //! discards are dropped after it is released).
 
 use super::waiter::{lock, Waiter};
-use crate::rt::scheduler::{self, Request};
-use crate::rt::scheduler::{WaitKind, Why};
+use crate::rt::{self, Request};
+use crate::rt::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -425,13 +425,13 @@ impl<T> Chan<T> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(RecvTimeoutError::Timeout);
         }
-        if scheduler::others_ready() {
+        if rt::others_ready() {
             // Other coroutines of this worker are ready (often the one that will
             // send next, as in a request/reply pair): let them run once before
             // parking. A message that arrives meanwhile is taken without the cost
             // of parking, claiming and waking.
             drop(state);
-            scheduler::suspend_current(Request::Yield);
+            rt::suspend_current(Request::Yield);
             state = lock(&self.state);
             match state.try_recv() {
                 Ok(msg) => return Ok(msg),

@@ -2,7 +2,7 @@
 
 use super::SocketAddr;
 use crate::io::source::{self, Source};
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use std::fmt;
 use std::io;
 use std::net::Shutdown;

@@ -2,7 +2,7 @@
 
 use super::{SocketAddr, UnixStream};
 use crate::io::source::Source;
-use crate::rt::reactor::Direction;
+use crate::rt::Direction;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};

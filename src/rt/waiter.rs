@@ -82,8 +82,10 @@ impl Waiter {
                     }
                     true
                 }
-                Some(deadline) => crate::time::suspend_until(deadline, why, || self.is_notified())
-                    .unwrap_or(false),
+                Some(deadline) => {
+                    crate::rt::suspend::suspend_until(deadline, why, || self.is_notified())
+                        .unwrap_or(false)
+                }
             },
             Who::Thread(_) => loop {
                 if self.is_notified() {
