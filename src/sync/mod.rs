@@ -3,8 +3,8 @@
 //! Every blocking call here suspends only the calling coroutine, and works from a
 //! plain thread too (blocking that thread), so coroutines and threads can
 //! coordinate with each other. Blocking goes through one internal mechanism (a list
-//! of waiters per primitive, see `waiter.rs`) whose invariant is that a wakeup is
-//! never lost, even when a waiter times out or is unwound.
+//! of waiters per primitive, see the engine's `rt/waiter.rs`) whose invariant is
+//! that a wakeup is never lost, even when a waiter times out or is unwound.
 
 pub(crate) use crate::rt::waiter;
 
