@@ -1,10 +1,12 @@
 //! A small pool of threads for calls that block the OS thread (name resolution),
 //! so that no worker ever blocks on them.
 //!
-//! Invariant: a coroutine that hands a job to the pool is suspended (parked) until
-//! the job's result is in its slot; the job owns everything it uses (`'static`), so a
-//! coroutine unwound while it waits leaves nothing dangling. The pool starts threads
-//! on demand, up to [`MAX_THREADS`] (or the configured maximum); a thread with nothing to do for
+//! Invariant: every job submitted runs exactly once, on a pool thread (or on the
+//! submitting thread when no pool thread exists and none can be started); a job
+//! owns everything it uses (`'static`), so its submitter may be gone by the time it
+//! runs (`spawn_blocking`, a layer above, parks the calling coroutine until the
+//! job has filled its slot). The pool starts threads on demand, up to
+//! [`MAX_THREADS`] (or the configured maximum); a thread with nothing to do for
 //! [`IDLE_TIMEOUT`] exits. Jobs beyond the threads wait in a queue, in order.
 
 use std::collections::VecDeque;
