@@ -13,7 +13,7 @@
 //!
 //! * `Waiter` is the token's `notified` flag (the same `AcqRel` swap and `Acquire`
 //!   load) and a park token (a loom `Notify`); `Waiter::block(deadline)` is
-//!   `time::suspend_until`'s loop, with the deadline a flag that a timer thread
+//!   `rt::suspend::suspend_until`'s loop, with the deadline a flag that a timer thread
 //!   sets (then wakes the owner), read where the real loop reads the clock;
 //! * `recv`'s yield before parking when other coroutines are ready is left out (it
 //!   only retries `try_recv` under the lock, a path the model already has);
@@ -21,9 +21,10 @@
 //!   "only keeps this safe code", and without it loom checks what the protocol
 //!   claims, that the claimer's write happens-before the owner's read.
 //!
-//! Keep this file in step with `channel/mod.rs`.
+//! Keep this file in step with `channel/mod.rs` and `channel/token.rs` (`Token`,
+//! `Packet`).
 
-use super::{ABORTED, SELECTED, WAITING};
+use super::token::{ABORTED, SELECTED, WAITING};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicUsize};
 use loom::sync::{Arc, Mutex, Notify};
@@ -88,7 +89,7 @@ impl Single {
         self.notified.load(Ordering::Acquire)
     }
 
-    /// `Waiter::block(deadline)` (a coroutine: `time::suspend_until`), `timed`
+    /// `Waiter::block(deadline)` (a coroutine: `rt::suspend::suspend_until`), `timed`
     /// saying whether there is a deadline.
     fn block(&self, timed: bool) -> bool {
         loop {

@@ -15,7 +15,8 @@
 //! token, ever), and only if that succeeds moves the message (into the packet of a
 //! parked receiver, or out of the packet of a parked sender into the caller or into
 //! the buffer), takes the entry off its line, and wakes the waiter with
-//! [`Waiter::notify`]. An entry whose token cannot be claimed any more (its owner
+//! [`Waiter::notify`](super::waiter::Waiter::notify) (the token and the packet:
+//! the `token` module). An entry whose token cannot be claimed any more (its owner
 //! already completed another operation, gave up, or was unwound) is stale: it is
 //! dropped from the line without touching its packet.
 //!
@@ -46,123 +47,17 @@
 //! lock: messages are never dropped there (messages a disconnected receiver
 //! discards are dropped after it is released).
 
-use super::waiter::{lock, Waiter};
+mod token;
+
+pub(crate) use token::{Packet, Token};
+
+use super::waiter::lock;
 use crate::rt::{self, Request};
-use crate::rt::{WaitKind, Why};
 use std::collections::VecDeque;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// The token is not claimed: its owner is (about to be) waiting.
-const WAITING: usize = 0;
-/// Its owner gave up (timeout, unwind, or it found an operation ready itself).
-const ABORTED: usize = 1;
-/// Operation `oper` was completed by somebody else: `SELECTED + oper`.
-const SELECTED: usize = 2;
-
-/// What a waiting coroutine or thread is waiting for: the claim on it. The waiter
-/// (who to wake, and whether it was) is embedded, not shared separately: one
-/// allocation per wait, not two.
-pub(crate) struct Token {
-    selected: AtomicUsize,
-    waiter: Waiter,
-}
-
-impl Token {
-    /// A fresh, unclaimed token for the calling coroutine (or thread).
-    pub(crate) fn new() -> Arc<Token> {
-        Arc::new(Token::unshared())
-    }
-
-    /// The same, to embed in a larger shared value ([`Single`]).
-    fn unshared() -> Token {
-        Token {
-            selected: AtomicUsize::new(WAITING),
-            waiter: Waiter::current_inline(),
-        }
-    }
-
-    /// Claims the token for its operation `oper`; false if it was claimed already.
-    fn try_select(&self, oper: usize) -> bool {
-        self.selected
-            .compare_exchange(
-                WAITING,
-                SELECTED + oper,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-    }
-
-    /// Whether nobody claimed it yet.
-    pub(crate) fn is_waiting(&self) -> bool {
-        self.selected.load(Ordering::Acquire) == WAITING
-    }
-
-    /// Gives up: `None` when that worked (no operation of the token will complete
-    /// now), or the operation somebody claimed it for first.
-    pub(crate) fn abort(&self) -> Option<usize> {
-        match self
-            .selected
-            .compare_exchange(WAITING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => None,
-            Err(ABORTED) => None,
-            Err(sel) => Some(sel - SELECTED),
-        }
-    }
-
-    /// Waits (the caller must be the token's coroutine or thread) until an
-    /// operation claims the token, or gives up at `deadline`; returns the claimed
-    /// operation, or `None` after giving up. May unwind (coroutine shutdown or
-    /// cancellation): the caller must then [`abort`](Token::abort) and leave.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<usize> {
-        if self.waiter.block(deadline, Why::new(WaitKind::Channel)) {
-            // Only the claimer notifies, after its claim.
-            let sel = self.selected.load(Ordering::Acquire);
-            debug_assert!(sel >= SELECTED);
-            return Some(sel - SELECTED);
-        }
-        self.abort()
-    }
-
-    /// Completes the claim: wakes the owner.
-    fn wake(&self) {
-        self.waiter.notify();
-    }
-
-    /// Whether the claimer's wakeup arrived: then everything the claimer did
-    /// before [`wake`](Token::wake) (under the channel lock: taking the entry off
-    /// its line, moving the message) happens-before what the caller does next. The
-    /// flag is set only by `wake`, which only a claimer calls, after its claim; its
-    /// `swap` is `AcqRel` and this load `Acquire`, so they synchronize.
-    fn was_woken(&self) -> bool {
-        self.waiter.is_notified()
-    }
-}
-
-/// The one-message slot of a parked operation. Only touched under the lock of the
-/// channel the operation is parked on (its own mutex only keeps this safe code).
-pub(crate) struct Packet<T>(Mutex<Option<T>>);
-
-impl<T> Packet<T> {
-    pub(crate) fn new(msg: Option<T>) -> Arc<Packet<T>> {
-        Arc::new(Packet(Mutex::new(msg)))
-    }
-
-    fn put(&self, msg: T) {
-        *lock(&self.0) = Some(msg);
-    }
-
-    /// Takes the message out, if any. Without the channel lock only while the
-    /// packet is not parked.
-    pub(crate) fn take(&self) -> Option<T> {
-        lock(&self.0).take()
-    }
-}
 
 /// A blocking send or receive (not a select): its token and its one packet in one
 /// allocation. Its operation is always operation 0 of the token.
