@@ -62,6 +62,7 @@ pub mod mpsc;
 mod barrier;
 mod condvar;
 mod mutex;
+mod poison;
 mod rwlock;
 mod semaphore;
 mod wait_group;

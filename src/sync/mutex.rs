@@ -22,6 +22,7 @@
 //! what it got: the lock itself if it was handed over (it never held a guard, so
 //! this does not poison), otherwise the wakeup.
 
+use super::poison::{poison_result, Panicking, Poison};
 use super::waiter::{self, WaitList, Waiter};
 use crate::rt::{self, Request};
 use crate::rt::{WaitKind, Why};
@@ -30,10 +31,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::panic::{RefUnwindSafe, UnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
-use std::thread;
+use std::sync::{LockResult, TryLockError, TryLockResult};
 
 /// Set while the mutex is locked.
 const LOCKED: u8 = 1;
@@ -72,8 +72,8 @@ const WOKEN_SPINS: u32 = 8;
 /// As in `std`: a guard dropped while its coroutine (or thread) is unwinding from a
 /// panic poisons the mutex, and every later [`lock`](Mutex::lock) or
 /// [`try_lock`](Mutex::try_lock) returns an error that still carries the guard
-/// ([`PoisonError::into_inner`]). [`clear_poison`](Mutex::clear_poison) resets the
-/// flag.
+/// ([`PoisonError::into_inner`](std::sync::PoisonError::into_inner)).
+/// [`clear_poison`](Mutex::clear_poison) resets the flag.
 ///
 /// **Cancellation poisons too.** A coroutine that is
 /// [cancelled](crate::JoinHandle::cancel) or unwound by its runtime's shutdown while
@@ -84,7 +84,8 @@ const WOKEN_SPINS: u32 = 8;
 /// data may be half-updated exactly as after a panic, and the mutex cannot tell the
 /// difference, so it treats the unwind like any other one: it poisons. Code that knows its data is
 /// consistent at every blocking point takes the data back with
-/// [`PoisonError::into_inner`] or [`clear_poison`](Mutex::clear_poison).
+/// [`PoisonError::into_inner`](std::sync::PoisonError::into_inner) or
+/// [`clear_poison`](Mutex::clear_poison).
 ///
 /// A coroutine cannot suspend while it unwinds (the runtime aborts the process if it
 /// tries), so a destructor that runs during an unwind must not wait for a contended
@@ -644,50 +645,6 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
 impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (**self).fmt(f)
-    }
-}
-
-/// The poison flag of a lock, with std's rule: a guard created while not unwinding
-/// and dropped while unwinding poisons.
-pub(super) struct Poison(AtomicBool);
-
-/// Whether the thread was unwinding when a guard was created.
-#[derive(Clone, Copy)]
-pub(super) struct Panicking(bool);
-
-impl Panicking {
-    pub(super) fn now() -> Panicking {
-        Panicking(thread::panicking())
-    }
-}
-
-impl Poison {
-    pub(super) const fn new() -> Poison {
-        Poison(AtomicBool::new(false))
-    }
-
-    pub(super) fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn clear(&self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
-
-    /// Called by a guard's drop (before it unlocks).
-    pub(super) fn poison_if_unwinding(&self, at_creation: Panicking) {
-        if !at_creation.0 && thread::panicking() {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// `Ok(value)`, or `Err` carrying it when poisoned.
-pub(super) fn poison_result<T>(poisoned: bool, value: T) -> LockResult<T> {
-    if poisoned {
-        Err(PoisonError::new(value))
-    } else {
-        Ok(value)
     }
 }
 

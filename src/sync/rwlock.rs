@@ -9,7 +9,7 @@
 //! Every transition that can let a queued waiter in wakes it (the unlocks, and a
 //! waiter that leaves by unwinding calls `wake_waiters`), so no wakeup is lost.
 
-use super::mutex::{poison_result, Panicking, Poison};
+use super::poison::{poison_result, Panicking, Poison};
 use super::waiter::{self, WaitList};
 use crate::rt::{WaitKind, Why};
 use std::cell::{Cell, UnsafeCell};
