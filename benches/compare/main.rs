@@ -255,7 +255,7 @@ pub(crate) fn run_round(
     for k in 0..n {
         let idx = (round + k) % n;
         let name = names[idx];
-        let head = format!("round {}/{rounds} {row_id:<11} {name:<width$}", round + 1);
+        let head = format!("round {}/{rounds} {row_id:<13} {name:<width$}", round + 1);
         if let Some(why) = &cells[idx].not_applicable {
             if round == 0 {
                 println!("{head} {:>8} {why}", "");

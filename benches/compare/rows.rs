@@ -18,6 +18,7 @@ pub enum Row {
     SpawnAll,
     PingPong,
     PingPong1w,
+    PingPongBounded,
     Park,
     Mutex,
     MutexYield,
@@ -129,13 +130,14 @@ pub fn scaling_workers() -> usize {
 }
 
 impl Row {
-    pub const ALL: [Row; 18] = [
+    pub const ALL: [Row; 19] = [
         Row::Switch,
         Row::Yield,
         Row::Spawn,
         Row::SpawnAll,
         Row::PingPong,
         Row::PingPong1w,
+        Row::PingPongBounded,
         Row::Park,
         Row::Mutex,
         Row::MutexYield,
@@ -158,6 +160,7 @@ impl Row {
             Row::SpawnAll => "spawn-all",
             Row::PingPong => "pingpong",
             Row::PingPong1w => "pingpong-1w",
+            Row::PingPongBounded => "pingpong-cap1",
             Row::Park => "park",
             Row::Mutex => "mutex",
             Row::MutexYield => "mutex-yield",
@@ -194,6 +197,9 @@ impl Row {
             ),
             Row::PingPong => "channel ping-pong round trip, 2 workers".into(),
             Row::PingPong1w => "channel ping-pong round trip, 1 worker".into(),
+            Row::PingPongBounded => {
+                "bounded channel (capacity 1) ping-pong round trip, 2 workers".into()
+            }
             Row::Park => "park/unpark ping-pong round trip, 2 workers".into(),
             Row::Mutex => format!(
                 "contended mutex, {MUTEX_TASKS} tasks, lock + increment + unlock, 2 workers"
@@ -235,6 +241,7 @@ impl Row {
             Row::SpawnAll => "spawn all".into(),
             Row::PingPong => "ping-pong".into(),
             Row::PingPong1w => "ping-pong 1w".into(),
+            Row::PingPongBounded => "ping-pong cap 1".into(),
             Row::Park => "park/unpark".into(),
             Row::Mutex => "mutex".into(),
             Row::MutexYield => "mutex+yield".into(),
@@ -258,6 +265,7 @@ impl Row {
             | Row::SpawnAll
             | Row::PingPong
             | Row::PingPong1w
+            | Row::PingPongBounded
             | Row::Park
             | Row::Mutex
             | Row::MutexYield => "ns",
@@ -321,6 +329,9 @@ impl Row {
                  each thread)"
                     .into(),
             ),
+            (Row::PingPongBounded, Rival::May) => {
+                Some("n/a: may's sync::mpsc has no bounded channel".into())
+            }
             (Row::MutexYield, Rival::Threads) => {
                 Some("n/a: threads have no yield_now to hold the lock across".into())
             }
@@ -404,6 +415,11 @@ impl Row {
             }
             (Row::PingPong1w, May) => "set_workers(1), sync::mpsc".into(),
             (Row::PingPong1w, Threads) => "2 threads pinned to one CPU, std::sync::mpsc".into(),
+            (Row::PingPongBounded, Stackweave) => "2 workers, sync::mpsc::sync_channel(1)".into(),
+            (Row::PingPongBounded, Tokio) => {
+                "multi-thread, 2 workers, sync::mpsc::channel(1)".into()
+            }
+            (Row::PingPongBounded, _) => "2 threads, std::sync::mpsc::sync_channel(1)".into(),
             (Row::Park, Stackweave) => {
                 "2 workers (the scheduler places the pair), stackweave::park / \
                  Coroutine::unpark, an atomic turn"
@@ -542,6 +558,7 @@ pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
         Row::SpawnAll => tasks::spawn_join(rival, &z, true),
         Row::PingPong => tasks::ping_pong(rival, &z),
         Row::PingPong1w => sync_tasks::ping_pong_one_worker(rival, &z),
+        Row::PingPongBounded => sync_tasks::ping_pong_bounded(rival, &z),
         Row::Park => sync_tasks::park_ping_pong(rival, &z),
         Row::Mutex => sync_tasks::mutex(rival, &z, false),
         Row::MutexYield => sync_tasks::mutex(rival, &z, true),

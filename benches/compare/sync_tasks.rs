@@ -1,7 +1,8 @@
 //! The synchronization rows (formerly `benches/sync.rs` and the park/unpark group of
 //! `benches/runtime.rs`): a contended mutex, the same with a yield while holding
-//! it, a park/unpark ping-pong across 2 workers and the channel ping-pong on ONE
-//! worker, each for stackweave, tokio, may and threads. Every function runs inside
+//! it, a park/unpark ping-pong on 2 workers, the channel ping-pong on ONE worker
+//! and with bounded channels (capacity 1), each for stackweave, tokio, may and
+//! threads where the rival has it. Every function runs inside
 //! a sample child process (so may's process-global worker count can differ per row)
 //! and returns the row's value per operation.
 
@@ -287,5 +288,56 @@ pub fn ping_pong_one_worker(rival: Rival, z: &Sizes) -> Result<Sample, String> {
             pin_to_one_cpu()?;
             blocking_ping_pong!(n / 10, std::sync::mpsc::channel::<u64>, thread::spawn)
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Bounded channel ping-pong: the pingpong row with channels of capacity 1.
+
+pub fn ping_pong_bounded(rival: Rival, z: &Sizes) -> Result<Sample, String> {
+    let n = z.ping_pongs;
+    match rival {
+        Rival::Stackweave => stackweave_rt(2)?.block_on(move || {
+            blocking_ping_pong!(
+                n,
+                || stackweave::sync::mpsc::sync_channel::<u64>(1),
+                stackweave::spawn
+            )
+        }),
+        Rival::Tokio => {
+            let rt = tokio_rt(2)?;
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    use tokio::sync::mpsc;
+                    let (to_b, mut from_a) = mpsc::channel::<u64>(1);
+                    let (to_a, mut from_b) = mpsc::channel::<u64>(1);
+                    let b = tokio::spawn(async move {
+                        while let Some(v) = from_a.recv().await {
+                            if to_a.send(v + 1).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let start = Instant::now();
+                    for i in 0..n {
+                        to_b.send(i).await.map_err(|e| e.to_string())?;
+                        check_echo(from_b.recv().await.ok_or("closed")?, i)?;
+                    }
+                    let elapsed = start.elapsed();
+                    drop(to_b);
+                    b.await.map_err(|e| e.to_string())?;
+                    Ok(per_op(elapsed, n))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+        }
+        // Not run (Row::not_applicable): may's mpsc has no bounded channel.
+        Rival::May => Err("may's sync::mpsc has no bounded channel".into()),
+        Rival::Threads => blocking_ping_pong!(
+            n / 10,
+            || std::sync::mpsc::sync_channel::<u64>(1),
+            thread::spawn
+        ),
     }
 }
