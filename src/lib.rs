@@ -145,6 +145,10 @@ pub use coroutine::{
 };
 pub use runtime::Runtime;
 
+// The bare context switch, for benches/switch.rs only: not part of the API.
+#[doc(hidden)]
+pub use context::BareSwitch as __BareSwitch;
+
 /// The context-switch backend compiled in: `"hand-written x86_64"` or
 /// `"corosensei"` (with the `corosensei-backend` feature, or on targets without a
 /// file in `arch/`).
