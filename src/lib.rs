@@ -160,3 +160,8 @@ pub const SWITCH_BACKEND: &str = context::BACKEND;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The code blocks of docs/ARCHITECTURE.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/ARCHITECTURE.md")]
+struct ArchitectureDoctests;
