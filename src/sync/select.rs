@@ -340,7 +340,11 @@ pub fn __run(arms: &mut [ArmRef<'_>], timeout: Timeout) {
                 return;
             }
         }
-        if matches!(timeout, Timeout::Now) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if matches!(timeout, Timeout::Now) {
+            return;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            crate::time::turn_after_expiry();
             return;
         }
         // 2. Park.

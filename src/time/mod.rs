@@ -67,6 +67,11 @@ pub fn sleep_until(deadline: Instant) {
 /// Suspends the running coroutine until `done()` returns true (checked first, and
 /// after every wakeup) or `deadline` passes. Returns the last `done()` (`Some(false)`
 /// on timeout), or `None` at once when not called from a coroutine.
+///
+/// A wait whose deadline has already passed (a zero timeout, a loop that polls
+/// with short ones) still gives up the worker for one turn, as a yield, before it
+/// reports: otherwise such a loop would never let the worker's other coroutines
+/// run (nothing in it would block). Every timed wait of the runtime comes here.
 pub(crate) fn suspend_until(
     deadline: Instant,
     why: Why,
@@ -77,7 +82,9 @@ pub(crate) fn suspend_until(
         return Some(true);
     }
     if Instant::now() >= deadline {
-        return Some(false);
+        drop(task);
+        turn_after_expiry();
+        return Some(done());
     }
     let _timer = scheduler::add_timer(deadline, task).map(Timer);
     let why = why.until(deadline);
@@ -90,6 +97,15 @@ pub(crate) fn suspend_until(
             return Some(false);
         }
     }
+}
+
+/// A timed wait found its deadline passed before it would suspend: give up the
+/// worker for one turn (a yield; nothing outside a coroutine), so that a loop of
+/// such waits lets the worker's other coroutines run (see [`suspend_until`]).
+/// Callers hold no lock across it. A blocking point: it may unwind, as the wait
+/// would have.
+pub(crate) fn turn_after_expiry() {
+    scheduler::suspend_current(scheduler::Request::Yield);
 }
 
 /// Disarms its timer when dropped (on return, or when the coroutine is unwound).
