@@ -43,8 +43,9 @@ pub fn sleep(duration: Duration) {
     }
 }
 
-/// Puts the running coroutine to sleep until `deadline`; returns at once if it has
-/// passed. Outside a coroutine, sleeps the thread.
+/// Puts the running coroutine to sleep until `deadline`; if it has passed, only
+/// yields (lets the worker's other ready coroutines run once). Outside a coroutine,
+/// sleeps the thread.
 ///
 /// # Examples
 ///
