@@ -24,6 +24,12 @@
 //!     comparison).
 //!
 //!   All stacks are [`DEFAULT_STACK_SIZE`] bytes.
+//! * **Bare switch**: the same round trip on stackweave's raw context, with no
+//!   `Generator` around it (`stackweave::__BareSwitch`, hidden, for this bench
+//!   only: the switch of the compiled-in backend, 64 KiB stack), against the bare
+//!   `corosensei::Coroutine` again; what the `Generator` adds is the difference
+//!   between the two stackweave rows. (This was an `#[ignore]`d test in
+//!   `src/context/x86_64.rs` before.)
 //!
 //! The contenders alternate round-robin: every round times each of them once
 //! (the starting contender rotates from round to round), so drift in clock speed
@@ -102,6 +108,7 @@ impl Config {
 enum Group {
     RoundTrip,
     Create,
+    Bare,
 }
 
 impl Group {
@@ -109,6 +116,7 @@ impl Group {
         match self {
             Group::RoundTrip => "round trip: resume + suspend",
             Group::Create => "create + resume x2 + drop (suspends once)",
+            Group::Bare => "bare switch: round trip without the Generator",
         }
     }
 }
@@ -203,6 +211,21 @@ fn corosensei_round_trip() -> impl FnMut(u64) -> Duration {
         }
         let elapsed = start.elapsed();
         check_count("corosensei", before, last, iters);
+        elapsed
+    }
+}
+
+fn bare_round_trip() -> impl FnMut(u64) -> Duration {
+    let mut ctx = stackweave::__BareSwitch::new().expect("bare switch stack");
+    let mut last = 0u64;
+    move |iters| {
+        let before = last;
+        let start = Instant::now();
+        for _ in 0..iters {
+            last = black_box(&mut ctx).resume() as u64;
+        }
+        let elapsed = start.elapsed();
+        check_count("stackweave bare", before, last, iters);
         elapsed
     }
 }
@@ -350,6 +373,20 @@ fn main() {
             "corosensei-fresh",
             cfg.fresh_iters,
             corosensei_create_fresh(),
+        ),
+        Contender::new(
+            Group::Bare,
+            "stackweave bare context",
+            "stackweave",
+            cfg.iters,
+            bare_round_trip(),
+        ),
+        Contender::new(
+            Group::Bare,
+            "corosensei Coroutine",
+            "corosensei",
+            cfg.iters,
+            corosensei_round_trip(),
         ),
     ];
 

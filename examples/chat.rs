@@ -350,8 +350,8 @@ fn main() -> io::Result<()> {
     match args.run_for {
         None => {
             // Until SIGINT (Ctrl-C) or SIGTERM; then the accept loop ends and the
-            // clients still open get DRAIN to finish (see "Stopping a server" in the
-            // README).
+            // clients still open get DRAIN to finish (see "Stopping a server" in
+            // docs/ARCHITECTURE.md).
             let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
             let drained = rt.shutdown_timeout(DRAIN)?;
             println!("signal {signal}: {drained} ({DRAIN:?} deadline)");

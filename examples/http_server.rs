@@ -408,7 +408,7 @@ fn main() -> io::Result<()> {
         None => {
             // Until SIGINT (Ctrl-C) or SIGTERM; then the requests in flight get
             // DRAIN to finish while the accept loop ends (see "Stopping a server" in
-            // the README).
+            // docs/ARCHITECTURE.md).
             let signal = rt.block_on(|| signal::wait(&[SIGINT, SIGTERM]))?;
             let drained = rt.shutdown_timeout(DRAIN)?;
             println!("signal {signal}: {drained} ({DRAIN:?} deadline)");

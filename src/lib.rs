@@ -93,9 +93,9 @@
 //! `std::net`, `std::thread::sleep` or C code inside a coroutine, suspend only that
 //! coroutine; everywhere else they are libc's after one thread-local check.
 //! Regular files and `getaddrinfo` still block: use [`spawn_blocking`] for those.
-//! The README's "Running blocking crates" has the list and the limits. Turned on
-//! with `stackweave = { version = "0.1", features = ["hooks"] }`; nothing changes
-//! without it.
+//! docs/ARCHITECTURE.md's "Running blocking crates" has the list and the limits.
+//! Turned on with `stackweave = { version = "0.1", features = ["hooks"] }`; nothing
+//! changes without it.
 //!
 //! A coroutine never changes OS thread once it has started (its stack may hold
 //! `Rc`s, `MutexGuard`s, thread-local borrows), which is why [`spawn`] is a safe
@@ -143,6 +143,10 @@ pub use coroutine::{
 };
 pub use runtime::Runtime;
 
+// The bare context switch, for benches/switch.rs only: not part of the API.
+#[doc(hidden)]
+pub use rt::context::BareSwitch as __BareSwitch;
+
 /// The context-switch backend compiled in: `"hand-written x86_64"` or
 /// `"corosensei"` (with the `corosensei-backend` feature, or on targets without a
 /// file in `arch/`).
@@ -158,3 +162,8 @@ pub const SWITCH_BACKEND: &str = rt::context::BACKEND;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The code blocks of docs/ARCHITECTURE.md, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/ARCHITECTURE.md")]
+struct ArchitectureDoctests;

@@ -45,7 +45,7 @@ thread_local! {
     static SLOT: RefCell<Option<Generator<'static, (), (u64, usize)>>> = const { RefCell::new(None) };
 }
 
-/// The first program of the issue: a generator started in coroutine A borrows a
+/// The first reproducer: a generator started in coroutine A borrows a
 /// coroutine-local and suspends; A returns; coroutine B resumes the generator.
 #[test]
 fn coroutine_local_borrowed_by_a_generator_outlives_the_coroutine_that_started_it() {
@@ -335,7 +335,7 @@ thread_local! {
     static LENT: Loud = Loud(vec![7; 16]);
 }
 
-/// The second program of the issue: a thread-local destructor that runs after the
+/// The second reproducer: a thread-local destructor that runs after the
 /// lent value's own drops a generator suspended inside `LENT.with`. The generator
 /// is leaked, not unwound: its code never runs after the value is destroyed.
 #[test]

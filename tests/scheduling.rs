@@ -258,3 +258,59 @@ fn yielding_coroutine_cannot_starve_one_it_spawned_on_one_worker() {
         "the coroutine spawned before the yield loop never ran"
     );
 }
+
+/// A loop of timed waits whose timeout has already passed (here: zero) must still
+/// let the worker's other coroutines run: each such wait is a blocking point that
+/// gives up the worker for a turn, like a yield, before it reports the timeout.
+/// On one worker, `other` can only set its flag if the looping coroutine lets it
+/// run; the loop is bounded so that the failure is a clean assertion, not a hang.
+#[test]
+fn timed_waits_that_already_expired_let_other_coroutines_run() {
+    type Wait = fn(&stackweave::sync::mpsc::Receiver<()>, &stackweave::net::TcpStream);
+    let waits: [(&str, Wait); 5] = [
+        ("recv_timeout", |rx, _| {
+            let _ = rx.recv_timeout(Duration::ZERO);
+        }),
+        ("select! with default(timeout)", |rx, _| {
+            stackweave::select! {
+                recv(rx) -> _msg => {},
+                default(Duration::ZERO) => {},
+            }
+        }),
+        ("park_timeout", |_, _| {
+            stackweave::park_timeout(Duration::ZERO)
+        }),
+        ("sleep", |_, _| stackweave::time::sleep(Duration::ZERO)),
+        ("read with a timeout", |_, stream| {
+            use std::io::Read;
+            let mut buf = [0u8; 1];
+            let _ = (&*stream).read(&mut buf);
+        }),
+    ];
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    for (name, wait) in waits {
+        let spins = rt.block_on(move || {
+            let listener = stackweave::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let _client = stackweave::net::TcpStream::connect(listener.local_addr().unwrap());
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_nanos(1)))
+                .unwrap();
+            let (_tx, rx) = stackweave::sync::mpsc::channel::<()>();
+            let flag = Arc::new(AtomicBool::new(false));
+            let set = flag.clone();
+            let other = stackweave::spawn(move || set.store(true, Ordering::Release));
+            let mut spins = 0u32;
+            while !flag.load(Ordering::Acquire) && spins < 100_000 {
+                wait(&rx, &stream);
+                spins += 1;
+            }
+            other.join().unwrap();
+            spins
+        });
+        assert!(
+            spins < 100_000,
+            "{name}: 100,000 expired waits in a row and the other coroutine never ran"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! The goals of the comparison and whether a run met them, printed after the table.
 //!
-//! * switch, spawn, spawn-all, pingpong, echo, http-100, http-1000: ahead of tokio
-//!   and may (medians).
+//! * switch, spawn, spawn-all, pingpong, mutex, mutex-yield, echo, http-100,
+//!   http-1000: ahead of tokio and may (medians; the mutex goals are the retired
+//!   `benches/sync.rs`'s).
 //! * pingpong, also: steady, the slowest round at most 2x the median (stackweave's
 //!   cross-worker hand-offs must not make some rounds several times slower).
 //! * idle-large: at most 4.5 KiB per idle coroutine at 1,000,000 (full run only).
@@ -30,6 +31,8 @@ pub fn print_goals(results: &[RowResult], quick: bool) {
                 | Row::Spawn
                 | Row::SpawnAll
                 | Row::PingPong
+                | Row::Mutex
+                | Row::MutexYield
                 | Row::Echo
                 | Row::Http100
                 | Row::Http1000

@@ -22,14 +22,13 @@
 //! `hooks-on-threads` within 2% of `hooks-off`.
 
 use crate::echo_load::load;
-use crate::harness::summary;
+use crate::report::{extra_median, stats};
 use crate::rows::{number, Sizes};
 use crate::sample::Sample;
 use crate::servers::{Protocol, ServerProcess, ServerSpec, STD_COROUTINES};
-use std::io::Write;
+use crate::CellResult;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 /// The row's id on the command line.
 pub const ID: &str = "hooks";
@@ -123,18 +122,7 @@ pub fn sample_if_asked(quick: bool) {
             .with("p50", us(0.5))
             .with("p99", us(0.99)))
     })();
-    match result {
-        Ok(sample) => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "RESULT {}", sample.to_line());
-            let _ = out.flush();
-            std::process::exit(0)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1)
-        }
-    }
+    crate::sample::exit_with(result)
 }
 
 /// Builds this bench binary with (`hooks`) or without the feature and returns its
@@ -195,15 +183,12 @@ pub fn run(rounds: usize, quick: bool) {
     } else {
         (own, other)
     };
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Cell::ALL.len()];
-    let mut errors: Vec<Vec<String>> = vec![Vec::new(); Cell::ALL.len()];
-    let n = Cell::ALL.len();
+    let mut cells: Vec<CellResult> = Cell::ALL.iter().map(|_| CellResult::default()).collect();
+    let names = Cell::ALL.map(Cell::name);
     for round in 0..rounds {
-        for k in 0..n {
-            let idx = (round + k) % n;
+        let run = |idx: usize| {
             let cell = Cell::ALL[idx];
-            let started = Instant::now();
-            let outcome = match (&plain, if cell.hooked() { &hooked } else { &plain }) {
+            match (&plain, if cell.hooked() { &hooked } else { &plain }) {
                 (Ok(client), Ok(server)) => {
                     let mut cmd = Command::new(client);
                     cmd.args(["--hooks-sample", cell.name(), "--server-exe"])
@@ -214,60 +199,34 @@ pub fn run(rounds: usize, quick: bool) {
                     crate::run_sample_command(cmd)
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-            };
-            let took = format!("[{:.1} s]", started.elapsed().as_secs_f64());
-            match outcome {
-                Ok(s) => {
-                    println!(
-                        "round {}/{rounds} {ID:<6} {:<16} {took:>8} {} req/s  p50 {} µs  p99 {} µs",
-                        round + 1,
-                        cell.name(),
-                        number(s.value),
-                        number(s.extra("p50").unwrap_or(f64::NAN)),
-                        number(s.extra("p99").unwrap_or(f64::NAN)),
-                    );
-                    samples[idx].push(s);
-                }
-                Err(e) => {
-                    println!(
-                        "round {}/{rounds} {ID:<6} {:<16} {took:>8} FAILED: {e}",
-                        round + 1,
-                        cell.name()
-                    );
-                    errors[idx].push(e);
-                }
             }
-        }
+        };
+        let format = |s: &Sample| {
+            format!(
+                "{} req/s  p50 {} µs  p99 {} µs",
+                number(s.value),
+                number(s.extra("p50").unwrap_or(f64::NAN)),
+                number(s.extra("p99").unwrap_or(f64::NAN)),
+            )
+        };
+        crate::run_round((round, rounds), ID, &names, &mut cells, run, format);
     }
-    print_table(&samples, &errors);
+    print_table(&cells);
 }
 
-fn print_table(samples: &[Vec<Sample>], errors: &[Vec<String>]) {
+fn print_table(cells: &[CellResult]) {
     println!("\nhooks: the same std::net echo server with the feature off and on (req/s, higher is better)");
     println!(
         "  {:<16} {:>10} {:>21} {:>9} {:>9}  what runs",
         "cell", "median", "min-max", "p50 µs", "p99 µs"
     );
-    let median = |idx: usize| -> Option<f64> {
-        let v: Vec<f64> = samples[idx].iter().map(|s| s.value).collect();
-        (!v.is_empty()).then(|| summary(&v).0)
-    };
-    for (idx, cell) in Cell::ALL.iter().enumerate() {
-        let values: Vec<f64> = samples[idx].iter().map(|s| s.value).collect();
-        if values.is_empty() {
-            let why = errors[idx].first().map_or("no sample", String::as_str);
+    for (cell, result) in Cell::ALL.iter().zip(cells) {
+        let Some((med, min, max)) = stats(result) else {
+            let why = result.errors.first().map_or("no sample", String::as_str);
             println!("  {:<16} FAILED: {why}", cell.name());
             continue;
-        }
-        let (med, min, max) = summary(&values);
-        let extra = |k: &str| {
-            let v: Vec<f64> = samples[idx].iter().filter_map(|s| s.extra(k)).collect();
-            if v.is_empty() {
-                "-".to_string()
-            } else {
-                number(summary(&v).0)
-            }
         };
+        let extra = |k: &str| extra_median(result, k).map_or("-".to_string(), number);
         println!(
             "  {:<16} {:>10} {:>21} {:>9} {:>9}  {}",
             cell.name(),
@@ -278,6 +237,7 @@ fn print_table(samples: &[Vec<Sample>], errors: &[Vec<String>]) {
             cell.describe()
         );
     }
+    let median = |idx: usize| stats(&cells[idx]).map(|(med, ..)| med);
     println!("\ngoals (this run, medians):");
     let goal = |what: &str, a: Cell, b: Cell, within: f64| {
         let ia = Cell::ALL.iter().position(|&c| c == a).unwrap();

@@ -11,7 +11,8 @@
 //! cargo bench --bench compare -- --rounds 3 hooks   # std::net, `hooks` off/on (named only)
 //! ```
 //!
-//! Results go to `target/compare/` (`--out DIR` to change): `results.csv`,
+//! Results go to `compare/` in cargo's target directory (`$CARGO_TARGET_DIR`, else
+//! the one this bench binary was built in; `--out DIR` to change): `results.csv`,
 //! `results.json` and `chart.svg`. The HTTP rows need `wrk`; when it is missing and
 //! the bench runs as root on a Debian-like system it installs it with
 //! `apt-get install -y wrk`, otherwise those cells say how to get it.
@@ -58,6 +59,7 @@ mod rows;
 mod sample;
 #[path = "../harness/servers.rs"]
 mod servers;
+mod sync_tasks;
 mod tasks;
 
 use rows::Row;
@@ -116,7 +118,7 @@ fn main() {
 
     let quick = harness::quick_mode().is_some();
     let mut rounds = if quick { 1 } else { 5 };
-    let mut out_dir = std::path::PathBuf::from("target/compare");
+    let mut out_dir = target_dir().join("compare");
     let mut wanted = Vec::new();
     let mut want_hooks = false;
     let mut it = args.iter();
@@ -203,49 +205,18 @@ fn main() {
                 .collect(),
         })
         .collect();
-    let n = Rival::ALL.len();
+    let names = Rival::ALL.map(|r| r.name());
     for round in 0..rounds {
         for result in &mut results {
-            for k in 0..n {
-                let idx = (round + k) % n;
-                let rival = Rival::ALL[idx];
-                if let Some(why) = &result.cells[idx].not_applicable {
-                    if round == 0 {
-                        println!(
-                            "round 1/{rounds} {:<10} {:<10} {:>8} {why}",
-                            result.row.id(),
-                            rival.name(),
-                            ""
-                        );
-                    }
-                    continue;
-                }
-                let started = Instant::now();
-                let outcome = run_child(result.row, rival, quick, &forward);
-                let took = format!("[{:.1} s]", started.elapsed().as_secs_f64());
-                let cell = &mut result.cells[idx];
-                match outcome {
-                    Ok(s) => {
-                        println!(
-                            "round {}/{rounds} {:<10} {:<10} {took:>8} {}",
-                            round + 1,
-                            result.row.id(),
-                            rival.name(),
-                            result.row.format_sample(&s)
-                        );
-                        cell.samples.push(s);
-                    }
-                    Err(e) => {
-                        println!(
-                            "round {}/{rounds} {:<10} {:<10} {took:>8} FAILED: {e}",
-                            round + 1,
-                            result.row.id(),
-                            rival.name()
-                        );
-                        cell.errors.push(e);
-                    }
-                }
-            }
+            let row = result.row;
+            run_round(
+                (round, rounds),
+                row.id(),
+                &names,
+                &mut result.cells,
+                |idx| run_child(row, Rival::ALL[idx], quick, &forward),
+                |s| row.format_sample(s),
+            );
         }
     }
 
@@ -264,6 +235,63 @@ fn main() {
         total.elapsed().as_secs_f64(),
         harness::load_average()
     );
+}
+
+/// One round of one row (or of the hooks row): every cell runs once through `run`
+/// (its index in `cells`), except those marked not applicable (said once, in the
+/// first round); the first cell rotates with the round, so drift in clock speed or
+/// background load hits them alike. Prints a progress line per cell (`format`
+/// shows a sample) and files each sample or error in its cell.
+pub(crate) fn run_round(
+    (round, rounds): (usize, usize),
+    row_id: &str,
+    names: &[&str],
+    cells: &mut [CellResult],
+    mut run: impl FnMut(usize) -> Result<Sample, String>,
+    format: impl Fn(&Sample) -> String,
+) {
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    let n = cells.len();
+    for k in 0..n {
+        let idx = (round + k) % n;
+        let name = names[idx];
+        let head = format!("round {}/{rounds} {row_id:<13} {name:<width$}", round + 1);
+        if let Some(why) = &cells[idx].not_applicable {
+            if round == 0 {
+                println!("{head} {:>8} {why}", "");
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = run(idx);
+        let took = format!("[{:.1} s]", started.elapsed().as_secs_f64());
+        let cell = &mut cells[idx];
+        match outcome {
+            Ok(s) => {
+                println!("{head} {took:>8} {}", format(&s));
+                cell.samples.push(s);
+            }
+            Err(e) => {
+                println!("{head} {took:>8} FAILED: {e}");
+                cell.errors.push(e);
+            }
+        }
+    }
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` where set, else the directory
+/// above this binary that holds cargo's `CACHEDIR.TAG` (the binary is
+/// `TARGET/PROFILE/deps/compare-HASH`, or `TARGET/TRIPLE/PROFILE/deps/...`), else
+/// `target`.
+fn target_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().ok();
+    exe.iter()
+        .flat_map(|e| e.ancestors().skip(1).take(4))
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .map_or_else(|| "target".into(), std::path::Path::to_path_buf)
 }
 
 fn usage_exit(msg: &str) -> ! {

@@ -5,8 +5,8 @@
 
 use crate::sample::Sample;
 use crate::servers::Rival;
-use crate::{net, placement, tasks};
-use std::io::Write;
+use crate::sync_tasks::MUTEX_TASKS;
+use crate::{net, placement, sync_tasks, tasks};
 use std::time::Duration;
 
 /// One workload.
@@ -17,6 +17,11 @@ pub enum Row {
     Spawn,
     SpawnAll,
     PingPong,
+    PingPong1w,
+    PingPongBounded,
+    Park,
+    Mutex,
+    MutexYield,
     IdleSmall,
     IdleLarge,
     Echo,
@@ -35,8 +40,14 @@ pub struct Sizes {
     /// Spawn + join: tasks in all, in waves of `spawn_wave` (threads: a tenth).
     pub spawn_total: u64,
     pub spawn_wave: u64,
-    /// Channel round trips (threads: a tenth).
+    /// Channel round trips, 2 workers and 1 (threads: a tenth).
     pub ping_pongs: u64,
+    /// Park/unpark round trips (threads: a tenth).
+    pub parks: u64,
+    /// Lock + unlock operations per mutex sample (all tasks together), without and
+    /// with a yield inside.
+    pub locks: u64,
+    pub locks_yield: u64,
     /// Idle tasks alive at once, for the two memory rows.
     pub idle_small: u64,
     pub idle_large: u64,
@@ -65,6 +76,9 @@ impl Sizes {
                 spawn_total: 20_000,
                 spawn_wave: 10_000,
                 ping_pongs: 10_000,
+                parks: 10_000,
+                locks: 200_000,
+                locks_yield: 40_000,
                 idle_small: 10_000,
                 idle_large: 100_000,
                 warmup: Duration::from_millis(200),
@@ -83,6 +97,9 @@ impl Sizes {
                 spawn_total: 100_000,
                 spawn_wave: 10_000,
                 ping_pongs: 100_000,
+                parks: 100_000,
+                locks: 1_000_000,
+                locks_yield: 200_000,
                 idle_small: 100_000,
                 idle_large: 1_000_000,
                 warmup: Duration::from_millis(500),
@@ -113,12 +130,17 @@ pub fn scaling_workers() -> usize {
 }
 
 impl Row {
-    pub const ALL: [Row; 14] = [
+    pub const ALL: [Row; 19] = [
         Row::Switch,
         Row::Yield,
         Row::Spawn,
         Row::SpawnAll,
         Row::PingPong,
+        Row::PingPong1w,
+        Row::PingPongBounded,
+        Row::Park,
+        Row::Mutex,
+        Row::MutexYield,
         Row::IdleSmall,
         Row::IdleLarge,
         Row::Echo,
@@ -137,6 +159,11 @@ impl Row {
             Row::Spawn => "spawn",
             Row::SpawnAll => "spawn-all",
             Row::PingPong => "pingpong",
+            Row::PingPong1w => "pingpong-1w",
+            Row::PingPongBounded => "pingpong-cap1",
+            Row::Park => "park",
+            Row::Mutex => "mutex",
+            Row::MutexYield => "mutex-yield",
             Row::IdleSmall => "idle-small",
             Row::IdleLarge => "idle-large",
             Row::Echo => "echo",
@@ -169,6 +196,17 @@ impl Row {
                 thousands(z.spawn_total)
             ),
             Row::PingPong => "channel ping-pong round trip, 2 workers".into(),
+            Row::PingPong1w => "channel ping-pong round trip, 1 worker".into(),
+            Row::PingPongBounded => {
+                "bounded channel (capacity 1) ping-pong round trip, 2 workers".into()
+            }
+            Row::Park => "park/unpark ping-pong round trip, 2 workers".into(),
+            Row::Mutex => format!(
+                "contended mutex, {MUTEX_TASKS} tasks, lock + increment + unlock, 2 workers"
+            ),
+            Row::MutexYield => {
+                format!("contended mutex, {MUTEX_TASKS} tasks, yield while holding it, 2 workers")
+            }
             Row::IdleSmall => format!("RSS per idle task, {} sleeping", thousands(z.idle_small)),
             Row::IdleLarge => format!("RSS per idle task, {} sleeping", thousands(z.idle_large)),
             Row::Echo => "TCP echo, 100 connections x 64 B".into(),
@@ -202,6 +240,11 @@ impl Row {
             Row::Spawn => "spawn waves".into(),
             Row::SpawnAll => "spawn all".into(),
             Row::PingPong => "ping-pong".into(),
+            Row::PingPong1w => "ping-pong 1w".into(),
+            Row::PingPongBounded => "ping-pong cap 1".into(),
+            Row::Park => "park/unpark".into(),
+            Row::Mutex => "mutex".into(),
+            Row::MutexYield => "mutex+yield".into(),
             Row::IdleSmall => format!("idle {}", short_count(z.idle_small)),
             Row::IdleLarge => format!("idle {}", short_count(z.idle_large)),
             Row::Echo => "echo".into(),
@@ -216,7 +259,16 @@ impl Row {
 
     pub fn unit(self) -> &'static str {
         match self {
-            Row::Switch | Row::Yield | Row::Spawn | Row::SpawnAll | Row::PingPong => "ns",
+            Row::Switch
+            | Row::Yield
+            | Row::Spawn
+            | Row::SpawnAll
+            | Row::PingPong
+            | Row::PingPong1w
+            | Row::PingPongBounded
+            | Row::Park
+            | Row::Mutex
+            | Row::MutexYield => "ns",
             Row::IdleSmall | Row::IdleLarge | Row::IdleConns => "KiB",
             Row::Echo | Row::Http100 | Row::Http1000 => "req/s",
             Row::Placement => "%",
@@ -277,6 +329,12 @@ impl Row {
                  each thread)"
                     .into(),
             ),
+            (Row::PingPongBounded, Rival::May) => {
+                Some("n/a: may's sync::mpsc has no bounded channel".into())
+            }
+            (Row::MutexYield, Rival::Threads) => {
+                Some("n/a: threads have no yield_now to hold the lock across".into())
+            }
             (Row::Scaling, Rival::Threads) => Some(format!(
                 "n/a: a thread per connection cannot be held to 1 or {} workers",
                 Sizes::new(quick).workers
@@ -297,6 +355,16 @@ impl Row {
             line.push_str(&format!("  {}", s.trials_text()));
         }
         line
+    }
+
+    /// Lock + unlock operations per sample of a mutex row (0 for the others).
+    fn locks(self, quick: bool) -> u64 {
+        let z = Sizes::new(quick);
+        match self {
+            Row::Mutex => z.locks,
+            Row::MutexYield => z.locks_yield,
+            _ => 0,
+        }
     }
 
     /// What runs in this row's cell for `rival`.
@@ -341,6 +409,63 @@ impl Row {
             (Row::PingPong, Tokio) => "2 workers, sync::mpsc::unbounded_channel".into(),
             (Row::PingPong, May) => "2 workers, sync::mpsc".into(),
             (Row::PingPong, Threads) => "2 threads, std::sync::mpsc".into(),
+            (Row::PingPong1w, Stackweave) => "1-worker runtime, sync::mpsc (unbounded)".into(),
+            (Row::PingPong1w, Tokio) => {
+                "current_thread runtime, sync::mpsc::unbounded_channel".into()
+            }
+            (Row::PingPong1w, May) => "set_workers(1), sync::mpsc".into(),
+            (Row::PingPong1w, Threads) => "2 threads pinned to one CPU, std::sync::mpsc".into(),
+            (Row::PingPongBounded, Stackweave) => "2 workers, sync::mpsc::sync_channel(1)".into(),
+            (Row::PingPongBounded, Tokio) => {
+                "multi-thread, 2 workers, sync::mpsc::channel(1)".into()
+            }
+            (Row::PingPongBounded, _) => "2 threads, std::sync::mpsc::sync_channel(1)".into(),
+            (Row::Park, Stackweave) => {
+                "2 workers (the scheduler places the pair), stackweave::park / \
+                 Coroutine::unpark, an atomic turn"
+                    .into()
+            }
+            (Row::Park, Tokio) => {
+                "multi-thread, 2 workers, two sync::Notify (one per direction)".into()
+            }
+            (Row::Park, May) => {
+                "2 workers, pinning off, coroutine::park / Coroutine::unpark, an atomic turn".into()
+            }
+            (Row::Park, Threads) => {
+                "2 threads, thread::park / Thread::unpark, an atomic turn".into()
+            }
+            (Row::Mutex | Row::MutexYield, Stackweave) => format!(
+                "2 workers, sync::Mutex<u64>, {MUTEX_TASKS} coroutines x {} locks{}",
+                thousands(self.locks(quick) / MUTEX_TASKS),
+                if self == Row::MutexYield {
+                    ", yield_now() inside"
+                } else {
+                    ""
+                }
+            ),
+            (Row::Mutex | Row::MutexYield, Tokio) => format!(
+                "multi-thread, 2 workers, sync::Mutex<u64>, {MUTEX_TASKS} tasks x {} locks{}",
+                thousands(self.locks(quick) / MUTEX_TASKS),
+                if self == Row::MutexYield {
+                    ", yield_now().await inside"
+                } else {
+                    ""
+                }
+            ),
+            (Row::Mutex | Row::MutexYield, May) => format!(
+                "2 workers, pinning off, sync::Mutex<u64>, {MUTEX_TASKS} coroutines x {} \
+                 locks{}",
+                thousands(self.locks(quick) / MUTEX_TASKS),
+                if self == Row::MutexYield {
+                    ", coroutine::yield_now() inside"
+                } else {
+                    ""
+                }
+            ),
+            (Row::Mutex | Row::MutexYield, Threads) => format!(
+                "std::sync::Mutex<u64>, {MUTEX_TASKS} threads x {} locks",
+                thousands(self.locks(quick) / MUTEX_TASKS)
+            ),
             (Row::IdleSmall | Row::IdleLarge, Stackweave) => {
                 "time::sleep; default 256 KiB stack reservation (touched pages only)".into()
             }
@@ -432,6 +557,11 @@ pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
         Row::Spawn => tasks::spawn_join(rival, &z, false),
         Row::SpawnAll => tasks::spawn_join(rival, &z, true),
         Row::PingPong => tasks::ping_pong(rival, &z),
+        Row::PingPong1w => sync_tasks::ping_pong_one_worker(rival, &z),
+        Row::PingPongBounded => sync_tasks::ping_pong_bounded(rival, &z),
+        Row::Park => sync_tasks::park_ping_pong(rival, &z),
+        Row::Mutex => sync_tasks::mutex(rival, &z, false),
+        Row::MutexYield => sync_tasks::mutex(rival, &z, true),
         Row::IdleSmall => tasks::idle(rival, z.idle_small),
         Row::IdleLarge => tasks::idle(rival, z.idle_large),
         Row::Echo => net::echo(rival, &z),
@@ -442,19 +572,7 @@ pub fn run_sample(row: Row, rival: Rival, quick: bool) -> ! {
         Row::Hog => net::hog(rival, &z),
         Row::Scaling => net::scaling(rival, &z),
     };
-    match result {
-        Ok(sample) => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "RESULT {}", sample.to_line());
-            let _ = out.flush();
-            // Without joining anything: idle tasks sleep for an hour.
-            std::process::exit(0)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1)
-        }
-    }
+    crate::sample::exit_with(result)
 }
 
 /// The machine's memory in GiB (rounded).

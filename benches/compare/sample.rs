@@ -2,6 +2,7 @@
 //! `RESULT value=1.5 p99=2.25 trials=1.5,3` (numbers only, no spaces inside a field).
 
 use crate::rows::number;
+use std::io::Write;
 
 /// What one sample measured: the row's value, its extra metrics and, for rows whose
 /// value is the worst of several trials, every trial's figure.
@@ -98,6 +99,24 @@ impl Sample {
             Ok(sample)
         } else {
             Err(format!("no value in the result line {line:?}"))
+        }
+    }
+}
+
+/// Ends a sample process: prints the result line (`RESULT ...`) and exits with 0,
+/// or prints the error and exits with 1 (the parent shows its last line). Exits
+/// without joining anything: idle tasks sleep for an hour.
+pub fn exit_with(result: Result<Sample, String>) -> ! {
+    match result {
+        Ok(sample) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "RESULT {}", sample.to_line());
+            let _ = out.flush();
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
         }
     }
 }

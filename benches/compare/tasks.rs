@@ -13,18 +13,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Nanoseconds per operation.
-fn per_op(elapsed: Duration, ops: u64) -> Sample {
+pub(crate) fn per_op(elapsed: Duration, ops: u64) -> Sample {
     Sample::new(elapsed.as_nanos() as f64 / ops as f64)
 }
 
-fn stackweave_rt(workers: usize) -> Result<stackweave::Runtime, String> {
+pub(crate) fn stackweave_rt(workers: usize) -> Result<stackweave::Runtime, String> {
     stackweave::Runtime::builder()
         .workers(workers)
         .build()
         .map_err(|e| format!("stackweave runtime: {e}"))
 }
 
-fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -32,19 +32,19 @@ fn tokio_rt(workers: usize) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("tokio runtime: {e}"))
 }
 
-fn tokio_current_thread() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn tokio_current_thread() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))
 }
 
-fn may_config(workers: usize) {
+pub(crate) fn may_config(workers: usize) {
     may::config().set_workers(workers).set_worker_pin(false);
 }
 
 /// Pins the calling thread to the first CPU this process may run on.
-fn pin_to_one_cpu() -> Result<(), String> {
+pub(crate) fn pin_to_one_cpu() -> Result<(), String> {
     // SAFETY: an all-zero cpu_set_t is an empty set, a valid value.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::cpu_set_t>();
@@ -374,40 +374,15 @@ macro_rules! blocking_ping_pong {
     }};
 }
 
+pub(crate) use blocking_ping_pong;
+
 pub fn ping_pong(rival: Rival, z: &Sizes) -> Result<Sample, String> {
     let n = z.ping_pongs;
     match rival {
         Rival::Stackweave => stackweave_rt(2)?.block_on(move || {
             blocking_ping_pong!(n, stackweave::sync::mpsc::channel::<u64>, stackweave::spawn)
         }),
-        Rival::Tokio => {
-            let rt = tokio_rt(2)?;
-            rt.block_on(async move {
-                tokio::spawn(async move {
-                    use tokio::sync::mpsc;
-                    let (to_b, mut from_a) = mpsc::unbounded_channel::<u64>();
-                    let (to_a, mut from_b) = mpsc::unbounded_channel::<u64>();
-                    let b = tokio::spawn(async move {
-                        while let Some(v) = from_a.recv().await {
-                            if to_a.send(v + 1).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                    let start = Instant::now();
-                    for i in 0..n {
-                        to_b.send(i).map_err(|e| e.to_string())?;
-                        check_echo(from_b.recv().await.ok_or("closed")?, i)?;
-                    }
-                    let elapsed = start.elapsed();
-                    drop(to_b);
-                    b.await.map_err(|e| e.to_string())?;
-                    Ok(per_op(elapsed, n))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-            })
-        }
+        Rival::Tokio => tokio_ping_pong(&tokio_rt(2)?, n),
         Rival::May => {
             may_config(2);
             let a = may::go!(move || -> Result<Sample, String> {
@@ -421,7 +396,36 @@ pub fn ping_pong(rival: Rival, z: &Sizes) -> Result<Sample, String> {
     }
 }
 
-fn check_echo(got: u64, sent: u64) -> Result<(), String> {
+/// The tokio ping-pong over `unbounded_channel`, from inside a task on `rt`.
+pub(crate) fn tokio_ping_pong(rt: &tokio::runtime::Runtime, n: u64) -> Result<Sample, String> {
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            use tokio::sync::mpsc;
+            let (to_b, mut from_a) = mpsc::unbounded_channel::<u64>();
+            let (to_a, mut from_b) = mpsc::unbounded_channel::<u64>();
+            let b = tokio::spawn(async move {
+                while let Some(v) = from_a.recv().await {
+                    if to_a.send(v + 1).is_err() {
+                        break;
+                    }
+                }
+            });
+            let start = Instant::now();
+            for i in 0..n {
+                to_b.send(i).map_err(|e| e.to_string())?;
+                check_echo(from_b.recv().await.ok_or("closed")?, i)?;
+            }
+            let elapsed = start.elapsed();
+            drop(to_b);
+            b.await.map_err(|e| e.to_string())?;
+            Ok(per_op(elapsed, n))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    })
+}
+
+pub(crate) fn check_echo(got: u64, sent: u64) -> Result<(), String> {
     if got == sent + 1 {
         Ok(())
     } else {

@@ -22,7 +22,7 @@
 //!
 //! # The protocol
 //!
-//! It is built on the channel core's claims (see `channel.rs`): a blocked operation
+//! It is built on the channel core's claims (see `channel/mod.rs`): a blocked operation
 //! is parked on its channel as an entry naming its waiter's *token*, and another
 //! party completes it only after claiming the token, with one compare-and-swap
 //! from "waiting" to "operation `i` done", in the same critical section of that
@@ -340,7 +340,11 @@ pub fn __run(arms: &mut [ArmRef<'_>], timeout: Timeout) {
                 return;
             }
         }
-        if matches!(timeout, Timeout::Now) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if matches!(timeout, Timeout::Now) {
+            return;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            crate::time::turn_after_expiry();
             return;
         }
         // 2. Park.

@@ -12,7 +12,7 @@ mod scope;
 pub(crate) use scope::outside_coroutine;
 pub use scope::{deadline, timeout, Elapsed};
 
-pub(crate) use crate::rt::suspend::suspend_until;
+pub(crate) use crate::rt::suspend::{suspend_until, turn_after_expiry};
 use crate::rt::{WaitKind, Why};
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,9 @@ pub fn sleep(duration: Duration) {
     }
 }
 
-/// Puts the running coroutine to sleep until `deadline`; returns at once if it has
-/// passed. Outside a coroutine, sleeps the thread.
+/// Puts the running coroutine to sleep until `deadline`; if it has passed, only
+/// yields (lets the worker's other ready coroutines run once). Outside a coroutine,
+/// sleeps the thread.
 ///
 /// # Examples
 ///

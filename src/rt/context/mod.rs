@@ -86,3 +86,50 @@ mod backend;
 mod backend;
 
 pub(crate) use backend::{Context, Suspender, BACKEND};
+
+/// The bare switch of the compiled-in backend, with no `Generator` around it: a
+/// context that counts up and suspends with the count, resumed by hand. Only for
+/// the switch benchmark (`benches/switch.rs`, "bare switch" group), which cannot
+/// reach the crate's private context otherwise; re-exported hidden as
+/// `stackweave::__BareSwitch`.
+pub struct BareSwitch {
+    /// Never finished (the entry loops forever), so never dropped: its stack is
+    /// leaked rather than freed under a suspended frame (Counter holds nothing that
+    /// needs dropping).
+    context: std::mem::ManuallyDrop<Context>,
+}
+
+/// The entry of a [`BareSwitch`]: suspends with 1, 2, 3, ... forever.
+struct Counter;
+
+impl Entry for Counter {
+    unsafe fn run(_: usize, _: *mut (), suspender: Suspender) -> usize {
+        let mut i = 0usize;
+        loop {
+            i = i.wrapping_add(1);
+            // SAFETY: on this context's own stack, while it runs.
+            unsafe { suspender.suspend(std::hint::black_box(i)) };
+        }
+    }
+}
+
+impl BareSwitch {
+    /// A counting context on a fresh 64 KiB stack.
+    pub fn new() -> std::io::Result<BareSwitch> {
+        let stack = crate::rt::stack::Stack::new(64 * 1024)?;
+        // SAFETY: Counter ignores its data pointer.
+        let context = unsafe { Context::new::<Counter>(stack, std::ptr::null_mut()) };
+        Ok(BareSwitch {
+            context: std::mem::ManuallyDrop::new(context),
+        })
+    }
+
+    /// One round trip: switches into the context and back; the count it suspended
+    /// with (1 after the first call).
+    #[inline]
+    pub fn resume(&mut self) -> usize {
+        // SAFETY: Counter never finishes, and the context is not running: only it
+        // could call this while it runs, and it never sees `self`.
+        unsafe { self.context.resume(0) }
+    }
+}

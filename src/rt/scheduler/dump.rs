@@ -32,6 +32,7 @@
 //! the request; the dumping thread waits for it only until its deadline, and
 //! reports that worker's coroutines as not captured.
 
+use super::run_queue::RunQueue;
 use super::started::Started;
 use super::state::{Resume, Runnable};
 use super::task::{Request, Task};
@@ -40,7 +41,7 @@ use super::Remote;
 use crate::rt::context::{Context, Suspender};
 use crate::rt::waiter::Waiter;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -174,7 +175,7 @@ pub(super) struct WorkerView<'a> {
     pub(super) index: usize,
     pub(super) remote: &'a Remote,
     pub(super) started: &'a RefCell<Started>,
-    pub(super) run_queue: &'a RefCell<VecDeque<Runnable>>,
+    pub(super) run_queue: &'a RefCell<RunQueue<Runnable>>,
     pub(super) unstarted: usize,
 }
 
@@ -216,16 +217,18 @@ fn collect(view: &WorkerView<'_>, take_inbox: impl FnOnce() -> bool) -> WorkerDu
     };
     let mut seen: HashMap<*const Task, ()> = HashMap::new();
     // The ready ones: we hold their `Runnable`s; each goes back in its place.
-    let mut queue = std::mem::take(&mut *view.run_queue.borrow_mut());
+    let mut queue = view.run_queue.borrow_mut().take_all();
     for runnable in queue.iter_mut() {
         seen.insert(Arc::as_ptr(runnable.task()), ());
         let stack = capture_runnable(runnable, &mut dump, &mut interned);
         dump.entries.push(entry(runnable.task(), false, stack));
     }
     {
+        // Queued during the captures (wakes of this worker's own coroutines) go
+        // behind the ones that were waiting already.
         let mut run_queue = view.run_queue.borrow_mut();
-        let pushed = std::mem::take(&mut *run_queue);
-        *run_queue = queue;
+        let pushed = run_queue.take_all();
+        run_queue.extend(queue);
         run_queue.extend(pushed);
     }
     let tasks: Vec<Arc<Task>> = view.started.borrow().tasks().cloned().collect();

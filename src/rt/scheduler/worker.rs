@@ -10,11 +10,12 @@
 use super::deadline;
 use super::dump;
 use super::placement::{self, Placement, Watch, RECHECK};
+use super::run_queue::RunQueue;
 use super::started::Started;
 use super::state::{Resume, Runnable};
 use super::task::{Payload, Request, Task};
 use super::wait::{coarse_now, Why};
-use super::{Shared, FAIRNESS_TICKS, RUNTIME};
+use super::{Shared, FAIRNESS_TICKS, MIN_BUSY_POLL_INTERVAL, RUNTIME};
 use crate::rt::context::Context;
 use crate::rt::locals as local;
 use crate::rt::reactor::Reactor;
@@ -23,7 +24,6 @@ use crate::rt::timer_queue::{TimerKey, TimerQueue};
 use crate::rt::unwind::{Cancelled, Unwound};
 use crossbeam_deque::{Steal, Worker};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::panic;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::Ordering;
@@ -42,7 +42,7 @@ struct Core {
     /// Unstarted coroutines; others steal from its `Stealer`.
     deque: Worker<Runnable>,
     /// Started coroutines ready to run.
-    run_queue: RefCell<VecDeque<Runnable>>,
+    run_queue: RefCell<RunQueue<Runnable>>,
     /// Every started, unfinished coroutine whose home this is (for shutdown).
     started: RefCell<Started>,
     /// The task being run (`None` between runs).
@@ -66,6 +66,8 @@ struct Core {
     /// Polls come at least every `FAIRNESS_TICKS` runs and whenever the worker
     /// runs dry, so it lags by at most that many runs.
     now: Cell<u64>,
+    /// When this worker last polled the reactor (see `MIN_BUSY_POLL_INTERVAL`).
+    polled_at: Cell<Instant>,
 }
 
 thread_local! {
@@ -73,6 +75,10 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's worker core, if this thread is a worker.
+///
+/// Always inlined: a coroutine's suspend goes through here, and as a call it cost
+/// the yield path a frame and a result passed through memory.
+#[inline(always)]
 fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     let core = CORE.with(Cell::get);
     if core.is_null() {
@@ -231,7 +237,25 @@ fn suspend(request: Request, why: Option<Why>) -> bool {
     // SAFETY: we run on the coroutine's stack: `current` is set only while its
     // context runs, and code on a worker's own stack never reaches here (it has no
     // current task).
-    let mut value = unsafe { suspender.suspend(request as usize) };
+    let value = unsafe { suspender.suspend(request as usize) };
+    if value != Resume::Run as usize {
+        resumed_otherwise(suspender, value, generator_map);
+    } else {
+        local::restore_generator_map(generator_map);
+    }
+    true
+}
+
+/// The rest of [`suspend`] when the coroutine was resumed for anything but a plain
+/// run: for a dump's capture (any number of times, then a run), to unwind, or to be
+/// cancelled. Out of line: the plain run is the hot path.
+#[cold]
+#[inline(never)]
+fn resumed_otherwise(
+    suspender: crate::rt::context::Suspender,
+    mut value: usize,
+    generator_map: *const local::GeneratorMap,
+) {
     while value == Resume::Dump as usize {
         // A dump's capture resume: record this stack and switch straight back
         // (scheduler::dump), before any of the coroutine's own code runs.
@@ -243,7 +267,6 @@ fn suspend(request: Request, why: Option<Why>) -> bool {
         Resume::Cancel => panic::resume_unwind(Box::new(Cancelled)),
         Resume::Run | Resume::Dump => {}
     }
-    true
 }
 
 /// A coroutine tried to block (park, join, yield) while unwinding: in a destructor
@@ -288,7 +311,7 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
         published: Cell::new(0),
         shared,
         deque,
-        run_queue: RefCell::new(VecDeque::new()),
+        run_queue: RefCell::new(RunQueue::default()),
         started: RefCell::new(Started::default()),
         current: Cell::new(None),
         tick: Cell::new(0),
@@ -297,6 +320,7 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
         timers: RefCell::new(TimerQueue::default()),
         woken: RefCell::new(Vec::new()),
         now: Cell::new(coarse_now()),
+        polled_at: Cell::new(Instant::now()),
     };
     CORE.with(|c| c.set(&core));
     RUNTIME.with(|r| r.set(Arc::as_ptr(&core.shared)));
@@ -307,8 +331,13 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
 }
 
 impl Core {
+    #[inline(always)]
     fn remote(&self) -> &super::Remote {
-        &self.shared.remotes[self.index]
+        debug_assert!(self.index < self.shared.remotes.len());
+        // SAFETY: `index` is this worker's place among the runtime's workers, fixed
+        // when the runtime built them (`start`), and `remotes` never changes length;
+        // unchecked because the run path reaches its remote several times a run.
+        unsafe { self.shared.remotes.get_unchecked(self.index) }
     }
 
     #[inline]
@@ -488,7 +517,7 @@ impl Core {
     /// looks at new work first.
     ///
     /// [`next_task`]: Core::next_task
-    #[inline]
+    #[inline(always)]
     fn after_yield(&self, task: Runnable) -> Option<Runnable> {
         let tick = self.tick.get().wrapping_add(1);
         if tick % FAIRNESS_TICKS == 0 {
@@ -496,14 +525,7 @@ impl Core {
             return None;
         }
         self.tick.set(tick);
-        let mut queue = self.run_queue.borrow_mut();
-        match queue.pop_front() {
-            Some(next) => {
-                queue.push_back(task);
-                Some(next)
-            }
-            None => Some(task),
-        }
+        Some(self.run_queue.borrow_mut().rotate(task))
     }
 
     /// The next task to run, in the search order of the module docs.
@@ -514,8 +536,10 @@ impl Core {
             // Now and then, new work first: coroutines woken from elsewhere join the
             // run queue, and an unstarted one (own deque, then injector) runs before
             // the ready ones, which a coroutine that yields in a loop keeps non-empty;
-            // I/O and timers are looked at too.
-            self.poll_io(Some(Duration::ZERO));
+            // I/O and timers are looked at too, unless polled a moment ago.
+            if self.polled_at.get().elapsed() >= MIN_BUSY_POLL_INTERVAL {
+                self.poll_io(Some(Duration::ZERO));
+            }
             self.take_inbox();
             if self.dump_pending() {
                 self.serve_dump();
@@ -659,12 +683,13 @@ impl Core {
     /// woken.
     fn poll_io(&self, timeout: Option<Duration>) -> bool {
         self.now.set(coarse_now());
+        let now = Instant::now();
+        self.polled_at.set(now);
         let mut woken = self.woken.take();
         let mut timeout = timeout;
         {
             let mut timers = self.timers.borrow_mut();
             if timers.next_deadline().is_some() {
-                let now = Instant::now();
                 timers.fire_due(now, |task| woken.push(task));
                 if let Some(next) = timers.next_deadline() {
                     let until = next.saturating_duration_since(now);
@@ -681,10 +706,12 @@ impl Core {
         self.reactor.borrow_mut().poll(timeout, &mut woken);
         if timeout != Some(Duration::ZERO) {
             self.now.set(coarse_now());
+            let after = Instant::now();
+            self.polled_at.set(after);
             // We may have slept: timers may be due now.
             self.timers
                 .borrow_mut()
-                .fire_due(Instant::now(), |task| woken.push(task));
+                .fire_due(after, |task| woken.push(task));
         }
         self.remote().polled(self.timers.borrow().len());
         let any = !woken.is_empty();

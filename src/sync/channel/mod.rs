@@ -295,6 +295,8 @@ impl<T> Chan<T> {
             Err(TrySendError::Full(msg)) => msg,
         };
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            drop(state);
+            crate::time::turn_after_expiry();
             return Err(SendFailed::Timeout(msg));
         }
         let single = Single::new(Some(msg));
@@ -318,6 +320,8 @@ impl<T> Chan<T> {
             Err(TryRecvError::Empty) => {}
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            drop(state);
+            crate::time::turn_after_expiry();
             return Err(RecvTimeoutError::Timeout);
         }
         if rt::others_ready() {
