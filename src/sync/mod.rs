@@ -7,6 +7,7 @@
 //! never lost, even when a waiter times out or is unwound.
 
 pub(crate) mod waiter;
+pub(crate) mod wake;
 
 /// The iterator impls of a channel module's `Receiver<T>` (with `recv` and
 /// `try_recv`) and its `Iter`, `TryIter` and `IntoIter` (each holding the receiver,
