@@ -6,7 +6,7 @@
 mod common;
 
 use common::Watchdog;
-use stackweave::runtime::Handle;
+use stackweave::runtime::{Handle, RuntimeShutdown};
 use stackweave::{Builder, JoinHandle, Runtime, Unwound};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -276,6 +276,59 @@ fn shutdown_leaves_no_live_coroutines() {
     }
 }
 
+/// Asserts that `err` is the error of a spawn refused at shutdown.
+fn assert_runtime_shutdown(err: &std::io::Error) {
+    let payload = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<RuntimeShutdown>());
+    assert_eq!(payload, Some(&RuntimeShutdown::default()), "{err}");
+    assert_eq!(err.to_string(), "the runtime is shutting down");
+}
+
+#[test]
+fn a_spawn_while_the_shutdown_is_under_way_returns_runtime_shutdown() {
+    let _watchdog = Watchdog::new("a spawn during shutdown", Duration::from_secs(30));
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let handle = rt.handle().clone();
+    let (parked, unwound, release) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    // Catches its unwind and then keeps its worker, without blocking, until told:
+    // the shutdown cannot finish meanwhile.
+    let h = rt.spawn({
+        let (parked, unwound, release) = (parked.clone(), unwound.clone(), release.clone());
+        move || {
+            let caught = panic::catch_unwind(|| {
+                parked.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    stackweave::park();
+                }
+            });
+            assert!(caught.expect_err("parked forever").is::<Unwound>());
+            unwound.fetch_add(1, Ordering::SeqCst);
+            while !release.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    wait_for(&parked, 1);
+    thread::scope(|s| {
+        let shutdown = s.spawn(move || rt.shutdown());
+        wait_for(&unwound, 1);
+        let err = handle.try_spawn(Builder::new(), || ()).unwrap_err();
+        assert_runtime_shutdown(&err);
+        assert!(
+            !shutdown.is_finished(),
+            "the shutdown waits for the coroutine"
+        );
+        release.store(true, Ordering::SeqCst);
+        shutdown.join().unwrap();
+    });
+    h.join().unwrap();
+}
+
 #[test]
 fn spawning_through_a_handle_after_the_runtime_is_dropped_is_an_error() {
     let rt = Runtime::builder().workers(1).build().unwrap();
@@ -283,6 +336,7 @@ fn spawning_through_a_handle_after_the_runtime_is_dropped_is_an_error() {
     drop(rt);
     let err = handle.try_spawn(Builder::new(), || ()).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::Other, "{err}");
+    assert_runtime_shutdown(&err);
     // `Handle::spawn` panics instead of hanging.
     let spawn = panic::catch_unwind(AssertUnwindSafe(|| handle.spawn(|| ())));
     assert!(spawn.is_err(), "spawned on a dropped runtime");

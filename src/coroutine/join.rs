@@ -8,7 +8,8 @@
 
 use super::{Coroutine, Kind};
 use crate::rt::scheduler::Why;
-use crate::rt::{current_task, wait_current, Task};
+use crate::rt::wake::Wakeup;
+use crate::rt::{wait_current, Task};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
@@ -19,21 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread;
 
-/// Who waits for a coroutine to finish.
-enum Waiter {
-    Coroutine(Arc<Task>),
-    Thread(thread::Thread),
-    /// An `async` task awaiting the [`JoinHandle`].
-    Future(std::task::Waker),
-}
-
 /// A coroutine's result, on its way to the joiner (inside the coroutine's task).
 pub(super) struct Packet<T> {
     /// Written once, by [`complete`](Self::complete), before `done` is set; read
     /// only by the one `JoinHandle`, after it saw `done`.
     result: UnsafeCell<Option<thread::Result<T>>>,
     done: AtomicBool,
-    waiter: Mutex<Option<Waiter>>,
+    /// Who waits for the coroutine to finish: the joining coroutine or thread, or
+    /// the `async` task awaiting the [`JoinHandle`].
+    waiter: Mutex<Option<Wakeup>>,
 }
 
 // SAFETY: `result` is written by one thread before the `done` release store and read
@@ -61,11 +56,8 @@ impl<T> Packet<T> {
         unsafe { *self.result.get() = Some(result) };
         self.done.store(true, Ordering::Release);
         let waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match waiter {
-            Some(Waiter::Coroutine(task)) => task.wake(),
-            Some(Waiter::Thread(thread)) => thread.unpark(),
-            Some(Waiter::Future(waker)) => waker.wake(),
-            None => {}
+        if let Some(waiter) = waiter {
+            waiter.wake();
         }
     }
 
@@ -75,10 +67,7 @@ impl<T> Packet<T> {
         if self.done.load(Ordering::Acquire) {
             return false;
         }
-        *waiter = Some(match current_task() {
-            Some(task) => Waiter::Coroutine(task),
-            None => Waiter::Thread(thread::current()),
-        });
+        *waiter = Some(Wakeup::current());
         true
     }
 
@@ -277,7 +266,9 @@ impl<T> Future for JoinHandle<T> {
         if !packet.done.load(Ordering::Acquire) {
             let mut waiter = packet.waiter.lock().unwrap_or_else(|e| e.into_inner());
             if !packet.done.load(Ordering::Acquire) {
-                *waiter = Some(Waiter::Future(cx.waker().clone()));
+                if !waiter.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waiter = Some(Wakeup::waker(cx.waker()));
+                }
                 return Poll::Pending;
             }
         }

@@ -404,8 +404,12 @@ impl Builder {
     ///
     /// [`io::ErrorKind::OutOfMemory`] when no stack can be had (memory or memory maps
     /// exhausted); [`io::ErrorKind::InvalidInput`] for a [`Placement::Worker`] index
-    /// the runtime does not have; an error of kind [`io::ErrorKind::Other`] if the
-    /// runtime is shutting down.
+    /// the runtime does not have; an error of kind [`io::ErrorKind::Other`] whose
+    /// payload is a [`RuntimeShutdown`](crate::runtime::RuntimeShutdown) if the
+    /// runtime is shutting down (see there how to tell it from the others): after
+    /// [`Runtime::shutdown`](crate::Runtime::shutdown) began, and for a spawn from
+    /// outside the runtime while
+    /// [`Runtime::shutdown_timeout`](crate::Runtime::shutdown_timeout) drains it.
     #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
@@ -438,14 +442,11 @@ impl Builder {
             Some(SpawnGuard(shared))
         };
         if shared.shutdown.load(Ordering::SeqCst) {
-            return Err(io::Error::other("the runtime is shutting down"));
+            return Err(runtime::RuntimeShutdown.into());
         }
         if _done.is_some() && shared.draining.load(Ordering::Acquire) {
             // Its own coroutines may still spawn: they finish the work in flight.
-            return Err(io::Error::other(
-                "the runtime is draining (Runtime::shutdown_timeout): it takes no new \
-                 coroutines from outside",
-            ));
+            return Err(runtime::RuntimeShutdown.into());
         }
         shared.check_placement(self.placement)?;
         let stack = stack::pool::take(self.stack_size.unwrap_or(shared.stack_size))?;

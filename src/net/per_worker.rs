@@ -39,7 +39,10 @@ pub struct PerWorker {
 /// # Errors
 ///
 /// The first bind error (for example `AddrInUse` when a socket without
-/// `SO_REUSEPORT` holds the address), or a spawn error; listeners already bound
+/// `SO_REUSEPORT` holds the address), or a spawn error (as
+/// [`Builder::spawn`](crate::Builder::spawn): one with a
+/// [`RuntimeShutdown`](crate::runtime::RuntimeShutdown) payload on a runtime that is
+/// shutting down); listeners already bound
 /// are closed again.
 ///
 /// # Examples

@@ -332,43 +332,6 @@ impl TcpStream {
         })
     }
 
-    /// Sets how long a read may wait before it fails with `ErrorKind::TimedOut`
-    /// (`None`: forever). A zero duration is `InvalidInput`, as in std.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io::{ErrorKind, Read};
-    /// use std::time::Duration;
-    /// use stackweave::net::{TcpListener, TcpStream};
-    ///
-    /// let listener = TcpListener::bind("127.0.0.1:0")?;
-    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
-    /// client.set_read_timeout(Some(Duration::from_millis(10)))?;
-    /// let err = client.read(&mut [0; 8]).unwrap_err(); // the server never writes
-    /// assert_eq!(err.kind(), ErrorKind::TimedOut);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Read, timeout)
-    }
-
-    /// Sets how long a write may wait for buffer space before it fails with
-    /// `ErrorKind::TimedOut` (`None`: forever).
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Write, timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Write))
-    }
-
     /// Reads without removing the data from the socket's queue.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.source.do_io(Direction::Read, |s| s.peek(buf))
@@ -480,6 +443,91 @@ macro_rules! stream_io_impls {
 pub(crate) use stream_io_impls;
 
 stream_io_impls!(TcpStream);
+
+/// The read and write timeouts of a socket type, over its `source` field:
+/// `set_read_timeout`, `set_write_timeout`, `read_timeout` and `write_timeout`, with
+/// their docs. `read` names the read operation in the docs ("read" or "receive"),
+/// `write` says what a write waits for ("write may wait for buffer space"); the doc
+/// comments after them are the example of `set_read_timeout` (each type's own, so
+/// that it compiles against that type).
+macro_rules! timeout_impls {
+    ($ours:ident, read: $read:literal, write: $write:literal, $(#[$example:meta])*) => {
+        impl $ours {
+            #[doc = concat!(
+                "Sets how long a ", $read, " may wait before it fails with ",
+                "`ErrorKind::TimedOut` (`None`: forever)."
+            )]
+            ///
+            /// # Errors
+            ///
+            /// `InvalidInput` for a zero duration, as in std.
+            ///
+            $(#[$example])*
+            pub fn set_read_timeout(
+                &self,
+                timeout: Option<std::time::Duration>,
+            ) -> std::io::Result<()> {
+                self.source
+                    .set_timeout($crate::rt::Direction::Read, timeout)
+            }
+
+            #[doc = concat!(
+                "Sets how long a ", $write, " before it fails with ",
+                "`ErrorKind::TimedOut` (`None`: forever)."
+            )]
+            ///
+            /// # Errors
+            ///
+            /// `InvalidInput` for a zero duration, as in std.
+            pub fn set_write_timeout(
+                &self,
+                timeout: Option<std::time::Duration>,
+            ) -> std::io::Result<()> {
+                self.source
+                    .set_timeout($crate::rt::Direction::Write, timeout)
+            }
+
+            /// The read timeout.
+            ///
+            /// # Errors
+            ///
+            /// None: the `Result` mirrors std.
+            pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.source.timeout($crate::rt::Direction::Read))
+            }
+
+            /// The write timeout.
+            ///
+            /// # Errors
+            ///
+            /// None: the `Result` mirrors std.
+            pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.source.timeout($crate::rt::Direction::Write))
+            }
+        }
+    };
+}
+pub(crate) use timeout_impls;
+
+timeout_impls!(
+    TcpStream,
+    read: "read",
+    write: "write may wait for buffer space",
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read};
+    /// use std::time::Duration;
+    /// use stackweave::net::{TcpListener, TcpStream};
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
+    /// client.set_read_timeout(Some(Duration::from_millis(10)))?;
+    /// let err = client.read(&mut [0; 8]).unwrap_err(); // the server never writes
+    /// assert_eq!(err.kind(), ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+);
 
 macro_rules! fd_impls {
     ($ours:ident, $std:ty) => {

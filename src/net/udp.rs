@@ -7,7 +7,6 @@ use std::fmt;
 use std::io;
 use std::net::{self, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 /// A UDP socket, like [`std::net::UdpSocket`]: receives suspend only the calling
 /// coroutine until a datagram arrives (outside a coroutine they block the thread).
@@ -107,38 +106,6 @@ impl UdpSocket {
         })
     }
 
-    /// Sets how long a receive may wait before `ErrorKind::TimedOut` (`None`:
-    /// forever); zero is `InvalidInput`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let socket = stackweave::net::UdpSocket::bind("127.0.0.1:0")?;
-    /// socket.set_read_timeout(Some(Duration::from_millis(5)))?;
-    /// let err = socket.recv_from(&mut [0; 8]).unwrap_err();
-    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Read, timeout)
-    }
-
-    /// Sets how long a send may wait for buffer space (`None`: forever).
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Write, timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Write))
-    }
-
     /// Sets `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
         self.source.get_ref().set_broadcast(on)
@@ -200,5 +167,21 @@ impl UdpSocket {
         Ok(())
     }
 }
+
+super::tcp::timeout_impls!(
+    UdpSocket,
+    read: "receive",
+    write: "send may wait for buffer space",
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let socket = stackweave::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+    /// let err = socket.recv_from(&mut [0; 8]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+);
 
 super::tcp::fd_impls!(UdpSocket, net::UdpSocket);

@@ -47,6 +47,7 @@ pub(crate) mod suspend;
 pub(crate) mod timer_queue;
 pub(crate) mod unwind;
 pub(crate) mod waiter;
+pub(crate) mod wake;
 
 pub(crate) use reactor::scheduled_io::ScheduledIo;
 pub(crate) use reactor::{block_thread_on, Direction};

@@ -9,22 +9,19 @@
 //! `std::sync::Mutex`) is only held for short, non-blocking sections, never across a
 //! suspension.
 
-use crate::rt::scheduler::{self, Task, Why};
+use super::scheduler::{self, Why};
+use super::wake::Wakeup;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::Instant;
 
 /// One blocked coroutine or thread.
 pub(crate) struct Waiter {
     notified: AtomicBool,
-    who: Who,
-}
-
-enum Who {
-    Task(Arc<Task>),
-    Thread(Thread),
+    /// Made by `Wakeup::current`: a coroutine or a thread, never a `Waker`.
+    who: Wakeup,
 }
 
 impl Waiter {
@@ -37,13 +34,9 @@ impl Waiter {
     /// embedding in a larger shared value (the channel core's token), which saves
     /// an allocation per wait.
     pub(crate) fn current_inline() -> Waiter {
-        let who = match scheduler::current_task() {
-            Some(task) => Who::Task(task),
-            None => Who::Thread(thread::current()),
-        };
         Waiter {
             notified: AtomicBool::new(false),
-            who,
+            who: Wakeup::current(),
         }
     }
 
@@ -52,10 +45,7 @@ impl Waiter {
         if self.notified.swap(true, Ordering::AcqRel) {
             return false;
         }
-        match &self.who {
-            Who::Task(task) => task.wake(),
-            Who::Thread(thread) => thread.unpark(),
-        }
+        self.who.wake_by_ref();
         true
     }
 
@@ -74,8 +64,8 @@ impl Waiter {
     /// notified or `deadline` passes; returns whether it was notified. May unwind
     /// (shutdown, cancellation) when a coroutine.
     pub(crate) fn block(&self, deadline: Option<Instant>, why: Why) -> bool {
-        match &self.who {
-            Who::Task(_) => match deadline {
+        if self.who.is_coroutine() {
+            return match deadline {
                 None => {
                     while !self.is_notified() {
                         scheduler::wait_current(why);
@@ -83,25 +73,25 @@ impl Waiter {
                     true
                 }
                 Some(deadline) => {
-                    crate::rt::suspend::suspend_until(deadline, why, || self.is_notified())
+                    super::suspend::suspend_until(deadline, why, || self.is_notified())
                         .unwrap_or(false)
                 }
-            },
-            Who::Thread(_) => loop {
-                if self.is_notified() {
-                    return true;
-                }
-                match deadline {
-                    None => thread::park(),
-                    Some(deadline) => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            return self.is_notified();
-                        }
-                        thread::park_timeout(deadline - now);
+            };
+        }
+        loop {
+            if self.is_notified() {
+                return true;
+            }
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return self.is_notified();
                     }
+                    thread::park_timeout(deadline - now);
                 }
-            },
+            }
         }
     }
 }

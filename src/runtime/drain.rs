@@ -193,7 +193,7 @@ impl Runtime {
     /// written as `for stream in listener.incoming()` returns by itself, and once it
     /// drops its listener, new connections are refused. Spawns from outside the
     /// runtime fail as they do after [`shutdown`]: [`Handle::try_spawn`] and
-    /// `Builder::spawn` return the error, [`Runtime::spawn`] and
+    /// `Builder::spawn` return the error (with a [`RuntimeShutdown`] payload), [`Runtime::spawn`] and
     /// [`Runtime::block_on`] panic with it; the runtime's own coroutines may still
     /// spawn, since they are the work in flight. Returns as soon as every coroutine has finished, or at the
     /// deadline, with what happened.
@@ -209,6 +209,7 @@ impl Runtime {
     ///
     /// [`shutdown`]: Runtime::shutdown
     /// [`Handle::try_spawn`]: super::Handle::try_spawn
+    /// [`RuntimeShutdown`]: super::RuntimeShutdown
     ///
     /// # Examples
     ///

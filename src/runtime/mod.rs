@@ -10,6 +10,7 @@
 mod drain;
 mod dump;
 mod metrics;
+mod shutdown_error;
 
 pub(crate) use drain::{accepting, is_drain_error};
 pub use drain::{until_drain, Drained, Draining};
@@ -18,6 +19,7 @@ pub use dump::{
     DEFAULT_DUMP_TIMEOUT,
 };
 pub use metrics::{Metrics, WorkerMetrics};
+pub use shutdown_error::RuntimeShutdown;
 
 use crate::coroutine::{self, JoinHandle};
 use crate::rt::reactor::WAKER_TOKEN;
@@ -325,7 +327,8 @@ impl Runtime {
     ///
     /// # Panics
     ///
-    /// If no stack can be allocated or the runtime is shutting down.
+    /// If no stack can be allocated or the runtime is shutting down (the panic
+    /// message shows the [`RuntimeShutdown`] error).
     ///
     /// # Examples
     ///
@@ -440,8 +443,9 @@ impl Handle {
     ///
     /// # Panics
     ///
-    /// If no stack can be allocated or the runtime is shutting down; use
-    /// [`Handle::try_spawn`] for an error instead.
+    /// If no stack can be allocated or the runtime is shutting down (the panic
+    /// message shows the [`RuntimeShutdown`] error); use [`Handle::try_spawn`] for
+    /// an error instead.
     ///
     /// # Examples
     ///

@@ -16,14 +16,16 @@ mod select;
 mod support;
 
 use common::raise_nofile_limit;
-use stackweave::Runtime;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::{flags, kernel_flags, serial, two_workers, Heartbeat};
+use support::{
+    close_pipe, flags, kernel_flags, one_worker, pipe, serial, tcp_pair, two_workers, write_byte,
+    write_later, Heartbeat,
+};
 
 #[test]
 fn std_thread_sleep_in_1000_coroutines_overlaps() {
@@ -38,18 +40,17 @@ fn std_thread_sleep_in_1000_coroutines_overlaps() {
         h.join().unwrap();
     }
     let total = start.elapsed();
-    let gap = beat.longest_gap();
+    let gap = beat.assert_kept_ticking();
     println!("1000 x std::thread::sleep(100 ms): {total:?}, heartbeat's longest gap {gap:?}");
     assert!(total >= Duration::from_millis(100));
     // Serially this is 100 s (50 s on two workers).
     assert!(total < Duration::from_secs(5), "took {total:?}");
-    assert!(gap < Duration::from_secs(1), "heartbeat gap {gap:?}");
 }
 
 #[test]
 fn other_sleeps_are_hooked_too() {
     let _g = serial();
-    let rt = Runtime::builder().workers(1).build().unwrap();
+    let rt = one_worker();
     let start = Instant::now();
     let handles: Vec<_> = (0..50)
         .map(|i| {
@@ -175,10 +176,9 @@ fn std_net_clients_and_server_in_coroutines_overlap() {
         h.join().unwrap();
     }
     let total = start.elapsed();
-    let gap = beat.longest_gap();
+    let gap = beat.assert_kept_ticking();
     println!("{clients} std::net requests answered after 100 ms: {total:?}, heartbeat gap {gap:?}");
     assert!(total < Duration::from_secs(5), "took {total:?}");
-    assert!(gap < Duration::from_secs(1), "heartbeat gap {gap:?}");
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn echo_of_std_net_in_coroutines_moves_a_megabyte() {
 #[test]
 fn readv_and_writev_wait_like_read_and_write() {
     let _g = serial();
-    let rt = Runtime::builder().workers(1).build().unwrap();
+    let rt = one_worker();
     let beat = Heartbeat::start(&rt);
     rt.block_on(|| {
         let (mut a, mut b) = UnixStream::pair().unwrap();
@@ -242,18 +242,15 @@ fn readv_and_writev_wait_like_read_and_write() {
         assert_eq!((&x, &y), (b"ab", b"cd"));
         drop(writer.join().unwrap());
     });
-    assert!(beat.longest_gap() < Duration::from_secs(1));
+    beat.assert_kept_ticking();
 }
 
 #[test]
 fn a_socket_the_user_made_nonblocking_passes_through() {
     let _g = serial();
     let rt = two_workers();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     rt.block_on(move || {
-        let s = TcpStream::connect(addr).unwrap();
-        let (_peer, _) = listener.accept().unwrap();
+        let (s, _peer) = tcp_pair();
         s.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 8];
         let e = (&s).read(&mut buf).unwrap_err();
@@ -266,11 +263,8 @@ fn a_socket_the_user_made_nonblocking_passes_through() {
 fn f_getfl_reports_what_the_user_set() {
     let _g = serial();
     let rt = two_workers();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     rt.block_on(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut s, peer) = tcp_pair();
         let fd = s.as_raw_fd();
         // connect went through the hook: non-blocking underneath, blocking to the user.
         assert_ne!(kernel_flags(fd) & libc::O_NONBLOCK, 0);
@@ -290,11 +284,7 @@ fn f_getfl_reports_what_the_user_set() {
         unsafe { libc::fcntl(fd, libc::F_SETFL, flags(fd) & !libc::O_NONBLOCK) };
         assert_eq!(flags(fd) & libc::O_NONBLOCK, 0);
         // Blocking again: the read waits (cooperatively) for the peer's byte.
-        let writer = stackweave::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            peer.write_all(b"x").unwrap();
-            peer
-        });
+        let writer = write_later(peer, Duration::from_millis(50), b"x");
         assert_eq!(s.read(&mut buf).unwrap(), 1);
         drop(writer.join().unwrap());
     });
@@ -304,11 +294,8 @@ fn f_getfl_reports_what_the_user_set() {
 fn calls_outside_coroutines_are_libcs() {
     let _g = serial();
     let rt = two_workers();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     // The main thread: a blocking read that a plain thread's write ends.
-    let mut s = TcpStream::connect(addr).unwrap();
-    let (mut peer, _) = listener.accept().unwrap();
+    let (mut s, mut peer) = tcp_pair();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
         peer.write_all(b"abc").unwrap();
@@ -366,12 +353,9 @@ fn a_socket_accepted_in_a_coroutine_still_blocks_on_a_plain_thread() {
 fn so_rcvtimeo_ends_a_read_with_would_block() {
     let _g = serial();
     let rt = two_workers();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let beat = Heartbeat::start(&rt);
     rt.block_on(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let (_peer, _) = listener.accept().unwrap();
+        let (mut s, _peer) = tcp_pair();
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let start = Instant::now();
@@ -384,24 +368,17 @@ fn so_rcvtimeo_ends_a_read_with_would_block() {
         assert!(waited >= Duration::from_millis(190), "{waited:?}");
         assert!(waited < Duration::from_secs(3), "{waited:?}");
     });
-    assert!(beat.longest_gap() < Duration::from_secs(1));
+    beat.assert_kept_ticking();
 }
 
 #[test]
 fn a_timeout_set_after_a_wait_and_on_a_duplicate_is_honoured() {
     let _g = serial();
     let rt = two_workers();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     rt.block_on(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
+        let (mut s, peer) = tcp_pair();
         // A wait without a timeout: the hooks remember that this socket has none.
-        let writer = stackweave::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            peer.write_all(b"1").unwrap();
-            peer
-        });
+        let writer = write_later(peer, Duration::from_millis(20), b"1");
         s.read_exact(&mut [0u8; 1]).unwrap();
         let _peer = writer.join().unwrap();
         // Set through a duplicate (another number, the same socket): the next wait
@@ -422,7 +399,7 @@ fn a_timeout_set_after_a_wait_and_on_a_duplicate_is_honoured() {
 #[test]
 fn connect_timeout_goes_through_the_poll_hook() {
     let _g = serial();
-    let rt = Runtime::builder().workers(1).build().unwrap();
+    let rt = one_worker();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let handles: Vec<_> = (0..20)
@@ -465,16 +442,12 @@ fn connect_timeout_goes_through_the_poll_hook() {
 #[test]
 fn a_poll_on_a_pipe_and_its_timeout() {
     let _g = serial();
-    let rt = Runtime::builder().workers(1).build().unwrap();
-    let mut fds = [0; 2];
-    // SAFETY: a valid array of two ints.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    let [r, w] = fds;
+    let rt = one_worker();
+    let (r, w) = pipe();
     let beat = Heartbeat::start(&rt);
     let writer = rt.spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: one byte from a valid buffer.
-        assert_eq!(unsafe { libc::write(w, b"p".as_ptr().cast(), 1) }, 1);
+        write_byte(w, b'p');
     });
     rt.block_on(move || {
         let mut pfd = libc::pollfd {
@@ -491,18 +464,14 @@ fn a_poll_on_a_pipe_and_its_timeout() {
         assert_ne!(pfd.revents & libc::POLLIN, 0);
     });
     writer.join().unwrap();
-    assert!(beat.longest_gap() < Duration::from_secs(1));
-    // SAFETY: our pipe's ends, closed once.
-    unsafe {
-        libc::close(r);
-        libc::close(w);
-    }
+    beat.assert_kept_ticking();
+    close_pipe((r, w));
 }
 
 #[test]
 fn a_big_write_on_a_blocking_socket_takes_all_its_bytes() {
     let _g = serial();
-    let rt = Runtime::builder().workers(1).build().unwrap();
+    let rt = one_worker();
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let reader = rt.spawn(move || {
         let mut total = 0;
@@ -531,11 +500,8 @@ fn a_big_write_on_a_blocking_socket_takes_all_its_bytes() {
 fn a_deadline_scope_ends_a_hooked_read_with_timed_out_not_an_abort() {
     let _g = serial();
     let rt = two_workers();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     rt.block_on(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let (_peer, _) = listener.accept().unwrap();
+        let (mut s, _peer) = tcp_pair();
         let start = Instant::now();
         // The unwind cannot cross libc's frame: the hooked read returns ETIMEDOUT,
         // which std reports as `TimedOut`, and the body returns it.

@@ -267,56 +267,6 @@ impl UnixDatagram {
         }
     }
 
-    /// Sets how long a receive may wait before `ErrorKind::TimedOut` (`None`:
-    /// forever).
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for a zero duration, as in std.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use stackweave::os::unix::net::UnixDatagram;
-    ///
-    /// let socket = UnixDatagram::unbound()?;
-    /// socket.set_read_timeout(Some(Duration::from_millis(5)))?;
-    /// let err = socket.recv_from(&mut [0; 8]).unwrap_err();
-    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Read, timeout)
-    }
-
-    /// Sets how long a send may wait for room (`None`: forever).
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for a zero duration, as in std.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Write, timeout)
-    }
-
-    /// The read timeout.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Read))
-    }
-
-    /// The write timeout.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Write))
-    }
-
     /// With `true`, calls return `WouldBlock` instead of waiting.
     ///
     /// # Errors
@@ -380,5 +330,23 @@ impl From<OwnedFd> for UnixDatagram {
         UnixDatagram::from(net::UnixDatagram::from(fd))
     }
 }
+
+crate::net::tcp::timeout_impls!(
+    UnixDatagram,
+    read: "receive",
+    write: "send may wait for room",
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stackweave::os::unix::net::UnixDatagram;
+    ///
+    /// let socket = UnixDatagram::unbound()?;
+    /// socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+    /// let err = socket.recv_from(&mut [0; 8]).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+);
 
 crate::net::tcp::fd_impls!(UnixDatagram, net::UnixDatagram);

@@ -184,59 +184,6 @@ impl UnixStream {
         self.source.get_ref().peer_addr()
     }
 
-    /// Sets how long a read may wait before it fails with `ErrorKind::TimedOut`
-    /// (`None`: forever).
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for a zero duration, as in std.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io::{ErrorKind, Read};
-    /// use std::time::Duration;
-    /// use stackweave::os::unix::net::UnixStream;
-    ///
-    /// let (mut a, _b) = UnixStream::pair()?;
-    /// a.set_read_timeout(Some(Duration::from_millis(10)))?;
-    /// let err = a.read(&mut [0; 8]).unwrap_err(); // `_b` never writes
-    /// assert_eq!(err.kind(), ErrorKind::TimedOut);
-    /// assert!(a.set_read_timeout(Some(Duration::ZERO)).is_err());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Read, timeout)
-    }
-
-    /// Sets how long a write may wait for buffer space before it fails with
-    /// `ErrorKind::TimedOut` (`None`: forever).
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for a zero duration, as in std.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.source.set_timeout(Direction::Write, timeout)
-    }
-
-    /// The read timeout.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Read))
-    }
-
-    /// The write timeout.
-    ///
-    /// # Errors
-    ///
-    /// None: the `Result` mirrors std.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.source.timeout(Direction::Write))
-    }
-
     /// With `true`, reads and writes return `WouldBlock` instead of waiting (the
     /// descriptor itself is always non-blocking).
     ///
@@ -286,6 +233,26 @@ impl UnixStream {
 }
 
 crate::net::tcp::stream_io_impls!(UnixStream);
+
+crate::net::tcp::timeout_impls!(
+    UnixStream,
+    read: "read",
+    write: "write may wait for buffer space",
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read};
+    /// use std::time::Duration;
+    /// use stackweave::os::unix::net::UnixStream;
+    ///
+    /// let (mut a, _b) = UnixStream::pair()?;
+    /// a.set_read_timeout(Some(Duration::from_millis(10)))?;
+    /// let err = a.read(&mut [0; 8]).unwrap_err(); // `_b` never writes
+    /// assert_eq!(err.kind(), ErrorKind::TimedOut);
+    /// assert!(a.set_read_timeout(Some(Duration::ZERO)).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+);
 
 impl From<OwnedFd> for UnixStream {
     /// Wraps a connected Unix stream socket, switching it to non-blocking mode.
