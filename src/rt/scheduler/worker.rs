@@ -333,11 +333,7 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
 impl Core {
     #[inline(always)]
     fn remote(&self) -> &super::Remote {
-        debug_assert!(self.index < self.shared.remotes.len());
-        // SAFETY: `index` is this worker's place among the runtime's workers, fixed
-        // when the runtime built them (`start`), and `remotes` never changes length;
-        // unchecked because the run path reaches its remote several times a run.
-        unsafe { self.shared.remotes.get_unchecked(self.index) }
+        &self.shared.remotes[self.index]
     }
 
     #[inline]
