@@ -23,8 +23,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::{
-    close_pipe, flags, kernel_flags, one_worker, pipe, serial, tcp_pair, two_workers, write_byte,
-    write_later, Heartbeat,
+    close_pipe, flags, kernel_flags, one_worker, pipe, serial, tcp_pair, two_workers,
+    write_byte_later, write_later, Heartbeat,
 };
 
 #[test]
@@ -445,10 +445,7 @@ fn a_poll_on_a_pipe_and_its_timeout() {
     let rt = one_worker();
     let (r, w) = pipe();
     let beat = Heartbeat::start(&rt);
-    let writer = rt.spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        write_byte(w, b'p');
-    });
+    let writer = write_byte_later(&rt, w, Duration::from_millis(100), b'p');
     rt.block_on(move || {
         let mut pfd = libc::pollfd {
             fd: r,

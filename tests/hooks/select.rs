@@ -3,7 +3,7 @@
 //! (pipes, regular files), `EBADF`, and a thousand coroutines selecting at once.
 
 use crate::support::{
-    close_pipe, one_worker, pipe, serial, tcp_pair, two_workers, until_waiting, write_byte,
+    close_pipe, one_worker, pipe, serial, tcp_pair, two_workers, until_waiting, write_byte_later,
     write_later, Heartbeat,
 };
 use std::io::{Read, Write};
@@ -188,10 +188,7 @@ fn select_on_a_pipe_a_closed_fd_and_outside_coroutines() {
     let beat = Heartbeat::start(&rt);
     // A pipe has no reactor registration: the hook re-polls between short sleeps,
     // and the heartbeat on the same worker keeps ticking.
-    let writer = rt.spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        write_byte(w, b'p');
-    });
+    let writer = write_byte_later(&rt, w, Duration::from_millis(100), b'p');
     rt.block_on(move || {
         let mut t = tv(Duration::from_secs(10));
         let (n, set, _) = select_read(r, Some(&mut t));

@@ -71,6 +71,15 @@ pub fn write_later<W: Write + Send + 'static>(
     })
 }
 
+/// A coroutine on `rt` that writes `byte` to the pipe end `fd` after `delay` (a
+/// hooked `std::thread::sleep`, so its worker is not held meanwhile).
+pub fn write_byte_later(rt: &Runtime, fd: i32, delay: Duration, byte: u8) -> JoinHandle<()> {
+    rt.spawn(move || {
+        std::thread::sleep(delay);
+        write_byte(fd, byte);
+    })
+}
+
 /// Waits (up to 30 s) until `count` coroutines said they are about to wait, then
 /// 50 ms more for them to get into the wait.
 pub fn until_waiting(count: &AtomicUsize, n: usize) {
