@@ -159,6 +159,67 @@ impl NextSlot {
     }
 }
 
+/// Spawns of one run decided by the balance test alone; past them the run is a
+/// [`Burst`].
+pub(super) const BURST: u32 = 8;
+
+/// Within a burst, spawns between two looks at whether other workers have taken
+/// from the spawner's deque.
+pub(super) const BURST_WINDOW: u32 = 16;
+
+/// What a worker knows of the spawns made by the coroutine it runs now, for the
+/// burst rule (module docs). Owned by the worker; no other thread reads it.
+///
+/// Each spawn past [`BURST`] in one run counts; every [`BURST_WINDOW`] of them the
+/// deque's length is compared with what it would be had nobody taken from it
+/// (`expected`: its length when the run's first spawn came, plus the spawner's own
+/// pushes; a worker does not pop its deque while one of its coroutines runs).
+/// Shorter means other workers are draining it: from then on, to the end of the
+/// run, spawns stay in it for them to take in batches. Once seen, it is not looked
+/// at again in that run (each look reads a line the thieves write).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Burst {
+    /// The run these counts are for (the worker's run counter).
+    run: u64,
+    /// Spawns in that run so far.
+    spawns: u32,
+    /// The deque's length if nobody took from it during the run.
+    expected: usize,
+    /// Others took from the deque during the run: spawns stay local.
+    drained: bool,
+}
+
+impl Burst {
+    /// A spawn in run `run`, with the deque `len()` long: whether it skips the
+    /// balance test and stays with the spawner (others are draining its deque).
+    /// `len` is called only when the answer depends on it.
+    pub(super) fn keep_local(&mut self, run: u64, len: impl FnOnce() -> usize) -> bool {
+        if self.run != run {
+            *self = Burst {
+                run,
+                spawns: 0,
+                expected: usize::MAX,
+                drained: false,
+            };
+        }
+        self.spawns += 1;
+        if self.drained {
+            return true;
+        }
+        if self.spawns == 1 {
+            self.expected = len();
+        } else if self.spawns > BURST && (self.spawns - BURST) % BURST_WINDOW == 1 {
+            self.drained = len() < self.expected;
+        }
+        self.drained
+    }
+
+    /// The spawner pushed one task on its own deque.
+    pub(super) fn pushed(&mut self) {
+        self.expected = self.expected.saturating_add(1);
+    }
+}
+
 /// How long fresh work elsewhere waits before an idle worker takes it even though
 /// that worker already homes clearly more coroutines (see [`imbalanced`]): beyond a
 /// few of the kernel's time slices, the other worker is busy, not merely waiting
@@ -243,6 +304,45 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `n` spawns of run `run` on a simulated deque of length `len`, `taken`
+    /// of its tasks taken by others first; returns what each spawn was told.
+    fn spawns(b: &mut Burst, run: u64, n: u32, len: &mut usize, taken: usize) -> Vec<bool> {
+        *len -= taken;
+        (0..n)
+            .map(|_| {
+                let local = b.keep_local(run, || *len);
+                b.pushed();
+                *len += 1;
+                local
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_stays_local_once_others_drain_the_deque() {
+        let mut b = Burst::default();
+        let mut len = 4;
+        // The first spawns of a run, and every spawn while nobody takes from the
+        // deque, are left to the balance test.
+        assert!(spawns(&mut b, 1, BURST + BURST_WINDOW, &mut len, 0)
+            .iter()
+            .all(|l| !l));
+        // Others took some: from the next look on, the run's spawns stay local,
+        // and stay so even if nobody takes any more.
+        let told = spawns(&mut b, 1, 2 * BURST_WINDOW, &mut len, 5);
+        assert!(told.iter().all(|l| *l));
+        assert!(spawns(&mut b, 1, 100, &mut len, 0).iter().all(|l| *l));
+        // A new run starts over.
+        assert!(!spawns(&mut b, 2, 1, &mut len, 0)[0]);
+        // Taken before the run's first spawn does not count.
+        let mut b = Burst::default();
+        let mut len = 10;
+        len -= 3;
+        assert!(spawns(&mut b, 1, BURST + BURST_WINDOW, &mut len, 0)
+            .iter()
+            .all(|l| !l));
+    }
 
     #[test]
     fn imbalance_needs_more_than_the_slack() {

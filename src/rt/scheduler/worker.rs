@@ -9,7 +9,7 @@
 
 use super::deadline;
 use super::dump;
-use super::placement::{self, Placement, Watch, RECHECK};
+use super::placement::{self, Burst, Placement, Watch, RECHECK};
 use super::run_queue::RunQueue;
 use super::started::Started;
 use super::state::{Resume, Runnable};
@@ -68,6 +68,8 @@ struct Core {
     now: Cell<u64>,
     /// When this worker last polled the reactor (see `MIN_BUSY_POLL_INTERVAL`).
     polled_at: Cell<Instant>,
+    /// The spawns of the current run (the placement module's burst rule).
+    burst: Cell<Burst>,
 }
 
 thread_local! {
@@ -321,6 +323,7 @@ fn run_worker(shared: Arc<Shared>, index: usize, deque: Worker<Runnable>, poll: 
         woken: RefCell::new(Vec::new()),
         now: Cell::new(coarse_now()),
         polled_at: Cell::new(Instant::now()),
+        burst: Cell::new(Burst::default()),
     };
     CORE.with(|c| c.set(&core));
     RUNTIME.with(|r| r.set(Arc::as_ptr(&core.shared)));
@@ -390,9 +393,11 @@ impl Core {
                 }
             }
             Placement::Balanced => {
-                if n > 1 {
+                let mut burst = self.burst.get();
+                if n > 1 && !burst.keep_local(self.remote().activity.runs(), || self.deque.len()) {
                     let other = self.random_other();
                     if placement::imbalanced(self.load(), self.shared.remotes[other].load()) {
+                        self.burst.set(burst);
                         return self.send_to(other, task);
                     }
                 }
@@ -400,7 +405,9 @@ impl Core {
                 // previous occupant goes where idle workers may steal it.
                 if let Some(previous) = self.remote().next.put(task) {
                     self.deque.push(previous);
+                    burst.pushed();
                 }
+                self.burst.set(burst);
                 self.publish_load();
                 self.shared.wake_one();
             }
