@@ -31,13 +31,32 @@ fn tally(names: &[String]) -> Vec<(String, usize)> {
     counts
 }
 
+/// When the clients of an [`accept_loop_trial`] connect.
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// While the accept loop runs: it accepts a few at a time.
+    Spread,
+    /// All before the accept loop starts: it accepts them in one run, a burst of
+    /// spawns.
+    Burst,
+}
+
 /// One trial of the README's server pattern: one accept loop, a coroutine per
 /// connection; `clients` connections from plain threads. Returns the worker each
 /// handler started on.
-fn accept_loop_trial(clients: usize) -> Vec<String> {
+fn accept_loop_trial(clients: usize, arrival: Arrival) -> Vec<String> {
     let rt = Runtime::builder().workers(2).build().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let connect = || {
+        (0..clients)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let early = match arrival {
+        Arrival::Burst => Some(connect()),
+        Arrival::Spread => None,
+    };
     let started = Arc::new(Mutex::new(Vec::new()));
     let server = rt.spawn({
         let started = started.clone();
@@ -58,9 +77,7 @@ fn accept_loop_trial(clients: usize) -> Vec<String> {
         }
     });
     // Connect them all first (the handlers stay alive), then talk on each.
-    let mut streams: Vec<std::net::TcpStream> = (0..clients)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
-        .collect();
+    let mut streams = early.unwrap_or_else(connect);
     for (i, s) in streams.iter_mut().enumerate() {
         s.write_all(&[i as u8]).unwrap();
         let mut back = [0u8; 1];
@@ -76,11 +93,22 @@ fn accept_loop_trial(clients: usize) -> Vec<String> {
 
 #[test]
 fn connections_from_one_accept_loop_start_on_both_workers() {
+    assert_both_workers_start_connections(Arrival::Spread);
+}
+
+#[test]
+fn a_burst_of_pending_connections_starts_on_both_workers() {
+    assert_both_workers_start_connections(Arrival::Burst);
+}
+
+/// Runs accept-loop trials and checks that each worker started at least 30% of the
+/// connections.
+fn assert_both_workers_start_connections(arrival: Arrival) {
     const CLIENTS: usize = 100;
     const TRIALS: usize = 5;
     let _watchdog = Watchdog::new("accept placement", Duration::from_secs(120));
     for trial in 0..TRIALS {
-        let counts = tally(&accept_loop_trial(CLIENTS));
+        let counts = tally(&accept_loop_trial(CLIENTS, arrival));
         eprintln!("trial {trial}: {counts:?}");
         // Balanced placement keeps the two within a few connections of each other;
         // the bound is wide so a loaded machine cannot make it flake.

@@ -23,9 +23,17 @@
 //!   stays: it goes to the worker's [`NextSlot`], displacing the previous occupant
 //!   into the deque, where idle workers may steal it at once. The queued ones count:
 //!   an accept loop's connections are still queued, not yet homed, when its next
-//!   accept decides. The price is that a burst of short spawns sends about every
-//!   other one across (an injector push and an unpark each) instead of leaving them
-//!   to batch steals (see docs/DECISIONS.md for the measured cost).
+//!   accept decides. Alone, this would send about every other spawn of a burst
+//!   across (an inbox push and an unpark each): the burst rule below bounds that.
+//! * **A burst of spawns** (many in one run of the spawning coroutine) gets a wider
+//!   slack once other workers are seen draining the spawner's deque ([`Burst`]):
+//!   from then on, to the end of that run, its spawns stay in the deque while the
+//!   spawner's load is less than [`BURST_SLACK`] ahead, and the thieves take them in
+//!   batches instead of one inbox hand-over each ([`sends_across`]). Past that
+//!   lead the thieves are not keeping up (busy, or without a CPU), and the balance
+//!   test sends work across as before: the spawner would otherwise start the rest
+//!   itself when it blocks, and an accept loop's connections would stay on its
+//!   worker for life.
 //! * **The next slot** keeps the last spawn with its spawner for [`GRACE`]: a
 //!   coroutine that the spawner talks to (request/reply, spawn-then-join) usually
 //!   runs as soon as the spawner blocks, on the same worker, so the pair never pays
@@ -167,6 +175,18 @@ pub(super) const BURST: u32 = 8;
 /// from the spawner's deque.
 pub(super) const BURST_WINDOW: u32 = 16;
 
+/// How far ahead of the other worker a spawner's load may run while others drain
+/// its deque (the burst rule): a thief's batch or two.
+pub(super) const BURST_SLACK: usize = 16;
+
+/// Whether a spawn on a worker with load `own` goes to one with load `other`:
+/// [`imbalanced`], with [`BURST_SLACK`] more slack while other workers drain the
+/// spawner's deque (`draining`, from [`Burst::draining`]).
+pub(super) fn sends_across(own: usize, other: usize, draining: bool) -> bool {
+    let slack = if draining { BURST_SLACK } else { 0 };
+    imbalanced(own, other + slack)
+}
+
 /// What a worker knows of the spawns made by the coroutine it runs now, for the
 /// burst rule (module docs). Owned by the worker; no other thread reads it.
 ///
@@ -175,8 +195,9 @@ pub(super) const BURST_WINDOW: u32 = 16;
 /// (`expected`: its length when the run's first spawn came, plus the spawner's own
 /// pushes; a worker does not pop its deque while one of its coroutines runs).
 /// Shorter means other workers are draining it: from then on, to the end of the
-/// run, spawns stay in it for them to take in batches. Once seen, it is not looked
-/// at again in that run (each look reads a line the thieves write).
+/// run, spawns stay in it for them to take in batches unless the spawner runs
+/// [`BURST_SLACK`] ahead ([`sends_across`]). Once seen, it is not looked at again
+/// in that run (each look reads a line the thieves write).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Burst {
     /// The run these counts are for (the worker's run counter).
@@ -185,15 +206,15 @@ pub(super) struct Burst {
     spawns: u32,
     /// The deque's length if nobody took from it during the run.
     expected: usize,
-    /// Others took from the deque during the run: spawns stay local.
+    /// Others took from the deque during the run.
     drained: bool,
 }
 
 impl Burst {
-    /// A spawn in run `run`, with the deque `len()` long: whether it skips the
-    /// balance test and stays with the spawner (others are draining its deque).
-    /// `len` is called only when the answer depends on it.
-    pub(super) fn keep_local(&mut self, run: u64, len: impl FnOnce() -> usize) -> bool {
+    /// A spawn in run `run`, with the deque `len()` long: whether other workers
+    /// are draining the deque in this run (the spawn gets [`BURST_SLACK`]). `len`
+    /// is called only when the answer depends on it.
+    pub(super) fn draining(&mut self, run: u64, len: impl FnOnce() -> usize) -> bool {
         if self.run != run {
             *self = Burst {
                 run,
@@ -311,25 +332,25 @@ mod tests {
         *len -= taken;
         (0..n)
             .map(|_| {
-                let local = b.keep_local(run, || *len);
+                let draining = b.draining(run, || *len);
                 b.pushed();
                 *len += 1;
-                local
+                draining
             })
             .collect()
     }
 
     #[test]
-    fn a_burst_stays_local_once_others_drain_the_deque() {
+    fn a_burst_is_draining_once_others_take_from_the_deque() {
         let mut b = Burst::default();
         let mut len = 4;
         // The first spawns of a run, and every spawn while nobody takes from the
-        // deque, are left to the balance test.
+        // deque, get the balance test's usual slack.
         assert!(spawns(&mut b, 1, BURST + BURST_WINDOW, &mut len, 0)
             .iter()
             .all(|l| !l));
-        // Others took some: from the next look on, the run's spawns stay local,
-        // and stay so even if nobody takes any more.
+        // Others took some: from the next look on, the run's spawns get the
+        // burst's slack, and keep it even if nobody takes any more.
         let told = spawns(&mut b, 1, 2 * BURST_WINDOW, &mut len, 5);
         assert!(told.iter().all(|l| *l));
         assert!(spawns(&mut b, 1, 100, &mut len, 0).iter().all(|l| *l));
@@ -338,10 +359,22 @@ mod tests {
         // Taken before the run's first spawn does not count.
         let mut b = Burst::default();
         let mut len = 10;
-        len -= 3;
-        assert!(spawns(&mut b, 1, BURST + BURST_WINDOW, &mut len, 0)
+        assert!(spawns(&mut b, 1, BURST + BURST_WINDOW, &mut len, 3)
             .iter()
             .all(|l| !l));
+    }
+
+    #[test]
+    fn a_draining_burst_still_sends_across_once_far_ahead() {
+        // The spawner of a burst keeps its spawns while the thieves keep up...
+        assert!(sends_across(4, 0, false));
+        assert!(!sends_across(4, 0, true));
+        assert!(!sends_across(BURST_SLACK + 3, 0, true));
+        // ...but not once it runs the burst's slack ahead (plus the usual slack):
+        // it would start the rest itself, for life.
+        assert!(sends_across(BURST_SLACK + 4, 0, true));
+        assert!(!sends_across(40 + BURST_SLACK + 5, 40, true));
+        assert!(sends_across(40 + BURST_SLACK + 6, 40, true));
     }
 
     #[test]

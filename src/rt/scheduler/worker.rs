@@ -373,7 +373,6 @@ impl Core {
     /// Places a task spawned on this worker (see the placement module).
     fn place_new(&self, task: Runnable, placement: Placement) {
         super::bump_own(&self.remote().spawned);
-        let n = self.shared.remotes.len();
         match placement {
             Placement::SameWorker => self.push_ready(task),
             Placement::Worker(w) if w == self.index => self.push_ready(task),
@@ -393,25 +392,36 @@ impl Core {
                 }
             }
             Placement::Balanced => {
-                let mut burst = self.burst.get();
-                if n > 1 && !burst.keep_local(self.remote().activity.runs(), || self.deque.len()) {
-                    let other = self.random_other();
-                    if placement::imbalanced(self.load(), self.shared.remotes[other].load()) {
-                        self.burst.set(burst);
-                        return self.send_to(other, task);
-                    }
+                if let Some(other) = self.balanced_elsewhere() {
+                    return self.send_to(other, task);
                 }
                 // Kept: in the next slot, for the spawner to run when it blocks; the
                 // previous occupant goes where idle workers may steal it.
                 if let Some(previous) = self.remote().next.put(task) {
                     self.deque.push(previous);
+                    let mut burst = self.burst.get();
                     burst.pushed();
+                    self.burst.set(burst);
                 }
-                self.burst.set(burst);
                 self.publish_load();
                 self.shared.wake_one();
             }
         }
+    }
+
+    /// The worker a [`Placement::Balanced`] spawn goes to, or `None` to keep it
+    /// here: the balance test against one other worker at random, with the burst
+    /// rule's slack (placement module).
+    fn balanced_elsewhere(&self) -> Option<usize> {
+        if self.shared.remotes.len() == 1 {
+            return None;
+        }
+        let mut burst = self.burst.get();
+        let draining = burst.draining(self.remote().activity.runs(), || self.deque.len());
+        self.burst.set(burst);
+        let other = self.random_other();
+        let theirs = self.shared.remotes[other].load();
+        placement::sends_across(self.load(), theirs, draining).then_some(other)
     }
 
     /// Hands an unstarted task to worker `w` (its spawn inbox).
