@@ -31,6 +31,7 @@ pub(crate) mod dump;
 pub(crate) mod idle;
 mod placement;
 mod run_queue;
+mod spawn_inbox;
 mod started;
 pub(crate) mod state;
 pub(crate) mod task;
@@ -131,7 +132,7 @@ pub(crate) struct Remote {
     pub(crate) registry: mio::Registry,
     /// Unstarted coroutines that other threads placed on this worker; the worker
     /// takes from it, others only after the grace (placement module).
-    pub(crate) spawn_inbox: Injector<Runnable>,
+    pub(crate) spawn_inbox: spawn_inbox::SpawnInbox<Runnable>,
     /// The worker's last spawn, kept for it (placement module).
     pub(crate) next: Padded<NextSlot>,
     /// The worker's own load (started, unfinished coroutines homed here plus its
@@ -193,7 +194,7 @@ impl Remote {
             inbox: Injector::new(),
             parker: Padded(Parker::new(waker)),
             registry,
-            spawn_inbox: Injector::new(),
+            spawn_inbox: spawn_inbox::SpawnInbox::new(),
             next: Padded(NextSlot::default()),
             load_hint: Padded(AtomicUsize::new(0)),
             spawn_pending: Padded(AtomicUsize::new(0)),
@@ -230,16 +231,9 @@ impl Remote {
 
     /// Takes a task from this worker's spawn inbox (the worker itself, or a thief).
     fn take_spawned(&self) -> Option<Runnable> {
-        loop {
-            match self.spawn_inbox.steal() {
-                Steal::Success(task) => {
-                    self.spawn_pending.fetch_sub(1, Ordering::Relaxed);
-                    return Some(task);
-                }
-                Steal::Empty => return None,
-                Steal::Retry => {}
-            }
-        }
+        let task = self.spawn_inbox.take()?;
+        self.spawn_pending.fetch_sub(1, Ordering::Relaxed);
+        Some(task)
     }
 }
 
