@@ -9,14 +9,14 @@
 use super::{Coroutine, Kind};
 use crate::rt::scheduler::Why;
 use crate::rt::wake::Wakeup;
-use crate::rt::{wait_current, Task};
+use crate::rt::{wait_current, TaskRef};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::thread;
 
@@ -109,7 +109,7 @@ unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T: 'static> JoinHandle<T> {
     /// The handle of the coroutine of `task`, whose body's output is a `Packet<T>`.
-    pub(super) fn new(task: Arc<Task>) -> JoinHandle<T> {
+    pub(super) fn new(task: TaskRef) -> JoinHandle<T> {
         let packet = NonNull::from(
             task.body
                 .output()

@@ -20,7 +20,9 @@ use body::CoroutineBody;
 pub use join::JoinHandle;
 
 pub use crate::rt::scheduler::Placement;
-use crate::rt::scheduler::{self, current_task, suspend_current, Request, Runnable, Shared, Task};
+use crate::rt::scheduler::{
+    self, current_task, suspend_current, Request, Runnable, Shared, Task, TaskRef,
+};
 use crate::rt::stack::{self, Owner};
 pub use crate::rt::unwind::{Cancelled, Unwound};
 use crate::runtime;
@@ -91,12 +93,12 @@ pub struct Coroutine {
 
 #[derive(Clone)]
 enum Kind {
-    Task(Arc<Task>),
+    Task(TaskRef),
     Thread(thread::Thread, CoroutineId),
 }
 
 impl Coroutine {
-    fn task(task: Arc<Task>) -> Coroutine {
+    fn task(task: TaskRef) -> Coroutine {
         Coroutine {
             inner: Kind::Task(task),
         }
@@ -104,7 +106,7 @@ impl Coroutine {
 
     /// The task, for a coroutine's handle.
     #[cfg(test)]
-    pub(crate) fn as_task(&self) -> Option<&Arc<Task>> {
+    pub(crate) fn as_task(&self) -> Option<&TaskRef> {
         match &self.inner {
             Kind::Task(task) => Some(task),
             Kind::Thread(..) => None,

@@ -244,7 +244,7 @@ pub(super) fn poll_coroutine(fds: *mut pollfd, nfds: nfds_t, deadline: Option<In
 /// Removes a `poll`'s waiters from their slots when dropped.
 struct Unlist<'a> {
     waits: &'a [(&'static ScheduledIo, c_int, Direction, u32)],
-    task: &'a std::sync::Arc<crate::rt::Task>,
+    task: &'a crate::rt::TaskRef,
 }
 
 impl Drop for Unlist<'_> {

@@ -54,5 +54,5 @@ pub(crate) use reactor::{block_thread_on, Direction};
 pub(crate) use scheduler::deadline;
 pub(crate) use scheduler::{
     current_task, others_ready, suspend_current, wait_current, with_current_task, Request, Task,
-    WaitKind, Why,
+    TaskRef, WaitKind, Why,
 };

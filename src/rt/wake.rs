@@ -8,15 +8,14 @@
 //! waiting side re-checks its condition after every wakeup, so a wakeup carries no
 //! data and a spurious one is harmless.
 
-use super::scheduler::{self, Task};
-use std::sync::Arc;
+use super::scheduler::{self, TaskRef};
 use std::task::Waker;
 use std::thread::{self, Thread};
 
 /// A coroutine, a thread or a [`Waker`] to wake.
 pub(crate) enum Wakeup {
     /// A coroutine: [`Task::wake`] schedules it on its home worker.
-    Coroutine(Arc<Task>),
+    Coroutine(TaskRef),
     /// A thread, blocked in `thread::park` (or `park_timeout`).
     Thread(Thread),
     /// An `async` task, through its waker.

@@ -13,12 +13,11 @@
 
 pub(crate) mod scheduled_io;
 
-use crate::rt::scheduler::Task;
+use crate::rt::scheduler::TaskRef;
 use mio::{Events, Poll, Token};
 use scheduled_io::ScheduledIo;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) use scheduled_io::Direction;
@@ -33,7 +32,7 @@ const EVENTS_PER_POLL: usize = 1024;
 pub(crate) struct Reactor {
     poll: Poll,
     events: Events,
-    wake: Vec<Arc<Task>>,
+    wake: Vec<TaskRef>,
 }
 
 impl Reactor {
@@ -48,7 +47,7 @@ impl Reactor {
 
     /// Waits up to `timeout` (forever for `None`) for readiness and moves the
     /// coroutines waiting on ready descriptors into `woken`.
-    pub(crate) fn poll(&mut self, timeout: Option<Duration>, woken: &mut Vec<Arc<Task>>) {
+    pub(crate) fn poll(&mut self, timeout: Option<Duration>, woken: &mut Vec<TaskRef>) {
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 // epoll_wait fails only on a bad epoll fd or buffer: a bug.

@@ -15,7 +15,7 @@
 //! source goes away touches a live (maybe reused) slot, which at worst makes some
 //! waiter retry its system call once.
 
-use crate::rt::scheduler::{self, Shared, Task, Why};
+use crate::rt::scheduler::{self, Shared, TaskRef, Why};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use std::io;
@@ -51,7 +51,7 @@ pub(crate) struct ScheduledIo {
 
 #[derive(Default)]
 struct Inner {
-    waiters: [Vec<Arc<Task>>; 2],
+    waiters: [Vec<TaskRef>; 2],
     /// The runtime and worker whose `Poll` the fd is registered with.
     registration: Option<(Arc<Shared>, usize)>,
 }
@@ -140,7 +140,7 @@ impl ScheduledIo {
         read: bool,
         write: bool,
         read_closed: bool,
-        wake: &mut Vec<Arc<Task>>,
+        wake: &mut Vec<TaskRef>,
     ) {
         if read_closed {
             self.read_closed.store(true, Ordering::Release);
@@ -223,7 +223,7 @@ impl ScheduledIo {
     pub(crate) fn add_waiter(
         &'static self,
         fd: RawFd,
-        task: &Arc<Task>,
+        task: &TaskRef,
         dir: Direction,
         seen: u32,
     ) -> io::Result<bool> {
@@ -238,16 +238,16 @@ impl ScheduledIo {
 
     /// Takes `task` off the waiters of `dir` (if an event has not already).
     #[cfg(feature = "hooks")]
-    pub(crate) fn remove_waiter(&self, task: &Arc<Task>, dir: Direction) {
+    pub(crate) fn remove_waiter(&self, task: &TaskRef, dir: Direction) {
         let mut inner = self.lock();
-        inner.waiters[dir as usize].retain(|t| !Arc::ptr_eq(t, task));
+        inner.waiters[dir as usize].retain(|t| !TaskRef::ptr_eq(t, task));
     }
 
     /// Registers `fd` with the `Poll` of `task`'s home worker, once per runtime
     /// that is alive: a source first used on a runtime that has since shut down is
     /// moved to the caller's. (While both runtimes live, the first one's worker keeps
     /// the registration and wakes the other's coroutines through their inboxes.)
-    fn ensure_registered(&'static self, fd: RawFd, task: &Arc<Task>) -> io::Result<()> {
+    fn ensure_registered(&'static self, fd: RawFd, task: &TaskRef) -> io::Result<()> {
         let ours = Arc::as_ptr(&task.shared).cast_mut();
         if self.registered.load(Ordering::Acquire) == ours {
             return Ok(());
@@ -284,7 +284,7 @@ impl ScheduledIo {
     pub(crate) fn wait(
         &'static self,
         fd: RawFd,
-        task: &Arc<Task>,
+        task: &TaskRef,
         dir: Direction,
         seen: u32,
         deadline: Option<Instant>,
@@ -331,7 +331,7 @@ impl ScheduledIo {
 
 struct Waiting<'a> {
     io: &'static ScheduledIo,
-    task: &'a Arc<Task>,
+    task: &'a TaskRef,
     dir: Direction,
     listed: bool,
 }
@@ -343,6 +343,6 @@ impl Drop for Waiting<'_> {
         }
         // A timeout or an unwind: nobody will take us off the list.
         let mut inner = self.io.lock();
-        inner.waiters[self.dir as usize].retain(|t| !Arc::ptr_eq(t, self.task));
+        inner.waiters[self.dir as usize].retain(|t| !TaskRef::ptr_eq(t, self.task));
     }
 }

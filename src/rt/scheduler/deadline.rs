@@ -27,13 +27,14 @@
 //! Only the running coroutine touches its scopes (they live in its coroutine
 //! part), so nothing here is atomic.
 
-use super::task::{Payload, Task};
+use super::task::Payload;
+use super::task_ref::TaskRef;
 use super::worker::{add_timer, cancel_timer, current_task, with_current_task};
 use super::Shared;
 use crate::rt::timer_queue::TimerKey;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 /// The earliest deadline of a coroutine's active scopes.
@@ -116,12 +117,12 @@ fn draining() -> bool {
 /// scope's start and end, and by the drain once.
 #[derive(Default)]
 pub(crate) struct DrainScopes {
-    tasks: Vec<Option<Arc<Task>>>,
+    tasks: Vec<Option<TaskRef>>,
     free: Vec<usize>,
 }
 
 impl DrainScopes {
-    fn insert(&mut self, task: Arc<Task>) -> usize {
+    fn insert(&mut self, task: TaskRef) -> usize {
         match self.free.pop() {
             Some(key) => {
                 self.tasks[key] = Some(task);
@@ -145,7 +146,7 @@ impl DrainScopes {
 /// called by the drain after it set `Shared::draining` (module invariant).
 pub(crate) fn wake_drain_scopes(shared: &Shared) {
     for remote in shared.remotes.iter() {
-        let listed: Vec<Arc<Task>> = lock(&remote.drain_scopes)
+        let listed: Vec<TaskRef> = lock(&remote.drain_scopes)
             .tasks
             .iter()
             .flatten()

@@ -36,6 +36,7 @@ use super::run_queue::RunQueue;
 use super::started::Started;
 use super::state::{Resume, Runnable};
 use super::task::{Request, Task};
+use super::task_ref::TaskRef;
 use super::wait::{coarse_now, WaitKind, Why};
 use super::Remote;
 use crate::rt::context::{Context, Suspender};
@@ -219,7 +220,7 @@ fn collect(view: &WorkerView<'_>, take_inbox: impl FnOnce() -> bool) -> WorkerDu
     // The ready ones: we hold their `Runnable`s; each goes back in its place.
     let mut queue = view.run_queue.borrow_mut().take_all();
     for runnable in queue.iter_mut() {
-        seen.insert(Arc::as_ptr(runnable.task()), ());
+        seen.insert(TaskRef::as_ptr(runnable.task()), ());
         let stack = capture_runnable(runnable, &mut dump, &mut interned);
         dump.entries.push(entry(runnable.task(), false, stack));
     }
@@ -231,9 +232,9 @@ fn collect(view: &WorkerView<'_>, take_inbox: impl FnOnce() -> bool) -> WorkerDu
         run_queue.extend(queue);
         run_queue.extend(pushed);
     }
-    let tasks: Vec<Arc<Task>> = view.started.borrow().tasks().cloned().collect();
+    let tasks: Vec<TaskRef> = view.started.borrow().tasks().cloned().collect();
     for task in &tasks {
-        if seen.contains_key(&Arc::as_ptr(task)) {
+        if seen.contains_key(&TaskRef::as_ptr(task)) {
             continue;
         }
         let Some(mut runnable) = Runnable::claim_for_dump(task) else {

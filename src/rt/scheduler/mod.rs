@@ -35,6 +35,8 @@ mod spawn_inbox;
 mod started;
 pub(crate) mod state;
 pub(crate) mod task;
+mod task_cache;
+mod task_ref;
 pub(crate) mod wait;
 pub(crate) mod watchdog;
 mod worker;
@@ -52,6 +54,8 @@ pub use placement::Placement;
 
 pub(crate) use state::Runnable;
 pub(crate) use task::{context_for, Body, Payload, Request, Task};
+pub(crate) use task_cache::trim as trim_task_cache;
+pub(crate) use task_ref::TaskRef;
 pub(crate) use wait::{WaitKind, Why};
 pub(crate) use worker::{
     add_timer, cancel_timer, current_task, others_ready, start as start_workers, suspend_current,

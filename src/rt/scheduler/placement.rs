@@ -50,9 +50,9 @@
 //! within [`imbalanced`]'s slack; past it, spreading wins over locality. Callers who
 //! know better choose [`Placement::SameWorker`] or [`Placement::Worker`].
 
-use super::Runnable;
+use super::{Runnable, TaskRef};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Where a new coroutine starts (see [`Builder::placement`](crate::Builder::placement)).
@@ -140,7 +140,7 @@ pub(crate) struct NextSlot {
 }
 
 fn address(task: &Runnable) -> usize {
-    Arc::as_ptr(task.task()).cast::<()>() as usize
+    TaskRef::as_ptr(task.task()).cast::<()>() as usize
 }
 
 impl NextSlot {

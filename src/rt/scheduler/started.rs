@@ -7,20 +7,19 @@
 //! the home worker's thread touches its set: no hashing, no locks, and the freed
 //! slots are reused (last freed, first reused).
 
-use super::Task;
-use std::sync::Arc;
+use super::TaskRef;
 
 /// A slab of started tasks.
 #[derive(Default)]
 pub(super) struct Started {
-    slots: Vec<Option<Arc<Task>>>,
+    slots: Vec<Option<TaskRef>>,
     free: Vec<usize>,
     len: usize,
 }
 
 impl Started {
     /// Keeps `task`; returns its slot.
-    pub(super) fn insert(&mut self, task: Arc<Task>) -> usize {
+    pub(super) fn insert(&mut self, task: TaskRef) -> usize {
         self.len += 1;
         match self.free.pop() {
             Some(slot) => {
@@ -36,7 +35,7 @@ impl Started {
     }
 
     /// Gives back the task kept in `slot` (returned by [`insert`](Self::insert)).
-    pub(super) fn remove(&mut self, slot: usize) -> Option<Arc<Task>> {
+    pub(super) fn remove(&mut self, slot: usize) -> Option<TaskRef> {
         let task = self.slots.get_mut(slot)?.take()?;
         self.len -= 1;
         self.free.push(slot);
@@ -48,7 +47,7 @@ impl Started {
     }
 
     /// Every task kept.
-    pub(super) fn tasks(&self) -> impl Iterator<Item = &Arc<Task>> {
+    pub(super) fn tasks(&self) -> impl Iterator<Item = &TaskRef> {
         self.slots.iter().flatten()
     }
 }
@@ -60,8 +59,8 @@ mod tests {
     #[test]
     fn slots_are_reused() {
         let rt = crate::Runtime::builder().workers(1).build().unwrap();
-        // Real tasks: spawn some and keep clones of their `Arc<Task>`s.
-        let tasks: Vec<Arc<Task>> = (0..3)
+        // Real tasks: spawn some and keep clones of their `TaskRef`s.
+        let tasks: Vec<TaskRef> = (0..3)
             .map(|_| {
                 let h = rt.spawn(|| {});
                 let task = h.coroutine().as_task().expect("a coroutine").clone();
@@ -75,7 +74,7 @@ mod tests {
         let b = started.insert(tasks[1].clone());
         assert_ne!(a, b);
         assert_eq!(started.tasks().count(), 2);
-        assert!(Arc::ptr_eq(&started.remove(a).unwrap(), &tasks[0]));
+        assert!(TaskRef::ptr_eq(&started.remove(a).unwrap(), &tasks[0]));
         assert!(
             started.remove(a).is_none(),
             "a slot gives its task back once"

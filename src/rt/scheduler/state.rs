@@ -54,12 +54,12 @@
 //! `Notified` is taken out.
 
 use super::task::{Body, Task, WorkerPart};
+use super::task_ref::TaskRef;
 #[cfg(stackweave_loom)]
 use loom::sync::atomic::AtomicU8;
 #[cfg(not(stackweave_loom))]
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 /// Where a task is in its life (the diagram in the module docs).
 #[repr(u8)]
@@ -253,12 +253,12 @@ impl TaskState {
 
 /// The right to run one task (module invariant): what the run queues, the deques and
 /// the inboxes hold.
-pub(crate) struct Runnable(Arc<Task>);
+pub(crate) struct Runnable(TaskRef);
 
 impl Runnable {
     /// Makes the first `Runnable` of a new task, and a handle to it.
-    pub(crate) fn spawn<B: Body>(task: Task<B>) -> (Runnable, Arc<Task>) {
-        let task: Arc<Task> = Arc::new(task);
+    pub(crate) fn spawn<B: Body>(task: Task<B>) -> (Runnable, TaskRef) {
+        let task = TaskRef::new(task);
         // A fresh task (`Scheduled`, as `TaskState::new` makes it) has no other.
         (Runnable(task.clone()), task)
     }
@@ -266,7 +266,7 @@ impl Runnable {
     /// Wakes `task` (see [`TaskState`]'s transitions): if it was `Idle`, its new
     /// `Runnable` is returned for the caller to queue; otherwise its worker will
     /// find the wake, or it has finished.
-    pub(crate) fn wake(task: &Arc<Task>) -> Option<Runnable> {
+    pub(crate) fn wake(task: &TaskRef) -> Option<Runnable> {
         // Out of `Idle`, which no `Runnable` exists in: this is the only one.
         task.state.wake().then(|| Runnable(task.clone()))
     }
@@ -285,13 +285,13 @@ impl Runnable {
     /// the `Runnable` to queue, exactly as after a run that suspended while a wake
     /// came in. A wake that came *before* the claim found `Idle` and made its own
     /// `Runnable`, so the claim fails instead.
-    pub(crate) fn claim_for_dump(task: &Arc<Task>) -> Option<Runnable> {
+    pub(crate) fn claim_for_dump(task: &TaskRef) -> Option<Runnable> {
         task.state.claim().then(|| Runnable(task.clone()))
     }
 
     /// The task.
     #[inline]
-    pub(crate) fn task(&self) -> &Arc<Task> {
+    pub(crate) fn task(&self) -> &TaskRef {
         &self.0
     }
 

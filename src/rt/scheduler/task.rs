@@ -17,9 +17,10 @@
 //! * The state word serialises the two: see the state module.
 //!
 //! A task is one allocation: the untyped header above and its typed [`Body`] (the
-//! closure, then the result), reached as `Arc<Task>` = `Arc<Task<dyn Body>>`. The
-//! first run builds the context through the body, so the entry knows the body's type
-//! and gets the task as a thin pointer.
+//! closure, then the result), reached as a [`TaskRef`](super::TaskRef) (a counted
+//! pointer to `Task<dyn Body>`, whose count is the header's `refs`). The first run
+//! builds the context through the body, so the entry knows the body's type and gets
+//! the task as a thin pointer.
 
 use crate::rt::context::{self, Context, Suspender};
 use crate::rt::locals::LocalMap;
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::state::{Resume, Runnable, TaskState};
+use super::task_ref::TaskRef;
 use super::wait::WaitRecord;
 use super::Shared;
 
@@ -128,6 +130,8 @@ pub(crate) const NO_HOME: usize = usize::MAX;
 /// One coroutine of a runtime: the header, then the typed body (last, so that
 /// `Task<B>` unsizes to `Task<dyn Body>`).
 pub(crate) struct Task<B: ?Sized = dyn Body> {
+    /// How many `TaskRef`s point at it (the task_ref module's invariant).
+    pub(super) refs: AtomicUsize,
     /// Names it in panics, overflow reports and `Coroutine::name`.
     pub(crate) owner: Owner,
     /// Its place in the life of a task, and how its next run resumes it.
@@ -176,10 +180,10 @@ unsafe impl<B: ?Sized + Send> Send for Task<B> {}
 // the immutable owner, and the body is `Sync` itself.
 unsafe impl<B: ?Sized + Sync> Sync for Task<B> {}
 
-impl Task {
+impl TaskRef {
     /// Wakes the task: schedules it if it is idle, or marks a running one to be run
     /// again once it has suspended. Callable from any thread.
-    pub(crate) fn wake(self: &Arc<Task>) {
+    pub(crate) fn wake(&self) {
         if let Some(runnable) = Runnable::wake(self) {
             super::schedule_started(runnable);
         }
@@ -190,6 +194,7 @@ impl<B: Body> Task<B> {
     /// A new, unstarted task.
     pub(crate) fn new(owner: Owner, shared: Arc<Shared>, stack: Stack, body: B) -> Task<B> {
         Task {
+            refs: AtomicUsize::new(1),
             owner,
             state: TaskState::new(),
             home: AtomicUsize::new(NO_HOME),

@@ -14,6 +14,7 @@ use super::run_queue::RunQueue;
 use super::started::Started;
 use super::state::{Resume, Runnable};
 use super::task::{Payload, Request, Task};
+use super::task_ref::TaskRef;
 use super::wait::{coarse_now, Why};
 use super::{Shared, FAIRNESS_TICKS, MIN_BUSY_POLL_INTERVAL, RUNTIME};
 use crate::rt::context::Context;
@@ -58,9 +59,9 @@ struct Core {
     /// This worker's `Poll` (see the reactor module).
     reactor: RefCell<Reactor>,
     /// Deadlines of this worker's coroutines (sleeps, timeouts).
-    timers: RefCell<TimerQueue<Arc<Task>>>,
+    timers: RefCell<TimerQueue<TaskRef>>,
     /// Coroutines made ready by the reactor or the timers, to be woken.
-    woken: RefCell<Vec<Arc<Task>>>,
+    woken: RefCell<Vec<TaskRef>>,
     /// The coarse clock (wait module) as of this worker's latest reactor poll: the
     /// time a coroutine's wait record gets, so that a wait costs no clock read.
     /// Polls come at least every `FAIRNESS_TICKS` runs and whenever the worker
@@ -127,13 +128,12 @@ pub(super) fn push_local_started(home: usize, task: Runnable) -> Result<(), Runn
 }
 
 /// The task running on this thread, if any.
-pub(crate) fn current_task() -> Option<Arc<Task>> {
+pub(crate) fn current_task() -> Option<TaskRef> {
     with_core(|core| {
         let current = core.current.get()?.as_ptr().cast_const();
-        // SAFETY: `current` comes from an `Arc<Task>` that `run_task` holds for as long
-        // as it is set; we take a new strong reference and leave that one alone.
-        let task = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(current) });
-        Some(Arc::clone(&task))
+        // SAFETY: `current` is `TaskRef::as_ptr` of the `TaskRef` that `run_task` holds
+        // for as long as it is set.
+        Some(unsafe { TaskRef::clone_from_ptr(current) })
     })
     .flatten()
 }
@@ -163,7 +163,7 @@ pub(crate) fn others_ready() -> bool {
 
 /// Arms a timer on this worker that wakes `task` at `deadline`. Called by the
 /// running coroutine `task` (so on its home worker); `None` outside a worker.
-pub(crate) fn add_timer(deadline: Instant, task: Arc<Task>) -> Option<TimerKey> {
+pub(crate) fn add_timer(deadline: Instant, task: TaskRef) -> Option<TimerKey> {
     with_core(|core| core.timers.borrow_mut().insert(deadline, task))
 }
 
@@ -802,7 +802,7 @@ impl Core {
         let context: *mut Context = task.worker_part().context.as_mut().expect("started");
         self.remote().activity.begin_run(&task.task().owner);
         self.current
-            .set(NonNull::new(Arc::as_ptr(task.task()).cast_mut()));
+            .set(NonNull::new(TaskRef::as_ptr(task.task()).cast_mut()));
         #[cfg(feature = "hooks")]
         crate::rt::hook_flag::set_in_coroutine(true);
         // SAFETY: the context is started, not finished (finished tasks are never
@@ -846,7 +846,7 @@ impl Core {
         unsafe { stack.set_owner(&handle.owner) };
         // SAFETY: the pointer is the task holding this body, which this worker keeps
         // alive (in `started`) until the context has finished.
-        let context = unsafe { handle.body.context(stack, Arc::as_ptr(&handle).cast()) };
+        let context = unsafe { handle.body.context(stack, TaskRef::as_ptr(&handle).cast()) };
         part.context = Some(context);
         part.slot = self.started.borrow_mut().insert(handle);
     }
@@ -862,7 +862,7 @@ impl Core {
         let kept = self.started.borrow_mut().remove(slot);
         self.set_homed(self.homed.get() - 1);
         self.publish_load();
-        debug_assert!(kept.is_some_and(|kept| Arc::ptr_eq(&kept, task.task())));
+        debug_assert!(kept.is_some_and(|kept| TaskRef::ptr_eq(&kept, task.task())));
         task.complete();
     }
 
@@ -870,7 +870,7 @@ impl Core {
     /// complete (without running) the unstarted ones it can reach.
     fn drain_for_shutdown(&self) {
         loop {
-            let started: Vec<Arc<Task>> = self.started.borrow().tasks().cloned().collect();
+            let started: Vec<TaskRef> = self.started.borrow().tasks().cloned().collect();
             for task in &started {
                 task.state.request_unwind();
                 task.wake();

@@ -144,26 +144,9 @@ pub fn stack_cap() -> Option<usize> {
     Some(maps / 2)
 }
 
-/// Gives back to the kernel the memory of the stacks that wait, unused, in the
-/// process-wide pool, now.
-///
-/// Finished coroutines leave their stacks in pools for the next spawns; a stack the
-/// shared pool did not hand out again for a while (half a second to a second) gives
-/// its memory back by itself. Call this to do it at once, e.g. before measuring
-/// memory. Each thread still keeps the stack it got back last and some more per
-/// size for itself (up to 64, and no more than 16 MiB of them: further stacks of
-/// 16 MiB or more go straight to the shared pool, where any thread's spawn reuses
-/// them). When a new stack cannot be had,
-/// the pooled stacks of other sizes are unmapped and the reservation is tried once
-/// more before [`io::ErrorKind::OutOfMemory`] is returned.
-///
-/// # Examples
-///
-/// ```
-/// stackweave::spawn(|| {}).join().unwrap();
-/// stackweave::stack::trim_pool();
-/// ```
-pub fn trim_pool() {
+/// Gives back the memory of the stacks in the shared pool now (the public
+/// `stack::trim_pool`).
+pub(crate) fn trim_pool() {
     pool::trim();
 }
 
