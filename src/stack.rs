@@ -42,9 +42,9 @@ pub use crate::rt::stack::{guard_kind, stack_cap, GuardKind, DEFAULT_STACK_SIZE,
 /// Each thread also keeps the memory of its recently finished coroutines' control
 /// blocks (a few hundred bytes each, up to 8 MiB a thread), so that a burst of
 /// spawns after a burst of joins does not fault it in again; what no spawn needed
-/// for half a second goes back to the allocator at that thread's next spawn or join.
-/// This call frees the calling thread's at once and every other thread's at its
-/// next spawn or join.
+/// for half a second goes back to the allocator while that thread goes on spawning
+/// (it looks every 256 spawns and frees). This call frees the calling thread's at
+/// once and every other thread's at its next such look.
 ///
 /// # Examples
 ///

@@ -20,8 +20,9 @@
 //! lowest its list went since the last decay, and that many blocks (not needed in
 //! the meantime) are freed at the next one. The clock is read every [`CHECK_EVERY`]
 //! operations, so a thread that stops spawning keeps what it holds (at most the
-//! bound) until its next spawn, a `stack::trim_pool()` (which empties every thread's
-//! cache at that thread's next operation, and the caller's at once), or its exit.
+//! bound) until it spawns again, a `stack::trim_pool()` (which empties the caller's
+//! cache at once, and every other thread's at that thread's next look at the clock),
+//! or its exit.
 //!
 //! Blocks of more than [`CLASSES`] × [`GRAIN`] bytes, or aligned to more than
 //! [`ALIGN`], are not cached.
@@ -162,7 +163,7 @@ pub(crate) unsafe fn free(block: NonNull<u8>, layout: Layout) {
 }
 
 /// Empties the calling thread's cache now, and every other thread's at its next
-/// allocation or free of a task block.
+/// check (within [`CHECK_EVERY`] allocations and frees of task blocks there).
 pub(crate) fn trim() {
     TRIMS.fetch_add(1, Ordering::Relaxed);
     let _ = CACHE.try_with(|cache| cache.borrow_mut().release_all());
