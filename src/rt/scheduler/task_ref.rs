@@ -130,14 +130,6 @@ impl Drop for TaskRef {
     }
 }
 
-impl std::fmt::Debug for TaskRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskRef")
-            .field("id", &self.owner.id)
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
